@@ -1,0 +1,586 @@
+# pragma version ~=0.4.3
+"""
+@title ModelEvaluation
+@notice Measured, not claimed, performance of model versions, and the release gate.
+        1. A lineage owner commits a held-out eval set as a hash (bound to its
+           sender) and reveals it later; only versions registered *before* the
+           reveal may be evaluated on it, so none can have trained on it.
+        2. Anyone requests an evaluation of a version on a revealed eval set. The
+           evaluators are drawn stake-weighted from the staked EVALUATOR nodes of
+           NodeRegistry with the hash of a block mined *after* the request, so
+           neither the owner nor anyone at registration time knows who will judge.
+        3. Each drawn evaluator signs an EIP-712 Attestation (version, eval-set
+           root, metric, fixed-point value, deadline, nonce); anyone may submit it.
+           Non-evaluators, stale, replayed and second attestations revert. When the
+           quorum is in, the median is final; evaluators far from it lose
+           reputation, the others gain.
+        4. A lineage policy (metric, direction, tolerance, quorum) gates releases:
+           a version is released only with its quorum median on an eval set and no
+           regression beyond tolerance against the best released ancestor measured
+           on the same eval set; otherwise the call reverts with the numbers.
+@dev Values are fixed-point integers with 6 decimals (VALUE_SCALE) chosen by the client.
+"""
+
+from snekmate.auth import ownable
+from snekmate.utils import ecdsa
+from snekmate.utils import eip712_domain_separator as eip712
+
+initializes: ownable
+initializes: eip712
+exports: (ownable.owner, ownable.transfer_ownership, eip712.eip712Domain)
+
+from .interfaces import INodeRegistry
+
+
+interface IModelRegistry:
+    def exists(version_id: uint256) -> bool: view
+    def parent_of(version_id: uint256) -> uint256: view
+    def owner_of(version_id: uint256) -> address: view
+    def name_id_of(version_id: uint256) -> bytes32: view
+    def registered_block_of(version_id: uint256) -> uint256: view
+    def name_owner(name_id: bytes32) -> address: view
+
+
+ROLE_EVALUATOR: constant(uint256) = 32
+MAX_QUORUM: constant(uint256) = 9
+MAX_CANDIDATES: constant(uint256) = 256
+MAX_ANCESTORS: constant(uint256) = 64
+SEED_DELAY: public(constant(uint256)) = 1          # blocks between request and the seed block
+BLOCKHASH_WINDOW: constant(uint256) = 256          # the EVM only knows the last 256 block hashes
+_BPS: constant(uint256) = 10_000
+
+ATTESTATION_TYPEHASH: public(constant(bytes32)) = keccak256(
+    "Attestation(uint256 version,bytes32 evalSetRoot,bytes32 metric,uint256 value,uint256 deadline,uint256 nonce)"
+)
+
+struct EvalSet:
+    name_id: bytes32
+    committer: address
+    commitment: bytes32
+    committed_block: uint256
+    root: bytes32
+    cid: String[128]
+    size: uint256
+    revealed_block: uint256
+
+struct Policy:
+    metric: bytes32
+    higher_is_better: bool
+    tolerance: uint256
+    quorum: uint256
+    is_set: bool
+
+struct Request:
+    version_id: uint256
+    eval_set_id: uint256
+    metric: bytes32
+    quorum: uint256
+    seed_block: uint256
+    deadline: uint256
+    drawn: bool
+    count: uint256
+    finalized: bool
+    median: uint256
+
+struct Result:
+    request_id: uint256
+    median: uint256
+    metric: bytes32
+    quorum: uint256
+    finalized: bool
+
+registry: public(immutable(IModelRegistry))
+nodes: public(immutable(INodeRegistry))
+
+eval_sets: public(HashMap[uint256, EvalSet])
+eval_set_count: public(uint256)
+policies: public(HashMap[bytes32, Policy])
+requests: public(HashMap[uint256, Request])
+request_count: public(uint256)
+# @notice Open request of (version, eval set), 0 if none.
+request_of: public(HashMap[uint256, HashMap[uint256, uint256]])
+# @notice Final quorum median of (version, eval set).
+results: public(HashMap[uint256, HashMap[uint256, Result]])
+# @notice Whether an address was drawn for a request, and its attested value.
+is_drawn: public(HashMap[uint256, HashMap[address, bool]])
+has_attested: public(HashMap[uint256, HashMap[address, bool]])
+attested_value: public(HashMap[uint256, HashMap[address, uint256]])
+# @notice Next attestation nonce of each evaluator (sequential: a signature is usable once).
+nonces: public(HashMap[address, uint256])
+# @notice Evaluator reputation: +1 per attestation near the median, -1 per outlier.
+reputation: public(HashMap[address, int256])
+# @notice Released versions and the eval set / value they were released on.
+released: public(HashMap[uint256, bool])
+released_on: public(HashMap[uint256, uint256])
+released_count: public(HashMap[bytes32, uint256])
+# @notice Seconds evaluators have after the draw to attest.
+attest_window: public(uint256)
+# @notice An attestation further than this from the median (bps of the median, or
+#         `min_deviation` absolute if larger) costs its evaluator reputation.
+max_deviation_bps: public(uint256)
+min_deviation: public(uint256)
+
+_drawn_list: HashMap[uint256, DynArray[address, MAX_QUORUM]]
+
+event EvalSetCommitted:
+    eval_set_id: indexed(uint256)
+    name_id: indexed(bytes32)
+    committer: indexed(address)
+    commitment: bytes32
+
+event EvalSetRevealed:
+    eval_set_id: indexed(uint256)
+    root: bytes32
+    cid: String[128]
+    size: uint256
+
+event PolicySet:
+    name_id: indexed(bytes32)
+    metric: bytes32
+    higher_is_better: bool
+    tolerance: uint256
+    quorum: uint256
+
+event EvaluationRequested:
+    request_id: indexed(uint256)
+    version_id: indexed(uint256)
+    eval_set_id: indexed(uint256)
+    metric: bytes32
+    quorum: uint256
+    seed_block: uint256
+
+event EvaluatorsDrawn:
+    request_id: indexed(uint256)
+    evaluators: DynArray[address, MAX_QUORUM]
+    seed: bytes32
+    deadline: uint256
+
+event Attested:
+    request_id: indexed(uint256)
+    evaluator: indexed(address)
+    value: uint256
+    nonce: uint256
+
+event EvaluationFinalized:
+    request_id: indexed(uint256)
+    version_id: indexed(uint256)
+    eval_set_id: indexed(uint256)
+    metric: bytes32
+    median: uint256
+
+event ReputationChanged:
+    evaluator: indexed(address)
+    request_id: indexed(uint256)
+    delta: int256
+    reputation: int256
+
+event Released:
+    version_id: indexed(uint256)
+    eval_set_id: indexed(uint256)
+    name_id: indexed(bytes32)
+    median: uint256
+    best_ancestor: uint256
+    best_ancestor_value: uint256
+
+event ParameterChanged:
+    name: String[32]
+    value: uint256
+
+
+@deploy
+def __init__(registry_: IModelRegistry, nodes_: INodeRegistry, attest_window_: uint256,
+             max_deviation_bps_: uint256, min_deviation_: uint256):
+    """
+    @notice Deploy the evaluation contract.
+    @param registry_ The ModelRegistry.
+    @param nodes_ The NodeRegistry (evaluators and their stakes).
+    @param attest_window_ Seconds evaluators have after the draw.
+    @param max_deviation_bps_ Relative distance from the median beyond which an attestation is an outlier.
+    @param min_deviation_ Absolute distance (fixed-point) always tolerated.
+    """
+    assert attest_window_ > 0, "ModelEvaluation: zero attest window"
+    assert max_deviation_bps_ <= _BPS, "ModelEvaluation: deviation above 100%"
+    ownable.__init__()
+    eip712.__init__("proofmesh ModelEvaluation", "1")
+    registry = registry_
+    nodes = nodes_
+    self.attest_window = attest_window_
+    self.max_deviation_bps = max_deviation_bps_
+    self.min_deviation = min_deviation_
+
+
+@external
+def set_parameters(attest_window_: uint256, max_deviation_bps_: uint256, min_deviation_: uint256):
+    """
+    @notice Change the evaluation parameters (owner = Governance timelock only).
+    @param attest_window_ Seconds evaluators have after the draw (> 0).
+    @param max_deviation_bps_ Outlier threshold in bps of the median (<= 10000).
+    @param min_deviation_ Absolute outlier threshold floor.
+    """
+    ownable._check_owner()
+    assert attest_window_ > 0, "ModelEvaluation: zero attest window"
+    assert max_deviation_bps_ <= _BPS, "ModelEvaluation: deviation above 100%"
+    self.attest_window = attest_window_
+    self.max_deviation_bps = max_deviation_bps_
+    self.min_deviation = min_deviation_
+    log ParameterChanged(name="attest_window", value=attest_window_)
+    log ParameterChanged(name="max_deviation_bps", value=max_deviation_bps_)
+    log ParameterChanged(name="min_deviation", value=min_deviation_)
+
+
+# ---------------------------------------------------------------- eval sets
+
+@external
+def commit_eval_set(name_id: bytes32, commitment: bytes32) -> uint256:
+    """
+    @notice Commit a held-out eval set of a lineage as a hash; only the lineage owner.
+    @param name_id The lineage (keccak256 of its name).
+    @param commitment keccak256(abi.encode(root, salt, msg.sender)): binds the committer.
+    @return The eval set id.
+    """
+    assert staticcall registry.name_owner(name_id) == msg.sender, "ModelEvaluation: caller does not own the lineage"
+    assert commitment != empty(bytes32), "ModelEvaluation: empty commitment"
+    esid: uint256 = self.eval_set_count + 1
+    self.eval_set_count = esid
+    self.eval_sets[esid] = EvalSet(name_id=name_id, committer=msg.sender, commitment=commitment,
+                                   committed_block=block.number, root=empty(bytes32), cid="",
+                                   size=0, revealed_block=0)
+    log EvalSetCommitted(eval_set_id=esid, name_id=name_id, committer=msg.sender, commitment=commitment)
+    return esid
+
+
+@external
+def reveal_eval_set(eval_set_id: uint256, root: bytes32, salt: bytes32, cid: String[128], size: uint256):
+    """
+    @notice Reveal a committed eval set. Versions registered from now on cannot be evaluated on it.
+    @param eval_set_id The eval set.
+    @param root Merkle root of the eval records.
+    @param salt The salt used in the commitment.
+    @param cid CID of the eval set file (so evaluators can fetch and re-hash it).
+    @param size Number of records.
+    """
+    es: EvalSet = self.eval_sets[eval_set_id]
+    assert es.committer == msg.sender, "ModelEvaluation: only the committer can reveal"
+    assert es.revealed_block == 0, "ModelEvaluation: eval set already revealed"
+    assert keccak256(abi_encode(root, salt, msg.sender)) == es.commitment, "ModelEvaluation: reveal does not match the commitment"
+    assert size > 0, "ModelEvaluation: empty eval set"
+    self.eval_sets[eval_set_id].root = root
+    self.eval_sets[eval_set_id].cid = cid
+    self.eval_sets[eval_set_id].size = size
+    self.eval_sets[eval_set_id].revealed_block = block.number
+    log EvalSetRevealed(eval_set_id=eval_set_id, root=root, cid=cid, size=size)
+
+
+# ---------------------------------------------------------------- policy
+
+@external
+def set_policy(name_id: bytes32, metric: bytes32, higher_is_better: bool, tolerance: uint256, quorum: uint256):
+    """
+    @notice Set a lineage's release policy; only the lineage owner, and only before
+            its first release (rules cannot be loosened once releases exist).
+    @param name_id The lineage.
+    @param metric Metric name as bytes32 (e.g. "accuracy", "perplexity").
+    @param higher_is_better Direction of the metric.
+    @param tolerance Largest allowed regression vs the best released ancestor (fixed-point).
+    @param quorum Number of evaluators drawn per evaluation (1..9).
+    """
+    assert staticcall registry.name_owner(name_id) == msg.sender, "ModelEvaluation: caller does not own the lineage"
+    assert self.released_count[name_id] == 0, "ModelEvaluation: policy is locked after the first release"
+    assert metric != empty(bytes32), "ModelEvaluation: empty metric"
+    assert quorum >= 1 and quorum <= MAX_QUORUM, "ModelEvaluation: quorum must be 1..9"
+    self.policies[name_id] = Policy(metric=metric, higher_is_better=higher_is_better, tolerance=tolerance,
+                                    quorum=quorum, is_set=True)
+    log PolicySet(name_id=name_id, metric=metric, higher_is_better=higher_is_better, tolerance=tolerance,
+                  quorum=quorum)
+
+
+# ---------------------------------------------------------------- requests and draws
+
+@external
+def request_evaluation(version_id: uint256, eval_set_id: uint256) -> uint256:
+    """
+    @notice Ask for an evaluation of a version on a revealed eval set of its lineage,
+            with the lineage policy's metric and quorum. The evaluators are drawn later
+            from the hash of block `block.number + SEED_DELAY`.
+    @param version_id The version under test.
+    @param eval_set_id A revealed eval set of the same lineage.
+    @return The request id.
+    """
+    assert staticcall registry.exists(version_id), "ModelEvaluation: version does not exist"
+    es: EvalSet = self.eval_sets[eval_set_id]
+    assert es.revealed_block != 0, "ModelEvaluation: eval set not revealed"
+    name_id: bytes32 = staticcall registry.name_id_of(version_id)
+    assert es.name_id == name_id, "ModelEvaluation: eval set belongs to another lineage"
+    assert staticcall registry.registered_block_of(version_id) < es.revealed_block, "ModelEvaluation: version registered after the eval set was revealed"
+    policy: Policy = self.policies[name_id]
+    assert policy.is_set, "ModelEvaluation: lineage has no policy"
+    assert not self.results[version_id][eval_set_id].finalized, "ModelEvaluation: already evaluated on this eval set"
+    open_id: uint256 = self.request_of[version_id][eval_set_id]
+    if open_id != 0:
+        # A request may be replaced only once it can no longer finish: its seed block
+        # hash is gone, or its attestation window closed without a quorum.
+        old: Request = self.requests[open_id]
+        assert (not old.drawn and block.number > old.seed_block + BLOCKHASH_WINDOW) or (old.drawn and block.timestamp > old.deadline), "ModelEvaluation: an evaluation request is already open"
+    rid: uint256 = self.request_count + 1
+    self.request_count = rid
+    self.requests[rid] = Request(version_id=version_id, eval_set_id=eval_set_id, metric=policy.metric,
+                                 quorum=policy.quorum, seed_block=block.number + SEED_DELAY, deadline=0,
+                                 drawn=False, count=0, finalized=False, median=0)
+    self.request_of[version_id][eval_set_id] = rid
+    log EvaluationRequested(request_id=rid, version_id=version_id, eval_set_id=eval_set_id, metric=policy.metric,
+                            quorum=policy.quorum, seed_block=block.number + SEED_DELAY)
+    return rid
+
+
+@external
+def draw(request_id: uint256) -> DynArray[address, MAX_QUORUM]:
+    """
+    @notice Draw the request's evaluators, stake-weighted without replacement, from the
+            active EVALUATOR nodes other than the version's owner. Anyone may call once
+            the seed block is mined and while its hash is still available.
+    @param request_id The request.
+    @return The drawn evaluators.
+    """
+    req: Request = self.requests[request_id]
+    assert req.version_id != 0, "ModelEvaluation: unknown request"
+    assert not req.drawn, "ModelEvaluation: already drawn"
+    assert block.number > req.seed_block, "ModelEvaluation: seed block not mined yet"
+    assert block.number <= req.seed_block + BLOCKHASH_WINDOW, "ModelEvaluation: seed block too old, request again"
+    seed: bytes32 = keccak256(abi_encode(blockhash(req.seed_block), request_id))
+    owner: address = staticcall registry.owner_of(req.version_id)
+
+    candidates: DynArray[address, MAX_CANDIDATES] = []
+    weights: DynArray[uint256, MAX_CANDIDATES] = []
+    total: uint256 = 0
+    n: uint256 = min(staticcall nodes.node_count(), MAX_CANDIDATES)
+    for i: uint256 in range(n, bound=MAX_CANDIDATES):
+        node: address = staticcall nodes.node_at(i)
+        if node == owner:
+            continue      # nobody judges their own model
+        if not staticcall nodes.has_role(node, ROLE_EVALUATOR):
+            continue
+        if not staticcall nodes.is_active(node):
+            continue
+        s: uint256 = staticcall nodes.stake_of(node)
+        if s == 0:
+            continue
+        candidates.append(node)
+        weights.append(s)
+        total += s
+    assert len(candidates) >= req.quorum, concat("ModelEvaluation: only ", uint2str(len(candidates)), " eligible evaluators for a quorum of ", uint2str(req.quorum))
+
+    chosen: DynArray[address, MAX_QUORUM] = []
+    for k: uint256 in range(req.quorum, bound=MAX_QUORUM):
+        r: uint256 = convert(keccak256(abi_encode(seed, k)), uint256) % total
+        acc: uint256 = 0
+        for j: uint256 in range(len(candidates), bound=MAX_CANDIDATES):
+            w: uint256 = weights[j]
+            if w == 0:
+                continue
+            acc += w
+            if r < acc:
+                chosen.append(candidates[j])
+                total -= w
+                weights[j] = 0      # without replacement
+                break
+    self.requests[request_id].drawn = True
+    self.requests[request_id].deadline = block.timestamp + self.attest_window
+    self._drawn_list[request_id] = chosen
+    for e: address in chosen:
+        self.is_drawn[request_id][e] = True
+    log EvaluatorsDrawn(request_id=request_id, evaluators=chosen, seed=seed, deadline=block.timestamp + self.attest_window)
+    return chosen
+
+
+# ---------------------------------------------------------------- attestations
+
+@view
+@external
+def attestation_digest(version_id: uint256, eval_set_root: bytes32, metric: bytes32, metric_value: uint256,
+                       deadline: uint256, nonce: uint256) -> bytes32:
+    """
+    @notice The EIP-712 digest an evaluator signs.
+    @param version_id The version evaluated.
+    @param eval_set_root Root of the eval set used.
+    @param metric The metric.
+    @param metric_value Fixed-point value.
+    @param deadline Last timestamp the signature is valid.
+    @param nonce The evaluator's nonce.
+    @return The digest.
+    """
+    return self._digest(version_id, eval_set_root, metric, metric_value, deadline, nonce)
+
+
+@view
+@internal
+def _digest(version_id: uint256, eval_set_root: bytes32, metric: bytes32, metric_value: uint256,
+            deadline: uint256, nonce: uint256) -> bytes32:
+    struct_hash: bytes32 = keccak256(abi_encode(ATTESTATION_TYPEHASH, version_id, eval_set_root, metric,
+                                                metric_value, deadline, nonce))
+    return eip712._hash_typed_data_v4(struct_hash)
+
+
+@external
+def attest(request_id: uint256, metric_value: uint256, deadline: uint256, nonce: uint256, signature: Bytes[65]):
+    """
+    @notice Submit a drawn evaluator's signed attestation (anyone may relay it). The
+            last attestation of the quorum finalizes the median and the reputations.
+    @param request_id The request.
+    @param metric_value Fixed-point metric value.
+    @param deadline Signature expiry (timestamp).
+    @param nonce The evaluator's current nonce.
+    @param signature 65-byte EIP-712 signature over the Attestation.
+    """
+    req: Request = self.requests[request_id]
+    assert req.drawn, "ModelEvaluation: evaluators not drawn"
+    assert not req.finalized, "ModelEvaluation: evaluation already finalized"
+    assert block.timestamp <= req.deadline, "ModelEvaluation: attestation window closed"
+    assert block.timestamp <= deadline, "ModelEvaluation: stale attestation (deadline passed)"
+    root: bytes32 = self.eval_sets[req.eval_set_id].root
+    signer: address = ecdsa._recover_sig(self._digest(req.version_id, root, req.metric, metric_value, deadline, nonce),
+                                         signature)
+    assert signer != empty(address), "ModelEvaluation: invalid signature"
+    assert self.is_drawn[request_id][signer], "ModelEvaluation: signer is not a drawn evaluator"
+    assert not self.has_attested[request_id][signer], "ModelEvaluation: evaluator already attested"
+    assert nonce == self.nonces[signer], "ModelEvaluation: bad nonce (replayed attestation?)"
+    self.nonces[signer] = nonce + 1
+    self.has_attested[request_id][signer] = True
+    self.attested_value[request_id][signer] = metric_value
+    count: uint256 = req.count + 1
+    self.requests[request_id].count = count
+    log Attested(request_id=request_id, evaluator=signer, value=metric_value, nonce=nonce)
+    if count == req.quorum:
+        self._finalize(request_id)
+
+
+@internal
+def _finalize(request_id: uint256):
+    req: Request = self.requests[request_id]
+    drawn: DynArray[address, MAX_QUORUM] = self._drawn_list[request_id]
+    vals: DynArray[uint256, MAX_QUORUM] = []
+    for e: address in drawn:
+        vals.append(self.attested_value[request_id][e])
+    # insertion sort: at most MAX_QUORUM values
+    n: uint256 = len(vals)
+    for i: uint256 in range(1, MAX_QUORUM):
+        if i >= n:
+            break
+        x: uint256 = vals[i]
+        j: uint256 = i
+        for _: uint256 in range(MAX_QUORUM):
+            if j == 0 or vals[j - 1] <= x:
+                break
+            vals[j] = vals[j - 1]
+            j -= 1
+        vals[j] = x
+    med: uint256 = vals[n // 2]
+    if n % 2 == 0:
+        med = (vals[n // 2 - 1] + vals[n // 2]) // 2
+    self.requests[request_id].finalized = True
+    self.requests[request_id].median = med
+    self.results[req.version_id][req.eval_set_id] = Result(request_id=request_id, median=med, metric=req.metric,
+                                                           quorum=req.quorum, finalized=True)
+    log EvaluationFinalized(request_id=request_id, version_id=req.version_id, eval_set_id=req.eval_set_id,
+                            metric=req.metric, median=med)
+    allowed: uint256 = max(med * self.max_deviation_bps // _BPS, self.min_deviation)
+    for e: address in drawn:
+        v: uint256 = self.attested_value[request_id][e]
+        dev: uint256 = v - med if v > med else med - v
+        delta: int256 = 1
+        if dev > allowed:
+            delta = -1
+        self.reputation[e] += delta
+        log ReputationChanged(evaluator=e, request_id=request_id, delta=delta, reputation=self.reputation[e])
+
+
+# ---------------------------------------------------------------- release gate
+
+@view
+@internal
+def _gate(version_id: uint256, eval_set_id: uint256) -> (bool, String[400], uint256, uint256, uint256):
+    """Returns (ok, reason, median, best_ancestor, best_value)."""
+    if not staticcall registry.exists(version_id):
+        return False, "version does not exist", 0, 0, 0
+    if self.released[version_id]:
+        return False, "version already released", 0, 0, 0
+    name_id: bytes32 = staticcall registry.name_id_of(version_id)
+    policy: Policy = self.policies[name_id]
+    if not policy.is_set:
+        return False, "lineage has no release policy", 0, 0, 0
+    res: Result = self.results[version_id][eval_set_id]
+    if not res.finalized or res.metric != policy.metric or res.quorum < policy.quorum:
+        return False, "no quorum median for this version on this eval set", 0, 0, 0
+    best_anc: uint256 = 0
+    best: uint256 = 0
+    nearest_checked: bool = False
+    a: uint256 = staticcall registry.parent_of(version_id)
+    for _: uint256 in range(MAX_ANCESTORS):
+        if a == 0:
+            break
+        if self.released[a]:
+            ar: Result = self.results[a][eval_set_id]
+            if not nearest_checked:
+                nearest_checked = True
+                if not (ar.finalized and ar.metric == policy.metric):
+                    return False, concat("nearest released ancestor ", uint2str(a), " has no median on this eval set"), res.median, a, 0
+            if ar.finalized and ar.metric == policy.metric:
+                if best_anc == 0 or (policy.higher_is_better and ar.median > best) or (not policy.higher_is_better and ar.median < best):
+                    best_anc = a
+                    best = ar.median
+        a = staticcall registry.parent_of(a)
+    if best_anc != 0:
+        if policy.higher_is_better and res.median + policy.tolerance < best:
+            return False, concat("regression: median ", uint2str(res.median), " < best released ancestor ", uint2str(best_anc), " at ", uint2str(best), " - tolerance ", uint2str(policy.tolerance)), res.median, best_anc, best
+        if not policy.higher_is_better and res.median > best + policy.tolerance:
+            return False, concat("regression: median ", uint2str(res.median), " > best released ancestor ", uint2str(best_anc), " at ", uint2str(best), " + tolerance ", uint2str(policy.tolerance)), res.median, best_anc, best
+    return True, "", res.median, best_anc, best
+
+
+@view
+@external
+def check_release(version_id: uint256, eval_set_id: uint256) -> (bool, String[400], uint256, uint256, uint256):
+    """
+    @notice Dry-run of the release gate.
+    @param version_id The version.
+    @param eval_set_id The eval set whose quorum median is used.
+    @return (ok, reason, median, best released ancestor, its median on the eval set).
+    """
+    return self._gate(version_id, eval_set_id)
+
+
+@external
+def release(version_id: uint256, eval_set_id: uint256):
+    """
+    @notice Release a version: requires its quorum median on `eval_set_id` and no
+            regression beyond the lineage tolerance vs the best released ancestor on
+            the same eval set. Only the version owner may call.
+    @param version_id The version.
+    @param eval_set_id The eval set.
+    """
+    assert staticcall registry.owner_of(version_id) == msg.sender, "ModelEvaluation: caller does not own the version"
+    ok: bool = False
+    reason: String[400] = ""
+    med: uint256 = 0
+    best_anc: uint256 = 0
+    best: uint256 = 0
+    ok, reason, med, best_anc, best = self._gate(version_id, eval_set_id)
+    assert ok, concat("ModelEvaluation: ", reason)
+    name_id: bytes32 = staticcall registry.name_id_of(version_id)
+    self.released[version_id] = True
+    self.released_on[version_id] = eval_set_id
+    self.released_count[name_id] += 1
+    log Released(version_id=version_id, eval_set_id=eval_set_id, name_id=name_id, median=med,
+                 best_ancestor=best_anc, best_ancestor_value=best)
+
+
+# ---------------------------------------------------------------- views
+
+@view
+@external
+def evaluators_of(request_id: uint256) -> DynArray[address, MAX_QUORUM]:
+    """
+    @notice The evaluators drawn for a request.
+    @param request_id The request.
+    @return Drawn evaluators (empty before the draw).
+    """
+    return self._drawn_list[request_id]

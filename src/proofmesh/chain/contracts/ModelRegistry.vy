@@ -1,0 +1,303 @@
+# pragma version ~=0.4.3
+"""
+@title ModelRegistry
+@notice The on-chain record of model versions: what the weights are (a Merkle root
+        over per-tensor hashes), where they came from (parent version, base model of
+        a LoRA adapter, training data batch roots, the compute job) and who owns them.
+        A lineage is a name; the first account to register a version under a name
+        owns it, and only that owner adds versions to it (directly, or through an
+        authorised registrar such as the compute JobMarket acting on its behalf).
+        Identical weights are registered once: a second registration reverts naming
+        the existing version. Evaluation and release gating live in ModelEvaluation.
+@dev Leaves of the weights tree are OpenZeppelin StandardMerkleTree leaves
+     keccak256(keccak256(abi.encode(name, dtype, shape, sha256))), sorted-pair tree,
+     so any single tensor can be proven with `verify_tensor`.
+"""
+
+from snekmate.auth import ownable
+from snekmate.utils import merkle_proof_verification
+
+initializes: ownable
+exports: (ownable.owner, ownable.transfer_ownership)
+
+KIND_FULL: public(constant(uint256)) = 0
+KIND_LORA: public(constant(uint256)) = 1
+MAX_BATCHES: constant(uint256) = 32
+MAX_PROOF: constant(uint256) = 64
+MAX_SHAPE: constant(uint256) = 8
+
+struct Version:
+    weights_root: bytes32
+    name_id: bytes32
+    parent: uint256
+    base: uint256
+    kind: uint256
+    owner: address
+    registrar: address
+    job_id: uint256
+    config_cid: String[128]
+    manifest_cid: String[128]
+    registered_block: uint256
+    registered_at: uint256
+
+# @notice Version records by id (ids start at 1; 0 means "none").
+versions: public(HashMap[uint256, Version])
+# @notice Number of versions registered (also the highest id).
+version_count: public(uint256)
+# @notice The version holding a weights root (0 if none).
+version_of_root: public(HashMap[bytes32, uint256])
+# @notice Owner of a lineage name (keccak256 of the name).
+name_owner: public(HashMap[bytes32, address])
+# @notice The human-readable name behind a name id.
+name_of: public(HashMap[bytes32, String[64]])
+# @notice Versions of a lineage, in registration order.
+name_version_count: public(HashMap[bytes32, uint256])
+name_version_at: public(HashMap[bytes32, HashMap[uint256, uint256]])
+# @notice Direct children of a version (versions naming it as parent).
+child_count: public(HashMap[uint256, uint256])
+child_at: public(HashMap[uint256, HashMap[uint256, uint256]])
+# @notice Contracts allowed to register versions on behalf of an owner.
+is_registrar: public(HashMap[address, bool])
+
+_batches: HashMap[uint256, DynArray[bytes32, MAX_BATCHES]]
+
+event VersionRegistered:
+    version_id: indexed(uint256)
+    name_id: indexed(bytes32)
+    parent: indexed(uint256)
+    weights_root: bytes32
+    owner: address
+    registrar: address
+    kind: uint256
+    base: uint256
+    job_id: uint256
+    data_batches: DynArray[bytes32, MAX_BATCHES]
+    config_cid: String[128]
+    manifest_cid: String[128]
+
+event NameClaimed:
+    name_id: indexed(bytes32)
+    owner: indexed(address)
+    name: String[64]
+
+event RegistrarSet:
+    registrar: indexed(address)
+    allowed: bool
+
+
+@deploy
+def __init__():
+    """
+    @notice Deploy an empty registry owned by the deployer (later: Governance).
+    """
+    ownable.__init__()
+
+
+@external
+def set_registrar(registrar: address, allowed: bool):
+    """
+    @notice Allow or forbid a contract (e.g. the compute JobMarket) to register versions
+            on behalf of their owners. Only the owner (Governance) may call.
+    @param registrar The contract address.
+    @param allowed True to allow, False to revoke.
+    """
+    ownable._check_owner()
+    assert registrar != empty(address), "ModelRegistry: registrar is the zero address"
+    self.is_registrar[registrar] = allowed
+    log RegistrarSet(registrar=registrar, allowed=allowed)
+
+
+@external
+def register(name: String[64], weights_root: bytes32, parent: uint256, kind: uint256, base: uint256,
+             data_batches: DynArray[bytes32, MAX_BATCHES], job_id: uint256,
+             config_cid: String[128], manifest_cid: String[128]) -> uint256:
+    """
+    @notice Register a model version owned by the caller.
+    @param name Lineage name (1-64 bytes); claimed by the caller if new.
+    @param weights_root Merkle root over the per-tensor hashes (non-zero, unique).
+    @param parent Parent version id, or 0 for a root version.
+    @param kind KIND_FULL (0) or KIND_LORA (1).
+    @param base For KIND_LORA, the base model version the adapter applies to; else 0.
+    @param data_batches Roots/ids of the training data batches (data capability).
+    @param job_id Compute job that produced the weights, or 0.
+    @param config_cid CID of the training/model config blob (may be empty).
+    @param manifest_cid CID of the per-tensor manifest (lets anyone name a differing tensor).
+    @return The new version id.
+    """
+    return self._register(msg.sender, name, weights_root, parent, kind, base, data_batches, job_id,
+                          config_cid, manifest_cid)
+
+
+@external
+def register_for(owner: address, name: String[64], weights_root: bytes32, parent: uint256, kind: uint256,
+                 base: uint256, data_batches: DynArray[bytes32, MAX_BATCHES], job_id: uint256,
+                 config_cid: String[128], manifest_cid: String[128]) -> uint256:
+    """
+    @notice Register a version on behalf of `owner`; only an authorised registrar
+            (e.g. the JobMarket settling a fine-tuning job) may call.
+    @param owner The account that will own the version (must own the lineage name, if claimed).
+    @param name Lineage name.
+    @param weights_root Merkle root over the per-tensor hashes.
+    @param parent Parent version id, or 0.
+    @param kind KIND_FULL or KIND_LORA.
+    @param base Base version for LoRA, else 0.
+    @param data_batches Training data batch roots.
+    @param job_id The compute job id.
+    @param config_cid Config blob CID.
+    @param manifest_cid Manifest blob CID.
+    @return The new version id.
+    """
+    assert self.is_registrar[msg.sender], "ModelRegistry: caller is not a registrar"
+    assert owner != empty(address), "ModelRegistry: owner is the zero address"
+    return self._register(owner, name, weights_root, parent, kind, base, data_batches, job_id,
+                          config_cid, manifest_cid)
+
+
+@internal
+def _register(owner: address, name: String[64], weights_root: bytes32, parent: uint256, kind: uint256,
+              base: uint256, data_batches: DynArray[bytes32, MAX_BATCHES], job_id: uint256,
+              config_cid: String[128], manifest_cid: String[128]) -> uint256:
+    assert len(name) > 0, "ModelRegistry: empty name"
+    assert weights_root != empty(bytes32), "ModelRegistry: empty weights root"
+    existing: uint256 = self.version_of_root[weights_root]
+    assert existing == 0, concat("ModelRegistry: duplicate weights, already version ", uint2str(existing))
+    assert parent <= self.version_count, "ModelRegistry: parent version does not exist"
+    if kind == KIND_LORA:
+        assert base != 0 and base <= self.version_count, "ModelRegistry: LoRA base version does not exist"
+        assert self.versions[base].kind == KIND_FULL, "ModelRegistry: LoRA base must be a full model"
+    else:
+        assert kind == KIND_FULL, "ModelRegistry: kind must be 0 (full) or 1 (lora)"
+        assert base == 0, "ModelRegistry: only a LoRA adapter has a base"
+    name_id: bytes32 = keccak256(name)
+    current: address = self.name_owner[name_id]
+    if current == empty(address):
+        self.name_owner[name_id] = owner
+        self.name_of[name_id] = name
+        log NameClaimed(name_id=name_id, owner=owner, name=name)
+    else:
+        assert current == owner, "ModelRegistry: name is owned by another account"
+
+    vid: uint256 = self.version_count + 1
+    self.version_count = vid
+    self.versions[vid] = Version(
+        weights_root=weights_root, name_id=name_id, parent=parent, base=base, kind=kind,
+        owner=owner, registrar=msg.sender, job_id=job_id, config_cid=config_cid,
+        manifest_cid=manifest_cid, registered_block=block.number, registered_at=block.timestamp)
+    self.version_of_root[weights_root] = vid
+    self._batches[vid] = data_batches
+    n: uint256 = self.name_version_count[name_id]
+    self.name_version_at[name_id][n] = vid
+    self.name_version_count[name_id] = n + 1
+    if parent != 0:
+        c: uint256 = self.child_count[parent]
+        self.child_at[parent][c] = vid
+        self.child_count[parent] = c + 1
+    log VersionRegistered(version_id=vid, name_id=name_id, parent=parent, weights_root=weights_root,
+                          owner=owner, registrar=msg.sender, kind=kind, base=base, job_id=job_id,
+                          data_batches=data_batches, config_cid=config_cid, manifest_cid=manifest_cid)
+    return vid
+
+
+# ---------------------------------------------------------------- views
+
+@view
+@external
+def data_batches_of(version_id: uint256) -> DynArray[bytes32, MAX_BATCHES]:
+    """
+    @notice The training data batch roots of a version.
+    @param version_id The version.
+    @return The batch roots, in registration order.
+    """
+    return self._batches[version_id]
+
+
+@view
+@external
+def exists(version_id: uint256) -> bool:
+    """
+    @notice Whether a version id has been registered.
+    @param version_id The version.
+    @return True if registered.
+    """
+    return version_id != 0 and version_id <= self.version_count
+
+
+@view
+@external
+def parent_of(version_id: uint256) -> uint256:
+    """
+    @notice Parent of a version (0 for a root).
+    @param version_id The version.
+    @return The parent id.
+    """
+    return self.versions[version_id].parent
+
+
+@view
+@external
+def owner_of(version_id: uint256) -> address:
+    """
+    @notice Owner of a version.
+    @param version_id The version.
+    @return The owner (zero address if unknown).
+    """
+    return self.versions[version_id].owner
+
+
+@view
+@external
+def name_id_of(version_id: uint256) -> bytes32:
+    """
+    @notice Lineage (name id) of a version.
+    @param version_id The version.
+    @return keccak256 of the lineage name.
+    """
+    return self.versions[version_id].name_id
+
+
+@view
+@external
+def registered_block_of(version_id: uint256) -> uint256:
+    """
+    @notice Block in which a version was registered.
+    @param version_id The version.
+    @return The block number (0 if unknown).
+    """
+    return self.versions[version_id].registered_block
+
+
+@view
+@external
+def tensor_leaf(name: String[256], dtype: String[16], shape: DynArray[uint256, MAX_SHAPE],
+                tensor_sha256: bytes32) -> bytes32:
+    """
+    @notice The Merkle leaf of one tensor, as the off-chain weights root computes it.
+    @param name Tensor name.
+    @param dtype safetensors dtype string, e.g. "F32".
+    @param shape Tensor shape.
+    @param tensor_sha256 sha256 of the tensor's raw bytes.
+    @return keccak256(keccak256(abi.encode(name, dtype, shape, tensor_sha256))).
+    """
+    return keccak256(keccak256(abi_encode(name, dtype, shape, tensor_sha256)))
+
+
+@view
+@external
+def verify_tensor(version_id: uint256, name: String[256], dtype: String[16],
+                  shape: DynArray[uint256, MAX_SHAPE], tensor_sha256: bytes32,
+                  proof: DynArray[bytes32, MAX_PROOF]) -> bool:
+    """
+    @notice Check that a version's weights contain exactly this tensor.
+    @param version_id The version.
+    @param name Tensor name.
+    @param dtype safetensors dtype string.
+    @param shape Tensor shape.
+    @param tensor_sha256 sha256 of the tensor's raw bytes.
+    @param proof Sorted-pair Merkle proof from the leaf to the version's weights root.
+    @return True if the proof is valid for the registered root.
+    """
+    root: bytes32 = self.versions[version_id].weights_root
+    if root == empty(bytes32):
+        return False
+    leaf: bytes32 = keccak256(keccak256(abi_encode(name, dtype, shape, tensor_sha256)))
+    return merkle_proof_verification._verify(proof, root, leaf)
