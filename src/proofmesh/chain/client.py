@@ -294,8 +294,17 @@ class Chain:
 
     # ----------------------------------------------------------------- dev chains
     def increase_time(self, seconds: int) -> None:
-        """Move the chain's clock forward and mine a block (embedded and anvil only)."""
-        self.w3.provider.make_request("evm_increaseTime", [int(seconds)])
+        """Mine a block ``seconds`` after the latest one (embedded and anvil only)."""
+        self.advance_to(self.timestamp() + int(seconds))
+
+    def advance_to(self, timestamp: int) -> None:
+        """Mine a block whose timestamp is at least ``timestamp`` (dev chains only).
+
+        Automining one block per transaction makes block time run ahead of the wall
+        clock, so "wait N seconds" is measured from the latest block, not from now.
+        """
+        latest = self.timestamp()
+        self.w3.provider.make_request("evm_setNextBlockTimestamp", [max(int(timestamp), latest + 1)])
         self.mine()
 
     def mine(self, blocks: int = 1) -> None:

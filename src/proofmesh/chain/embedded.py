@@ -406,6 +406,10 @@ class EmbeddedChain:
         # the full gas limit (this also yields the revert reason), then confirm a
         # padded guess with one more run; binary search only if the guess fails.
         header = self._readonly_header(tag)
+        if tag in (None, "latest", "pending"):
+            # Estimate in the context the transaction will run in: the next block's
+            # timestamp, so time-dependent code (epochs, deadlines) costs what it will.
+            header = header.copy(timestamp=max(header.timestamp + 1, self.now()))
         state_at = lambda: self.chain.get_vm(header).state  # noqa: E731  (fresh state per run)
         probe = dict(tx, gas=hex(_int(tx["gas"])) if tx.get("gas") else hex(header.gas_limit))
         spoof = self._spoof(probe, header)
@@ -505,6 +509,13 @@ class EmbeddedChain:
         self._time_offset += _int(seconds)
         self._set_meta("time_offset", str(self._time_offset))
         return hex(self._time_offset)
+
+    def rpc_evm_setNextBlockTimestamp(self, timestamp: Any) -> None:
+        ts = _int(timestamp)
+        if ts <= self._head().timestamp:
+            raise RPCError(-32000, f"timestamp {ts} is not after the latest block's {self._head().timestamp}")
+        self._time_offset = ts - int(time.time())
+        self._set_meta("time_offset", str(self._time_offset))
 
     def rpc_evm_mine(self, *_args: Any) -> str:
         self._prepare_pending()
