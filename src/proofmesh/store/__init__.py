@@ -1,1 +1,1 @@
-"""proofmesh.store"""
+"""proofmesh.store: content-addressed blobs on disk, served and fetched over HTTP by CID."""

@@ -1,0 +1,137 @@
+"""HTTP routes for blobs, mounted by the node daemon: ``app.include_router(blob_router(store))``.
+
+* ``GET  /blobs/{cid}``  the bytes (``application/octet-stream``), verified while streaming;
+* ``HEAD /blobs/{cid}``  200 with ``Content-Length`` if stored, 404 otherwise;
+* ``PUT  /blobs``        body → stored; answers ``{"cid": …, "size": …}``.
+
+Small blobs are verified before the first byte is sent, so a corrupted blob gets a clean
+error status. Large blobs are streamed and verified as they go; if the end does not match,
+the connection is cut before the response completes, so clients (which re-hash anyway, see
+:mod:`proofmesh.store.fetch`) never receive a complete wrong body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+from collections.abc import Iterator
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from proofmesh.errors import InputError, StoreError
+from proofmesh.store.blobstore import BlobStore
+
+__all__ = ["blob_router", "DEFAULT_MAX_UPLOAD"]
+
+DEFAULT_MAX_UPLOAD = 1024**3
+_SMALL = 8 * 1024**2
+_PIECE = 1 << 20
+_END = object()
+_ABORT = object()
+
+
+def blob_router(store: BlobStore, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> APIRouter:
+    """An APIRouter serving ``store`` (uploads over ``max_upload`` bytes get 413)."""
+    router = APIRouter(tags=["blobs"])
+
+    def _valid(cid: str) -> str:
+        try:
+            return store._cid(cid)
+        except InputError as exc:
+            raise HTTPException(status_code=400, detail=exc.message) from None
+
+    @router.head("/blobs/{cid}")
+    def head_blob(cid: str) -> Response:
+        cid = _valid(cid)
+        try:
+            size = store.size(cid)
+        except StoreError:
+            return Response(status_code=404)
+        return Response(status_code=200, headers={"content-length": str(size),
+                                                  "content-type": "application/octet-stream"})
+
+    @router.get("/blobs/{cid}")
+    def get_blob(cid: str) -> Response:
+        cid = _valid(cid)
+        try:
+            size = store.size(cid)
+        except StoreError:
+            raise HTTPException(status_code=404, detail=f"blob {cid} not found") from None
+        if size <= _SMALL:
+            try:
+                data = store.get_bytes(cid)
+            except StoreError as exc:
+                # corrupted (now quarantined) or removed meanwhile: this node cannot serve it
+                raise HTTPException(status_code=404, detail=exc.message) from None
+            return Response(content=data, media_type="application/octet-stream",
+                            headers={"x-content-cid": cid})
+
+        def chunks() -> Iterator[bytes]:
+            # Hold back the last piece until the reader has checked the CID at end of file:
+            # on a mismatch the body stays short of Content-Length and the client sees a
+            # broken response, never a complete wrong one.
+            held = None
+            with store.open(cid) as reader:
+                while piece := reader.read(_PIECE):
+                    if held is not None:
+                        yield held
+                    held = piece
+            if held is not None:
+                yield held
+
+        return StreamingResponse(iterate_in_threadpool(chunks()), media_type="application/octet-stream",
+                                 headers={"content-length": str(size), "x-content-cid": cid})
+
+    @router.put("/blobs")
+    async def put_blob(request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_upload:
+            raise HTTPException(status_code=413, detail=f"blob larger than {max_upload} bytes")
+        # The body streams through a bounded queue into the blocking store writer running
+        # in a worker thread: memory stays at a few pieces whatever the blob size, and a
+        # slow disk pushes back on the client.
+        q: queue.Queue = queue.Queue(maxsize=16)
+
+        def pieces() -> Iterator[bytes]:
+            while True:
+                item = q.get()
+                if item is _END:
+                    return
+                if item is _ABORT:
+                    raise StoreError("upload aborted")
+                yield item
+
+        writer = asyncio.ensure_future(run_in_threadpool(store.put_stream, pieces(), max_bytes=max_upload))
+
+        async def send(item: object) -> None:
+            while not writer.done():
+                try:
+                    q.put_nowait(item)
+                    return
+                except queue.Full:
+                    await asyncio.sleep(0.002)
+
+        total = 0
+        try:
+            async for piece in request.stream():
+                total += len(piece)
+                if total > max_upload:
+                    raise HTTPException(status_code=413, detail=f"blob larger than {max_upload} bytes")
+                if piece:
+                    await send(piece)
+        except BaseException:
+            await send(_ABORT)
+            with contextlib.suppress(BaseException):
+                await writer
+            raise
+        await send(_END)
+        try:
+            cid = await writer
+        except StoreError as exc:
+            raise HTTPException(status_code=409, detail=exc.message) from None
+        return JSONResponse({"cid": cid, "size": total}, status_code=201)
+
+    return router
