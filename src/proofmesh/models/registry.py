@@ -12,14 +12,16 @@ results as child versions through it, or on chain via ``register_for``).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from web3 import Web3
+from web3.logs import DISCARD
 
 from proofmesh.crypto.cid import cid_of_bytes
-from proofmesh.errors import ContractRevert, InputError, VerificationError
+from proofmesh.errors import ChainError, InputError, VerificationError
 from proofmesh.models import attestation as att_mod
 from proofmesh.models import evalset as evalset_mod
 from proofmesh.models.weights import WeightsManifest, diff, manifest
@@ -250,7 +252,7 @@ class ModelRegistryClient:
         fn = self.registry.functions.register(name, m.root, parent, kind, base, batches, job_id,
                                               config_cid, manifest_cid)
         tx = self.chain.transact(fn, sender=sender)
-        ev = self.registry.events.VersionRegistered().process_receipt(tx.receipt)
+        ev = self.registry.events.VersionRegistered().process_receipt(tx.receipt, errors=DISCARD)
         vid = ev[0]["args"]["version_id"]
         return self.version(vid), tx
 
@@ -292,7 +294,7 @@ class ModelRegistryClient:
         salt = evalset_mod.new_salt()
         c = evalset_mod.commitment(es.root, salt, account.address)
         tx = self.chain.transact(self.evaluation.functions.commit_eval_set(name_id(name), c), sender=sender)
-        esid = self.evaluation.events.EvalSetCommitted().process_receipt(tx.receipt)[0]["args"]["eval_set_id"]
+        esid = self.evaluation.events.EvalSetCommitted().process_receipt(tx.receipt, errors=DISCARD)[0]["args"]["eval_set_id"]
         if getattr(self.chain, "home", None) is not None:
             f = self._secrets_file()
             secrets = json.loads(f.read_text()) if f.exists() else {}
@@ -345,15 +347,23 @@ class ModelRegistryClient:
     # ------------------------------------------------------------------ evaluation
     def request_evaluation(self, version_id: int, eval_set_id: int, *, sender=None) -> int:
         tx = self.chain.transact(self.evaluation.functions.request_evaluation(version_id, eval_set_id), sender=sender)
-        return self.evaluation.events.EvaluationRequested().process_receipt(tx.receipt)[0]["args"]["request_id"]
+        return self.evaluation.events.EvaluationRequested().process_receipt(tx.receipt, errors=DISCARD)[0]["args"]["request_id"]
 
     def draw(self, request_id: int, *, sender=None) -> list[str]:
         """Draw the evaluators (needs the seed block mined: on a dev chain one more block)."""
         req = self.request(request_id)
-        if self.chain.block_number() <= req["seed_block"] and self.chain.backend in ("embedded",):
-            self.chain.mine()
+        # The draw runs in the next block, which must come after the seed block.
+        deadline = time.monotonic() + 600
+        while self.chain.block_number() < req["seed_block"]:
+            try:
+                self.chain.mine()            # dev chains (embedded, anvil)
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise ChainError(f"seed block {req['seed_block']} not mined after 10 minutes",
+                                     fix="check the chain is producing blocks") from None
+                time.sleep(2)                # a live network: wait for the next block
         tx = self.chain.transact(self.evaluation.functions.draw(request_id), sender=sender)
-        return list(self.evaluation.events.EvaluatorsDrawn().process_receipt(tx.receipt)[0]["args"]["evaluators"])
+        return list(self.evaluation.events.EvaluatorsDrawn().process_receipt(tx.receipt, errors=DISCARD)[0]["args"]["evaluators"])
 
     def request(self, request_id: int) -> dict:
         (vid, esid, metric, quorum, seed_block, deadline, drawn, count, finalized, median) = self.chain.call(
