@@ -1,0 +1,410 @@
+"""``AgentClient``: discover a tool on chain, connect over MCP, pay, check the receipt.
+
+- Discovery reads ``ToolRegistry`` (cached for ``discovery_ttl_s``) and ranks the
+  providers of a tool name by on-chain reputation.
+- Before paying a provider, the client checks that the schema it serves hashes to the
+  CID registered on chain, and validates the arguments against it locally: a call
+  whose arguments are wrong is refused before anything is signed.
+- Payment: ``voucher`` (default; a channel per provider, opened on first use, one
+  signed cumulative voucher per call) or ``exact`` (one EIP-3009 authorization per
+  call, settled on chain by the provider).
+- Every result must come with the provider's EIP-712 receipt binding tool, argument
+  hash, result hash, payer, payment and nonce; a result whose receipt does not check
+  out is treated as a failed provider.
+- When a provider fails (offline, tool error, bad receipt, schema mismatch) the call
+  falls back to the next provider of the same tool. Outcomes are kept in signed,
+  cumulative ``Usage`` reports that ride along with later vouchers (the provider
+  submits them when it redeems) and that :meth:`AgentClient.report_usage` submits
+  directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+from eth_utils import to_checksum_address
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+from proofmesh.agents.journal import Journal
+from proofmesh.agents.receipts import Receipt, Usage
+from proofmesh.agents.registry import ToolRecord, ToolRegistry
+from proofmesh.agents.schema import ArgumentValidator, canonical_json, json_hash
+from proofmesh.agents.x402 import (META_PAYMENT, META_RESPONSE, PAYMENT_REQUIRED, SCHEME_EXACT, SCHEME_VOUCHER,
+                                   Authorization, PaymentRequired, Requirement, payment_payload, token_domain)
+from proofmesh.errors import InputError, ProofmeshError, VerificationError
+from proofmesh.payments import PaymentChannels, Wallet
+
+INVALID_PARAMS = -32602
+
+
+class ToolCallFailed(ProofmeshError):
+    """Every provider of a tool failed (each reason is listed)."""
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """One paid tool call: the result and the evidence."""
+
+    tool: str
+    provider: str
+    endpoint: str
+    result: Any
+    price: int
+    scheme: str
+    receipt: Receipt
+    transaction: str | None
+    latency_s: float
+    failed_providers: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"tool": self.tool, "provider": self.provider, "endpoint": self.endpoint, "result": self.result,
+                "price": str(self.price), "scheme": self.scheme, "receipt": self.receipt.to_json(),
+                "transaction": self.transaction, "latency_ms": round(self.latency_s * 1000, 3),
+                "failed_providers": list(self.failed_providers)}
+
+
+@dataclass
+class WorkflowResult:
+    """A chain of tool calls: a receipt per step and the total paid."""
+
+    steps: list[CallResult]
+
+    @property
+    def total_cost(self) -> int:
+        return sum(s.price for s in self.steps)
+
+    def to_json(self) -> dict:
+        return {"steps": [s.to_json() for s in self.steps], "total_cost": str(self.total_cost)}
+
+
+@dataclass
+class _UsageState:
+    calls: int = 0
+    failures: int = 0
+    paid: int = 0
+    seq: int = 0
+
+
+@dataclass
+class _Conn:
+    client: Client
+    stack: AsyncExitStack
+    tools: dict[str, Any] = field(default_factory=dict)   # name -> mcp Tool
+    verified: dict[str, ArgumentValidator] = field(default_factory=dict)  # name -> validator (schema CID ok)
+
+
+class AgentClient:
+    """Discover, pay for and call tools of the proofmesh network.
+
+    ``chain.account`` pays. ``state_dir`` keeps the voucher wallet and the usage
+    counters so a restarted agent never re-uses a nonce or rewinds a report.
+    """
+
+    def __init__(self, chain, *, state_dir: Path | None = None, scheme: str = SCHEME_VOUCHER,
+                 deposit: int = 10**19, max_price: int | None = None, timeout_s: float = 10.0,
+                 discovery_ttl_s: float = 30.0, usage_every: int = 16) -> None:
+        if scheme not in (SCHEME_VOUCHER, SCHEME_EXACT):
+            raise InputError(f"unknown payment scheme {scheme!r}", fix="use 'voucher' or 'exact'")
+        if deposit <= 0:
+            raise InputError("channel deposit must be positive", fix="pass --deposit > 0")
+        self.chain = chain
+        self.account = chain.account
+        self.address = to_checksum_address(self.account.address)
+        self.scheme = scheme
+        self.deposit = int(deposit)
+        self.max_price = max_price
+        self.timeout_s = timeout_s
+        self.discovery_ttl_s = discovery_ttl_s
+        # A usage report rides along with every ``usage_every``-th voucher to a tool (and
+        # whenever a failure is new): reputation needs only the latest, signing each is waste.
+        self.usage_every = max(1, int(usage_every))
+        self._reported_at: dict[bytes, tuple[int, int]] = {}
+        self.registry = ToolRegistry(chain)
+        self.channels = PaymentChannels(chain)
+        self.token = to_checksum_address(chain.contract("MeshToken").address)
+        self.token_domain = token_domain(chain.chain_id, self.token)
+        self.state_dir = state_dir
+        if state_dir is not None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        self.wallet = Wallet(self.channels, self.account, state_dir / "wallet.json" if state_dir else None)
+        self._journal = Journal(state_dir / "usage.jsonl" if state_dir else None, key=lambda r: r["toolId"])
+        self._usage: dict[bytes, _UsageState] = {
+            bytes.fromhex(r["toolId"]): _UsageState(r["calls"], r["failures"], int(r["paid"]), r["seq"])
+            for r in self._journal.records.values()}
+        self._funded: dict[str, int] = {}            # provider -> deposit + paid of its channel, as last seen
+        self._discovery: dict[str, tuple[float, list[ToolRecord]]] = {}
+        self._conns: dict[str, _Conn] = {}
+        self._lock = threading.Lock()
+
+    # --- lifecycle --------------------------------------------------------------
+    async def __aenter__(self) -> "AgentClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for url in list(self._conns):
+            await self._drop(url)
+        self._journal.close()
+
+    # --- discovery --------------------------------------------------------------
+    def discover(self, name: str, *, refresh: bool = False) -> list[ToolRecord]:
+        """Active providers of tool ``name``, best reputation first (cached)."""
+        hit = self._discovery.get(name)
+        if hit and not refresh and time.monotonic() - hit[0] < self.discovery_ttl_s:
+            return hit[1]
+        found = self.registry.search(name=name)
+        self._discovery[name] = (time.monotonic(), found)
+        return found
+
+    # --- calling ----------------------------------------------------------------
+    async def call(self, name: str, args: dict[str, Any] | None = None, *, scheme: str | None = None,
+                   max_price: int | None = None, provider: str | None = None) -> CallResult:
+        """Call tool ``name`` with ``args`` on the best provider, falling back on failure."""
+        args = {} if args is None else args
+        if not isinstance(args, dict):
+            raise InputError("tool arguments must be a JSON object", fix='e.g. --args \'{"x": 1}\'')
+        canonical_json(args)   # refuse non-JSON arguments before anything is signed
+        scheme = scheme or self.scheme
+        limit = self.max_price if max_price is None else max_price
+        candidates = self.discover(name)
+        if provider is not None:
+            candidates = [t for t in candidates if t.provider == to_checksum_address(provider)]
+        if not candidates:
+            raise InputError(f"no active provider offers tool {name!r}",
+                             fix="list tools with `proofmesh agents tools --search ...`")
+        failures: list[str] = []
+        for t in candidates:
+            if scheme not in t.schemes:
+                failures.append(f"{t.provider}: does not accept {scheme}")
+                continue
+            if limit is not None and t.price > limit:
+                failures.append(f"{t.provider}: price {t.price} above max {limit}")
+                continue
+            try:
+                res = await self._call_one(t, args, scheme)
+            except (InputError, PaymentRequired):
+                raise   # the caller's own problem: another provider would refuse it too
+            except ProofmeshError as exc:
+                failures.append(f"{t.provider} ({t.endpoint}): {exc.message}")
+                continue
+            return CallResult(**{**res.__dict__, "failed_providers": tuple(failures)})
+        raise ToolCallFailed(f"every provider of {name!r} failed: " + " | ".join(failures),
+                             fix="retry later, raise --max-price, or pick another tool")
+
+    def call_sync(self, name: str, args: dict[str, Any] | None = None, **kw) -> CallResult:
+        """Blocking :meth:`call` (for scripts and the CLI)."""
+        async def go():
+            try:
+                return await self.call(name, args, **kw)
+            finally:
+                await self.aclose()
+        return asyncio.run(go())
+
+    async def workflow(self, steps: list[tuple[str, dict[str, Any] | Callable[[list[CallResult]], dict]]],
+                       **kw) -> WorkflowResult:
+        """Run tools in order; a step's args may be a function of the earlier results."""
+        done: list[CallResult] = []
+        for name, args in steps:
+            a = args(done) if callable(args) else args
+            done.append(await self.call(name, a, **kw))
+        return WorkflowResult(done)
+
+    # --- one provider -----------------------------------------------------------
+    async def _conn(self, url: str) -> _Conn:
+        conn = self._conns.get(url)
+        if conn is None:
+            stack = AsyncExitStack()
+            try:
+                client = await stack.enter_async_context(Client(url, read_timeout_seconds=self.timeout_s))
+                listed = await client.list_tools()
+            except BaseException as exc:
+                await stack.aclose()
+                raise ProofmeshError(f"cannot connect to {url}: {_describe(exc)}", fix="the provider may be offline")
+            conn = _Conn(client, stack, {tool.name: tool for tool in listed.tools})
+            self._conns[url] = conn
+        return conn
+
+    async def _drop(self, url: str) -> None:
+        conn = self._conns.pop(url, None)
+        if conn is not None:
+            try:
+                await conn.stack.aclose()
+            except BaseException:  # a dead server cannot make closing fail the caller
+                pass
+
+    def _validator(self, conn: _Conn, t: ToolRecord) -> ArgumentValidator:
+        v = conn.verified.get(t.name)
+        if v is not None:
+            return v
+        tool = conn.tools.get(t.name)
+        if tool is None:
+            raise ProofmeshError(f"provider does not serve {t.name!r}", fix="it changed its tools; use another")
+        from proofmesh.crypto.cid import cid_of_bytes
+        doc = {"name": tool.name, "description": tool.description or "", "inputSchema": tool.input_schema}
+        cid = cid_of_bytes(canonical_json(doc))
+        if cid != t.schema_cid:
+            raise VerificationError(f"served schema {cid} differs from the registered {t.schema_cid}",
+                                    fix="the provider changed its tool without updating the registry")
+        v = ArgumentValidator(tool.input_schema)
+        conn.verified[t.name] = v
+        return v
+
+    async def _call_one(self, t: ToolRecord, args: dict, scheme: str) -> CallResult:
+        t0 = time.perf_counter()
+        try:
+            conn = await self._conn(t.endpoint)
+        except ProofmeshError:
+            self._record(t.tool_id, failed=True)
+            raise
+        self._validator(conn, t).validate(args)       # InputError: not the provider's fault
+        usage = self._usage.setdefault(t.tool_id, _UsageState())
+        transaction = None
+        if scheme == SCHEME_VOUCHER:
+            voucher = self._voucher(t.provider, t.price)
+            nonce = voucher.nonce
+            payload = {"voucher": voucher.to_json()}
+            if self._usage_due(t.tool_id, usage):
+                payload["usage"] = self._signed_usage(t.tool_id, usage).to_json()
+        else:
+            auth = Authorization.create(self.account, self.token_domain, t.provider, t.price)
+            nonce = int.from_bytes(auth.nonce, "big")
+            payload = auth.to_json()
+        meta = {META_PAYMENT: payment_payload(scheme, self.chain.chain_id, payload)}
+        try:
+            result = await conn.client.call_tool(t.name, args, meta=meta)
+        except MCPError as exc:
+            if exc.code == PAYMENT_REQUIRED:
+                reqs = [Requirement.from_json(r) for r in (exc.data or {}).get("accepts", [])]
+                self._record(t.tool_id, failed=True)
+                raise PaymentRequired(f"{t.provider} refused the payment: {exc.message}", reqs)
+            if exc.code == INVALID_PARAMS:
+                raise InputError(f"{t.name}: {exc.message}", fix="check the arguments against the tool's schema")
+            self._record(t.tool_id, failed=True)
+            raise ProofmeshError(f"MCP error {exc.code}: {exc.message}") from None
+        except BaseException as exc:  # transport: connection refused, timeout, broken stream
+            if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+                raise
+            await self._drop(t.endpoint)
+            self._record(t.tool_id, failed=True)
+            raise ProofmeshError(f"call failed: {_describe(exc)}", fix="the provider may be offline") from None
+        response = (result.meta or {}).get(META_RESPONSE) or {}
+        value = (result.structured_content or {}).get("result") if isinstance(result.structured_content, dict) \
+            else None
+        try:
+            receipt = Receipt.from_json(response.get("receipt") or {})
+            self._check_receipt(receipt, t, args, value, nonce, scheme, response)
+        except VerificationError:
+            self._record(t.tool_id, failed=True, paid=t.price if scheme == SCHEME_VOUCHER else 0)
+            raise
+        if scheme == SCHEME_EXACT:
+            transaction = response.get("transaction")
+        if result.is_error:
+            self._record(t.tool_id, failed=True, paid=receipt.payment)
+            raise ProofmeshError(f"tool {t.name} failed at {t.provider}: {value}")
+        self._record(t.tool_id, failed=False, paid=receipt.payment)
+        return CallResult(t.name, t.provider, t.endpoint, value, receipt.payment, scheme, receipt, transaction,
+                          time.perf_counter() - t0)
+
+    def _check_receipt(self, r: Receipt, t: ToolRecord, args: dict, value: Any, nonce: int, scheme: str,
+                       response: dict) -> None:
+        problems = []
+        if r.tool_id != t.tool_id:
+            problems.append("tool id")
+        if r.args_hash != json_hash(args):
+            problems.append("arguments hash")
+        if r.result_hash != json_hash(value):
+            problems.append("result hash")
+        if r.payer != self.address:
+            problems.append("payer")
+        if r.nonce != nonce:
+            problems.append("nonce")
+        if scheme == SCHEME_VOUCHER and r.payment != t.price:
+            problems.append("payment")
+        if problems:
+            raise VerificationError(f"receipt does not match the call ({', '.join(problems)})",
+                                    fix="do not trust this result")
+        signer = r.signer(self.registry.domain)
+        if signer != t.provider:
+            raise VerificationError(f"receipt signed by {signer}, not the provider {t.provider}",
+                                    fix="do not trust this result")
+        if scheme == SCHEME_EXACT and response.get("success") and not response.get("transaction"):
+            raise VerificationError("exact payment reported without a transaction", fix="use another provider")
+
+    # --- payment state ----------------------------------------------------------
+    def _voucher(self, provider: str, price: int):
+        with self._lock:
+            cid = self.wallet.channel_of(provider)
+            if cid is None or provider not in self._funded:
+                cid = self.wallet.ensure_channel(provider, max(self.deposit, price))
+                st = self.channels.state(cid)
+                self._funded[provider] = st.deposit + st.paid
+            if self.wallet.committed(provider) + price > self._funded[provider]:
+                top_up = max(self.deposit, price)
+                self.channels.deposit(cid, top_up, sender=self.account)
+                self._funded[provider] += top_up
+            return self.wallet.pay(provider, price)
+
+    def _usage_due(self, tool_id: bytes, u: _UsageState) -> bool:
+        last = self._reported_at.get(tool_id)
+        return last is None or u.failures != last[1] or u.calls - last[0] >= self.usage_every
+
+    def _signed_usage(self, tool_id: bytes, u: _UsageState) -> Usage:
+        with self._lock:
+            self._reported_at[tool_id] = (u.calls, u.failures)
+            u.seq += 1
+            self._save_usage(tool_id, u)
+            return Usage(tool_id, self.address, u.calls, u.failures, u.paid, u.seq).signed(
+                self.account, self.registry.domain)
+
+    def _record(self, tool_id: bytes, *, failed: bool, paid: int = 0) -> None:
+        with self._lock:
+            u = self._usage.setdefault(tool_id, _UsageState())
+            if failed:
+                u.failures += 1
+            else:
+                u.calls += 1
+            u.paid += paid
+            self._save_usage(tool_id, u)
+
+    def usage_of(self, tool_id: bytes) -> dict[str, int]:
+        u = self._usage.get(tool_id, _UsageState())
+        return {"calls": u.calls, "failures": u.failures, "paid": u.paid, "seq": u.seq}
+
+    def report_usage(self) -> int:
+        """Submit this agent's latest usage of every tool it used on chain; returns the number sent."""
+        sent = 0
+        for tool_id, u in list(self._usage.items()):
+            seq, calls, failures, paid = self.registry.usage_seq(tool_id, self.address)
+            if (u.calls, u.failures, u.paid) == (calls, failures, paid):
+                continue
+            with self._lock:
+                u.seq = max(u.seq, seq) + 1
+                self._save_usage(tool_id, u)
+                usage = Usage(tool_id, self.address, u.calls, u.failures, u.paid, u.seq).signed(
+                    self.account, self.registry.domain)
+            self.registry.report_usage(usage, sender=self.account)
+            sent += 1
+        return sent
+
+    def _save_usage(self, tool_id: bytes, u: _UsageState) -> None:
+        self._journal.put({"toolId": tool_id.hex(), "calls": u.calls, "failures": u.failures, "paid": str(u.paid),
+                           "seq": u.seq})
+
+
+def _describe(exc: BaseException) -> str:
+    # anyio/mcp wrap transport errors in exception groups; name the innermost cause.
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, httpx.HTTPError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,132 @@
+"""Typed client of the ``ToolRegistry`` contract: publish tools, list and rank them,
+settle ``exact`` payments, report usage, dispute."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_utils import keccak, to_checksum_address
+
+from proofmesh.agents.receipts import Receipt, Usage, registry_domain
+from proofmesh.agents.schema import check_tool_name
+from proofmesh.agents.x402 import Authorization, schemes_from_bits
+from proofmesh.errors import InputError
+
+CONTRACT = "ToolRegistry"
+
+
+@dataclass(frozen=True)
+class ToolRecord:
+    """A tool as the chain knows it, with its reputation."""
+
+    tool_id: bytes
+    provider: str
+    name: str
+    schema_cid: str
+    endpoint: str
+    price: int
+    schemes: list[str]
+    active: bool
+    calls: int
+    failures: int
+    disputes: int
+    paid: int
+    payers: int
+    score: int
+
+    def to_json(self) -> dict:
+        return {"tool_id": "0x" + self.tool_id.hex(), "provider": self.provider, "name": self.name,
+                "schema_cid": self.schema_cid, "endpoint": self.endpoint, "price": str(self.price),
+                "schemes": self.schemes, "active": self.active, "calls": self.calls, "failures": self.failures,
+                "disputes": self.disputes, "paid": str(self.paid), "payers": self.payers, "score": str(self.score)}
+
+
+def tool_id_of(provider: str, name: str) -> bytes:
+    """keccak256(abi.encode(provider, keccak256(name))) — the contract's tool id."""
+    from eth_abi import encode
+    return keccak(encode(["address", "bytes32"], [to_checksum_address(provider), keccak(name.encode())]))
+
+
+class ToolRegistry:
+    """Client of the ToolRegistry contract on one chain."""
+
+    def __init__(self, chain) -> None:
+        self.chain = chain
+        self.contract = chain.contract(CONTRACT)
+        self.address = to_checksum_address(self.contract.address)
+        self.domain = registry_domain(chain.chain_id, self.address)
+
+    # --- writes ---------------------------------------------------------------
+    def register(self, name: str, schema_cid: str, endpoint: str, price: int, schemes_bits: int,
+                 sender=None) -> bytes:
+        """Register a tool of ``sender`` (a staked TOOL_PROVIDER node); returns its id."""
+        check_tool_name(name)
+        if price < 0:
+            raise InputError("price must be >= 0", fix="pass a price in MESH")
+        sender = sender or self.chain.account
+        self.chain.transact(self.contract.functions.register_tool(name, schema_cid, endpoint, int(price),
+                                                                  schemes_bits), sender=sender)
+        return tool_id_of(sender.address, name)
+
+    def update(self, tool_id: bytes, schema_cid: str, endpoint: str, price: int, schemes_bits: int,
+               sender=None) -> None:
+        self.chain.transact(self.contract.functions.update_tool(tool_id, schema_cid, endpoint, int(price),
+                                                                schemes_bits), sender=sender)
+
+    def retire(self, tool_id: bytes, sender=None) -> None:
+        self.chain.transact(self.contract.functions.retire_tool(tool_id), sender=sender)
+
+    def settle_exact(self, tool_id: bytes, auth: Authorization, sender=None):
+        """Execute an EIP-3009 payment for a served call (the provider submits); returns the receipt."""
+        v, r, s = auth.vrs()
+        return self.chain.transact(self.contract.functions.settle_exact(
+            tool_id, auth.sender, int(auth.value), int(auth.valid_after), int(auth.valid_before), auth.nonce,
+            v, r, s), sender=sender)
+
+    def report_usage(self, usage: Usage, sender=None):
+        return self.chain.transact(self.contract.functions.report_usage(*usage.as_args()), sender=sender)
+
+    def dispute(self, receipt: Receipt, reason: str, sender=None):
+        return self.chain.transact(self.contract.functions.dispute(receipt.tool_id, *receipt.as_args(),
+                                                                   reason[:256]), sender=sender)
+
+    # --- views ----------------------------------------------------------------
+    def usage_seq(self, tool_id: bytes, payer: str) -> tuple[int, int, int, int]:
+        """(seq, calls, failures, paid) of the last accepted usage report."""
+        seq, calls, failures, paid, _ = self.chain.call(self.contract.functions.usage(
+            tool_id, to_checksum_address(payer)))
+        return seq, calls, failures, paid
+
+    def settled_total(self, payer: str, provider: str) -> int:
+        return self.chain.call(self.contract.functions.settled_total(to_checksum_address(payer),
+                                                                     to_checksum_address(provider)))
+
+    def get(self, tool_id: bytes) -> ToolRecord:
+        f = self.contract.functions
+        provider, name, schema_cid, endpoint, price, schemes, active, _bond, _at = self.chain.call(f.tools(tool_id))
+        if int(provider, 16) == 0:
+            raise InputError(f"no tool with id 0x{tool_id.hex()}", fix="list tools with `proofmesh agents tools`")
+        calls, failures, disputes, paid, payers, _weighted = self.chain.call(f.reputation(tool_id))
+        score = self.chain.call(f.score(tool_id))
+        return ToolRecord(bytes(tool_id), to_checksum_address(provider), name, schema_cid, endpoint, price,
+                          schemes_from_bits(schemes), active, calls, failures, disputes, paid, payers, score)
+
+    def all(self) -> list[ToolRecord]:
+        n = self.chain.call(self.contract.functions.tool_count())
+        return [self.get(bytes(self.chain.call(self.contract.functions.tool_at(i)))) for i in range(n)]
+
+    def search(self, text: str | None = None, *, name: str | None = None,
+               include_retired: bool = False) -> list[ToolRecord]:
+        """Tools matching ``name`` exactly and/or ``text`` (in name or endpoint), best reputation first."""
+        out = []
+        for t in self.all():
+            if not t.active and not include_retired:
+                continue
+            if name is not None and t.name != name:
+                continue
+            if text and text.lower() not in t.name.lower():
+                continue
+            out.append(t)
+        # Score first; among equals (e.g. new tools, score 0) prefer more distinct payers, then cheaper.
+        out.sort(key=lambda t: (-t.score, -t.payers, t.price, t.provider))
+        return out
