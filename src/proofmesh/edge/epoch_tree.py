@@ -60,7 +60,9 @@ class Leaf:
 
     def as_tuple(self) -> tuple:
         """The struct as web3 expects it for a ``Leaf`` argument."""
-        return (self.index, "0x" + self.device.hex(), self.seq, self.nonce, self.interval, self.timestamp,
+        from web3 import Web3
+
+        return (self.index, Web3.to_checksum_address("0x" + self.device.hex()), self.seq, self.nonce, self.interval, self.timestamp,
                 self.payload_hash, self.model_version, self.output_hash, self.v, self.r, self.s,
                 self.credit, self.last_credit_interval)
 

@@ -216,8 +216,8 @@ class GatewayCore:
                 "verifying_contract": "0x" + self.domain.verifying_contract.hex(), "server_time": now}
 
     # ------------------------------------------------------------------ readings
-    async def submit(self, body: bytes) -> dict[str, Any]:
-        """Verify, judge, persist and acknowledge one wire batch."""
+    async def submit(self, body: bytes, now: float | None = None) -> dict[str, Any]:
+        """Verify, judge, persist and acknowledge one wire batch (``now``: the gateway clock)."""
         try:
             offsets = split_batch(body)
         except InputError:
@@ -226,7 +226,7 @@ class GatewayCore:
         futures = self.pool.submit(self.domain.prefix, body, offsets)
         results = b"".join([await asyncio.wrap_future(f) for f in futures])
         with self._lock:
-            entries, codes, runs = self._judge(body, offsets, results, time.time())
+            entries, codes, runs = self._judge(body, offsets, results, time.time() if now is None else now)
             if entries:
                 self.log.append(entries)
         if entries:

@@ -167,7 +167,7 @@ class EdgeChain:
         j = (i + 1 if i is not None else 0)
         j = j if j < len(c.leaves) else None
         return self.chain.transact(self.epochs.functions.challenge_count(
-            Web3.to_checksum_address(gateway), c.epoch, "0x" + device.hex(), uptime, c.count_proof(device),
+            Web3.to_checksum_address(gateway), c.epoch, Web3.to_checksum_address("0x" + device.hex()), uptime, c.count_proof(device),
             *self._pair(c, i, j)), sender=sender)
 
     def challenge_omission(self, gateway: str, c: EpochCommitment, receipt: dict[str, Any], reading: Leaf, *,
@@ -192,7 +192,7 @@ class EdgeChain:
     # ------------------------------------------------------------------ rewards
     def claim(self, gateway: str, c: EpochCommitment, device: bytes, *, sender: LocalAccount | None = None) -> TxResult:
         return self.chain.transact(self.epochs.functions.claim(
-            Web3.to_checksum_address(gateway), c.epoch, "0x" + device.hex(), c.counts[device],
+            Web3.to_checksum_address(gateway), c.epoch, Web3.to_checksum_address("0x" + device.hex()), c.counts[device],
             c.count_proof(device)), sender=sender)
 
     def now(self) -> int:
