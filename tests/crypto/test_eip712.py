@@ -136,3 +136,13 @@ def test_domain_separator_matches_eth_account():
     _, signable = _reference_hash(DOMAIN, "Reading", TYPES, MSG)
     assert signable.header == DOMAIN.separator
     assert DOMAIN.verifying_contract == checksum_address(bytes.fromhex("c0" * 20))
+
+
+def test_direct_libsecp256k1_path_matches_coincurve_api():
+    from proofmesh.crypto import eip712
+    fast = TypedStruct(DOMAIN, "Reading", READING)
+    for acct in (ALICE, BOB):
+        sig = fast.sign(acct, MSG)
+        h = fast.hash(MSG)
+        assert eip712._recover_pubkey(sig[:64], sig[64] - 27, h) == \
+            eip712._recover_pubkey_coincurve(sig[:64], sig[64] - 27, h)

