@@ -132,3 +132,54 @@ def test_cid_of_file_errors(tmp_path):
         cid_of_file(tmp_path / "missing")
     with pytest.raises(InputError, match="directory"):
         cid_of_file(tmp_path)
+
+
+def _kubo_balanced_layout(chunks: list[bytes], max_links: int) -> str:
+    """A literal transcription of go-unixfs importer/balanced/builder.go (Layout +
+    fillNodeRec), independent of CidBuilder's streaming fold, used as the reference for
+    deep trees where no published vector exists."""
+    from proofmesh.crypto.cid import _cid_to_str, _leaf, _node
+
+    it = iter(chunks)
+    pending = [next(it)]
+
+    def done() -> bool:
+        if pending:
+            return False
+        nxt = next(it, None)
+        if nxt is None:
+            return True
+        pending.append(nxt)
+        return False
+
+    def new_leaf():
+        return _leaf(pending.pop())
+
+    def fill_node_rec(children: list, depth: int):
+        while len(children) < max_links and not done():
+            children.append(new_leaf() if depth == 1 else fill_node_rec([], depth - 1))
+        return _node(children)
+
+    root = new_leaf()
+    depth = 1
+    while not done():
+        root = fill_node_rec([root], depth)
+        depth += 1
+    return _cid_to_str(root.cid)
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2, 3, 4, 9, 10, 27, 28, 30, 81, 82, 100])
+def test_deep_trees_match_kubo_balanced_layout(n_chunks, monkeypatch):
+    """Shrink the chunk size to 4 bytes and the fan-out to 3 so that up to 5 levels appear,
+    and compare the streaming builder with kubo's recursive algorithm."""
+    import proofmesh.crypto.cid as cidmod
+    monkeypatch.setattr(cidmod, "CHUNK_SIZE", 4)
+    monkeypatch.setattr(cidmod, "MAX_LINKS", 3)
+    data = bytes(range(256)) * 2
+    data = data[: 4 * n_chunks - 1] if n_chunks > 1 else b"abc"
+    chunks = [data[i:i + 4] for i in range(0, len(data), 4)]
+    assert len(chunks) == n_chunks
+    b = cidmod.CidBuilder()
+    for i in range(0, len(data), 3):   # odd piece size: exercises re-chunking too
+        b.update(data[i:i + 3])
+    assert b.cid() == _kubo_balanced_layout(chunks, 3)
