@@ -9,9 +9,14 @@ little-endian ``uint64`` lanes, which is the Keccak lane order on little-endian 
 import numba as nb
 import numpy as np
 
-from proofmesh.crypto.keccak import _PILN as PILN, _RC as RC, _ROTC as ROTC
+from proofmesh.crypto.keccak import _RC as RC
 
 U64 = nb.uint64
+
+# keccak_f below is generated from the textbook form (theta; rho and pi along the lane
+# cycle PILN with offsets ROTC, see keccak.py; chi; iota) with one local per lane, so LLVM
+# keeps the 25 lanes in registers. tests/crypto/test_merkle.py checks it against pysha3.
+
 
 @nb.njit(cache=True, inline="always")
 def keccak_f(st):
@@ -231,7 +236,7 @@ def keccak_f(st):
 
 @nb.njit(cache=True)
 def less(a8, ia, b8, ib):
-    # Lexicographic byte order, as OpenZeppelin compares bytes32 (unsigned big-endian).
+    """Row ia of a8 < row ib of b8 in byte order (how OpenZeppelin compares bytes32)."""
     for k in range(32):
         x = a8[ia, k]
         y = b8[ib, k]
@@ -239,9 +244,10 @@ def less(a8, ia, b8, ib):
             return x < y
     return False
 
+
 @nb.njit(cache=True)
-def hash_pair_into(src64, src8, ia, ib, dst64, io, st, bc):
-    # Sorted-pair keccak of rows ia and ib of src, written to row io of dst.
+def hash_pair_into(src64, src8, ia, ib, dst64, io, st):
+    """Sorted-pair keccak of rows ia and ib of src, written to row io of dst."""
     if less(src8, ib, src8, ia):
         ia, ib = ib, ia
     for k in range(25):
@@ -249,47 +255,43 @@ def hash_pair_into(src64, src8, ia, ib, dst64, io, st, bc):
     for k in range(4):
         st[k] = src64[ia, k]
         st[4 + k] = src64[ib, k]
-    st[8] ^= U64(0x01)                  # pad10*1: 0x01 after the 64-byte message …
+    st[8] ^= U64(0x01)                  # pad10*1: 0x01 right after the 64-byte message …
     st[16] ^= U64(0x8000000000000000)   # … and 0x80 in the last byte of the 136-byte block
     keccak_f(st)
     for k in range(4):
         dst64[io, k] = st[k]
 
+
 @nb.njit(cache=True)
 def pairs(src64, src8, out64):
+    """out[p] = sorted-pair keccak of rows 2p and 2p+1."""
     st = np.zeros(25, np.uint64)
-    bc = np.zeros(5, np.uint64)
     for p in range(out64.shape[0]):
-        hash_pair_into(src64, src8, 2 * p, 2 * p + 1, out64, p, st, bc)
+        hash_pair_into(src64, src8, 2 * p, 2 * p + 1, out64, p, st)
+
 
 @nb.njit(cache=True)
 def tree(t64, t8, n):
+    """Inner nodes n-2 … 0 of an OpenZeppelin array-tree (children 2i+1, 2i+2 come first)."""
     st = np.zeros(25, np.uint64)
-    bc = np.zeros(5, np.uint64)
     for i in range(n - 2, -1, -1):
-        hash_pair_into(t64, t8, 2 * i + 1, 2 * i + 2, t64, i, st, bc)
+        hash_pair_into(t64, t8, 2 * i + 1, 2 * i + 2, t64, i, st)
+
 
 @nb.njit(cache=True)
 def double32(src64, out64):
+    """out[p] = keccak(keccak(row p)) for 32-byte rows."""
     st = np.zeros(25, np.uint64)
-    bc = np.zeros(5, np.uint64)
     for p in range(src64.shape[0]):
         for k in range(25):
             st[k] = U64(0)
         for k in range(4):
             st[k] = src64[p, k]
-        st[4] ^= U64(0x01)
-        st[16] ^= U64(0x8000000000000000)
-        keccak_f(st)
-        for k in range(4):
-            bc[k] = st[k]
-        for k in range(25):
-            st[k] = U64(0)
-        for k in range(4):
-            st[k] = bc[k]
-        st[4] ^= U64(0x01)
-        st[16] ^= U64(0x8000000000000000)
-        keccak_f(st)
+        for _ in range(2):
+            st[4] ^= U64(0x01)                  # padding of a 32-byte message
+            st[16] ^= U64(0x8000000000000000)
+            keccak_f(st)
+            for k in range(4, 25):              # keep the digest (lanes 0-3) as next input
+                st[k] = U64(0)
         for k in range(4):
             out64[p, k] = st[k]
-
