@@ -353,6 +353,7 @@ def _add_domains() -> None:
 
 
 _add_domains()
+importlib.import_module("proofmesh.node.cli").register(node_app)  # node start/status/stop
 
 
 def main() -> None:
