@@ -299,6 +299,11 @@ class Ledger:
             self._books[channel] = b
         return b
 
+    def check_channel(self, channel: bytes) -> str:
+        """The payer of ``channel`` if it is open and pays this payee; VerificationError otherwise."""
+        with self._lock:
+            return self._book(channel).payer
+
     def accept(self, voucher: Voucher, price: int) -> int:
         """Check ``voucher`` pays ``price`` on top of what is owed; record it. Returns the new total owed.
 

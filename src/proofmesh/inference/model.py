@@ -1,0 +1,134 @@
+"""An ONNX model as a node serves it: file hash, onnxruntime session, input checking."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from proofmesh.errors import InputError
+
+# onnxruntime type strings -> numpy dtypes we accept for them
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+               "tensor(int32)": np.int32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
+               "tensor(int8)": np.int8, "tensor(bool)": np.bool_}
+
+
+def file_sha256(path: str | Path) -> bytes:
+    """sha256 of a file (the ONNX hash pinned per version in InferenceRegistry)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.digest()
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: Any            # numpy dtype class
+    shape: tuple          # ints, or None/str for dynamic dimensions
+
+    def describe(self) -> str:
+        dims = ",".join(str(d) if isinstance(d, int) else "N" for d in self.shape)
+        return f"{self.name}: {np.dtype(self.dtype).name}[{dims}]"
+
+
+def prepare_inputs(specs: list[InputSpec], data: Any) -> dict[str, np.ndarray]:
+    """Turn JSON input (a nested list for a single-input model, or {name: list}) into
+    checked arrays. Wrong names, shapes or dtypes raise InputError naming the field."""
+    desc = "; ".join(s.describe() for s in specs)
+    if not isinstance(data, Mapping):
+        if len(specs) != 1:
+            raise InputError(f"model has {len(specs)} inputs; give an object {{name: array}}",
+                             fix=f"inputs: {desc}")
+        data = {specs[0].name: data}
+    names = {s.name for s in specs}
+    extra = set(data) - names
+    missing = names - set(data)
+    if extra or missing:
+        raise InputError(f"input names {sorted(data)} do not match the model's {sorted(names)}",
+                         fix=f"inputs: {desc}")
+    out = {}
+    for spec in specs:
+        raw = data[spec.name]
+        try:
+            arr = np.asarray(raw)
+        except Exception as exc:
+            raise InputError(f"input {spec.name!r} is ragged or not a numeric array ({exc})",
+                             fix=f"send {spec.describe()}") from exc
+        if arr.dtype == object:
+            raise InputError(f"input {spec.name!r} is ragged or not numeric", fix=f"send {spec.describe()}")
+        want = np.dtype(spec.dtype)
+        if arr.dtype.kind == "b" and want.kind != "b" or arr.dtype.kind in "USO":
+            raise InputError(f"input {spec.name!r} has dtype {arr.dtype}, model wants {want.name}",
+                             fix=f"send {spec.describe()}")
+        if want.kind in "iu" and arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                raise InputError(f"input {spec.name!r} has non-integer values, model wants {want.name}",
+                                 fix=f"send {spec.describe()}")
+        if want.kind == "f" and arr.size and not np.all(np.isfinite(arr.astype(np.float64))):
+            raise InputError(f"input {spec.name!r} contains NaN or infinity", fix="send finite numbers")
+        if arr.ndim != len(spec.shape) or any(isinstance(d, int) and d != a for d, a in zip(spec.shape, arr.shape)):
+            raise InputError(f"input {spec.name!r} has shape {list(arr.shape)}, model wants {spec.describe()}",
+                             fix="reshape the input (N = any batch size)")
+        out[spec.name] = arr.astype(want, copy=False)
+    return out
+
+
+def spec_to_json(spec: InputSpec) -> dict:
+    return {"name": spec.name, "dtype": np.dtype(spec.dtype).name,
+            "shape": [d if isinstance(d, int) else None for d in spec.shape]}
+
+
+def spec_from_json(d: dict) -> InputSpec:
+    try:
+        return InputSpec(str(d["name"]), np.dtype(d["dtype"]).type, tuple(d["shape"]))
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"bad input spec {d!r}", fix="node /v1/info must list input_specs") from exc
+
+
+class OnnxModel:
+    """An ONNX file loaded in onnxruntime, with strict input validation."""
+
+    def __init__(self, path: str | Path, *, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"ONNX file {self.path} does not exist", fix="give the path of the model's .onnx file")
+        self.sha256 = file_sha256(self.path)
+        opts = ort.SessionOptions()
+        # one intra-op thread per session: a node serves many requests concurrently and
+        # the benchmark compares against raw onnxruntime with the same setting
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise InputError(f"{self.path} is not a loadable ONNX model: {exc}",
+                             fix="export the model with torch.onnx.export or check the file") from exc
+        self.inputs = []
+        for i in self.session.get_inputs():
+            if i.type not in _ORT_DTYPES:
+                raise InputError(f"input {i.name} has unsupported type {i.type}", fix="use float/int tensor inputs")
+            self.inputs.append(InputSpec(i.name, _ORT_DTYPES[i.type], tuple(i.shape)))
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def describe_inputs(self) -> str:
+        return "; ".join(s.describe() for s in self.inputs)
+
+    def prepare(self, data: Any) -> dict[str, np.ndarray]:
+        """Turn JSON input into checked arrays (see :func:`prepare_inputs`)."""
+        return prepare_inputs(self.inputs, data)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the model on prepared inputs; returns the outputs in model order."""
+        return self.session.run(self.output_names, dict(inputs))
+
+    def batch_size(self, inputs: Mapping[str, np.ndarray]) -> int:
+        first = next(iter(inputs.values()))
+        return int(first.shape[0]) if first.ndim else 1

@@ -1,0 +1,135 @@
+"""Inference receipts: what a node signs for every answer, and how inputs/outputs are hashed.
+
+A receipt is EIP-712 typed data in the InferenceRegistry's domain (chain id + contract):
+``Receipt(uint256 version, bytes32 input_hash, bytes32 output_hash, uint256 nonce,
+uint256 price, uint8 commitment)``. The request nonce is chosen by the client, so each
+receipt is unique to one request. Two commitment kinds, matching the contract:
+
+* ``VALUES`` (0): ``input_hash`` = :func:`input_hash` (keccak of the canonical input
+  tensors: name, dtype, shape, little-endian bytes); ``output_hash`` =
+  keccak256(abi.encode(int256[] outputs in fixed point x 1e6)). Two such receipts for
+  the same input whose outputs differ beyond the version's tolerance are a fraud proof.
+* ``ZK`` (1): ``input_hash`` = the circuit's Poseidon hash of the quantised input (its
+  first public instance), ``output_hash`` = keccak256(abi.encode(uint256[] output
+  instances)); a proof for the registered circuit settles it on chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Mapping
+
+import numpy as np
+from eth_abi import encode as abi_encode
+from eth_utils import to_checksum_address
+
+from proofmesh.crypto.eip712 import Domain, TypedStruct
+from proofmesh.crypto.keccak import keccak256
+from proofmesh.errors import InputError, VerificationError
+
+COMMIT_VALUES = 0
+COMMIT_ZK = 1
+FIXED_POINT = 10**6            # outputs are committed as round(y * 1e6)
+DOMAIN_NAME = "proofmesh Inference"
+DOMAIN_VERSION = "1"
+
+RECEIPT_FIELDS = [
+    {"name": "version", "type": "uint256"},
+    {"name": "input_hash", "type": "bytes32"},
+    {"name": "output_hash", "type": "bytes32"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "price", "type": "uint256"},
+    {"name": "commitment", "type": "uint8"},
+]
+
+
+def receipt_domain(chain_id: int, registry: str) -> Domain:
+    """The EIP-712 domain of receipts: the InferenceRegistry on this chain."""
+    return Domain(DOMAIN_NAME, DOMAIN_VERSION, int(chain_id), to_checksum_address(registry))
+
+
+@lru_cache(maxsize=16)
+def _struct(domain: Domain) -> TypedStruct:
+    # precompiled type hash + domain separator: a receipt costs one keccak and one
+    # libsecp256k1 signature (coincurve), the per-request overhead of a node
+    return TypedStruct(domain, "Receipt", RECEIPT_FIELDS)
+
+
+def input_hash(inputs: Mapping[str, np.ndarray]) -> bytes:
+    """keccak256 over each input (sorted by name): name, dtype, shape, raw little-endian bytes."""
+    h = bytearray()
+    for name in sorted(inputs):
+        a = np.ascontiguousarray(inputs[name])
+        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        h += name.encode() + b"\x00" + a.dtype.str.encode() + b"\x00"
+        h += b"".join(int(d).to_bytes(8, "little") for d in a.shape) + b"\x00"
+        h += keccak256(a.tobytes())
+    return keccak256(bytes(h))
+
+
+def output_values(outputs: list[np.ndarray]) -> list[int]:
+    """Outputs flattened (in model order) to fixed-point integers (x 1e6)."""
+    flat = np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs]) if outputs else np.zeros(0)
+    return [int(v) for v in np.rint(flat * FIXED_POINT).astype(np.int64)]
+
+
+def values_hash(values: list[int]) -> bytes:
+    """keccak256(abi.encode(int256[] values)) — what the contract recomputes in a dispute."""
+    return keccak256(abi_encode(["int256[]"], [list(values)]))
+
+
+def instances_hash(outputs: list[int]) -> bytes:
+    """keccak256(abi.encode(uint256[] output instances)) for ZK receipts."""
+    return keccak256(abi_encode(["uint256[]"], [list(outputs)]))
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A signed statement by a node: this version on this input gave this output."""
+
+    version: int
+    input_hash: bytes
+    output_hash: bytes
+    nonce: int
+    price: int
+    commitment: int = COMMIT_VALUES
+    signature: bytes = b""
+
+    def message(self) -> dict:
+        return {"version": int(self.version), "input_hash": self.input_hash, "output_hash": self.output_hash,
+                "nonce": int(self.nonce), "price": int(self.price), "commitment": int(self.commitment)}
+
+    def as_tuple(self) -> tuple:
+        """The contract's ``Receipt`` struct argument."""
+        return (int(self.version), self.input_hash, self.output_hash, int(self.nonce), int(self.price),
+                int(self.commitment))
+
+    def digest(self, domain: Domain) -> bytes:
+        return _struct(domain).hash(self.message())
+
+    def signed(self, account, domain: Domain) -> "Receipt":
+        sig = _struct(domain).sign(account, self.message())
+        return Receipt(self.version, self.input_hash, self.output_hash, self.nonce, self.price,
+                       self.commitment, sig)
+
+    def signer(self, domain: Domain) -> str:
+        """Checksum address of the signing node; VerificationError if the signature is bad."""
+        if len(self.signature) != 65:
+            raise VerificationError("receipt signature must be 65 bytes", fix="ask the node for a signed receipt")
+        return _struct(domain).recover(self.message(), self.signature)
+
+    def to_json(self) -> dict:
+        return {"version": int(self.version), "input_hash": "0x" + self.input_hash.hex(),
+                "output_hash": "0x" + self.output_hash.hex(), "nonce": str(self.nonce), "price": str(self.price),
+                "commitment": int(self.commitment), "signature": "0x" + self.signature.hex()}
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> "Receipt":
+        try:
+            return cls(int(d["version"]), bytes.fromhex(d["input_hash"].removeprefix("0x")),
+                       bytes.fromhex(d["output_hash"].removeprefix("0x")), int(d["nonce"]), int(d["price"]),
+                       int(d["commitment"]), bytes.fromhex(str(d.get("signature", "")).removeprefix("0x")))
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise InputError(f"malformed receipt: {exc}", fix="a receipt has version, input_hash, output_hash, "
+                             "nonce, price, commitment, signature") from exc

@@ -1,0 +1,142 @@
+"""Typed client of the InferenceRegistry contract (terms, circuits, bonds, epochs,
+challenges, disputes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_utils import to_checksum_address
+
+from proofmesh.errors import InputError
+from proofmesh.inference.receipt import Receipt, receipt_domain
+
+CONTRACT = "InferenceRegistry"
+
+
+@dataclass(frozen=True)
+class ModelTerms:
+    version: int
+    onnx_hash: bytes
+    tolerance: int          # fixed point x 1e6
+    registered: bool
+
+
+@dataclass(frozen=True)
+class CircuitRecord:
+    version: int
+    onnx_hash: bytes
+    settings_hash: bytes
+    vk_hash: bytes
+    srs_hash: bytes
+    verifier: str
+    dev_srs: bool
+    batch: int
+    registered: bool
+
+
+class InferenceRegistry:
+    """Client of the InferenceRegistry contract."""
+
+    def __init__(self, chain) -> None:
+        self.chain = chain
+        self.c = chain.contract(CONTRACT)
+        self.address = to_checksum_address(self.c.address)
+        self.domain = receipt_domain(chain.chain_id, self.address)
+
+    def _tx(self, fn, sender=None):
+        return self.chain.transact(fn, sender=sender)
+
+    # --- terms and circuits ---------------------------------------------------------
+    def terms(self, version: int) -> ModelTerms:
+        onnx_hash, tol, reg = self.chain.call(self.c.functions.models(int(version)))
+        return ModelTerms(int(version), bytes(onnx_hash), tol, reg)
+
+    def circuit(self, version: int) -> CircuitRecord:
+        r = self.chain.call(self.c.functions.circuits(int(version)))
+        return CircuitRecord(int(version), bytes(r[0]), bytes(r[1]), bytes(r[2]), bytes(r[3]), r[4], r[5], r[6], r[7])
+
+    def register_model(self, version: int, onnx_hash: bytes, tolerance: int, sender=None):
+        if len(onnx_hash) != 32:
+            raise InputError("onnx_hash must be 32 bytes (sha256 of the ONNX file)", fix="use file_sha256(path)")
+        if self.terms(version).registered:
+            raise InputError(f"model version {version} already has serving terms", fix="terms are set once per version")
+        return self._tx(self.c.functions.register_model(int(version), onnx_hash, int(tolerance)), sender)
+
+    def register_circuit(self, version: int, settings_hash: bytes, vk_hash: bytes, srs_hash: bytes,
+                         verifier: str, dev_srs: bool, batch: int, sender=None):
+        return self._tx(self.c.functions.register_circuit(int(version), settings_hash, vk_hash, srs_hash,
+                                                         to_checksum_address(verifier), bool(dev_srs), int(batch)),
+                        sender)
+
+    # --- bonds and epochs ---------------------------------------------------------
+    def service_bond(self, node: str) -> int:
+        return self.chain.call(self.c.functions.service_bond(to_checksum_address(node)))
+
+    def min_bond(self) -> int:
+        return self.chain.call(self.c.functions.min_bond())
+
+    def post_bond(self, amount: int, sender=None):
+        return self._tx(self.c.functions.post_bond(int(amount)), sender)
+
+    def commit_epoch(self, root: bytes, count: int, sender=None) -> int:
+        res = self._tx(self.c.functions.commit_epoch(root, int(count)), sender)
+        ev = self.c.events.EpochCommitted().process_receipt(res.receipt)
+        return int(ev[0]["args"]["epoch"])
+
+    def settle_from_epoch(self, epoch: int, receipt_digest: bytes, proof_hash: bytes, merkle_proof: list[bytes],
+                          sender=None):
+        return self._tx(self.c.functions.settle_from_epoch(int(epoch), receipt_digest, proof_hash, merkle_proof),
+                        sender)
+
+    def finalize_epoch(self, epoch: int, sender=None):
+        return self._tx(self.c.functions.finalize_epoch(int(epoch)), sender)
+
+    # --- proofs and challenges ------------------------------------------------------
+    def is_fulfilled(self, receipt_digest: bytes) -> bool:
+        return self.chain.call(self.c.functions.is_fulfilled(receipt_digest))
+
+    def submit_proof(self, receipt: Receipt, proof: bytes, instances: list[int], sender=None):
+        return self._tx(self.c.functions.submit_proof(receipt.as_tuple(), receipt.signature, proof,
+                                                      [int(i) for i in instances]), sender)
+
+    def challenge(self, receipt: Receipt, sender=None) -> int:
+        deposit = self.chain.call(self.c.functions.challenge_deposit())
+        if deposit:
+            from proofmesh.chain.core import Token
+            Token(self.chain).ensure_allowance(self.address, deposit, sender=sender)
+        res = self._tx(self.c.functions.challenge(receipt.as_tuple(), receipt.signature), sender)
+        return int(self.c.events.Challenged().process_receipt(res.receipt)[0]["args"]["challenge"])
+
+    def challenge_state(self, challenge_id: int) -> dict:
+        r = self.chain.call(self.c.functions.challenges(int(challenge_id)))
+        keys = ["node", "challenger", "receipt", "version", "input_hash", "output_hash", "deposit", "deadline", "state"]
+        return dict(zip(keys, r))
+
+    def answer_challenge(self, challenge_id: int, proof: bytes, instances: list[int], sender=None):
+        return self._tx(self.c.functions.answer_challenge(int(challenge_id), proof, [int(i) for i in instances]),
+                        sender)
+
+    def expire_challenge(self, challenge_id: int, sender=None):
+        return self._tx(self.c.functions.expire_challenge(int(challenge_id)), sender)
+
+    # --- disputes -------------------------------------------------------------------
+    def dispute(self, ra: Receipt, values_a: list[int], rb: Receipt, values_b: list[int], sender=None) -> int:
+        res = self._tx(self.c.functions.dispute(ra.as_tuple(), ra.signature, values_a,
+                                                rb.as_tuple(), rb.signature, values_b), sender)
+        return int(self.c.events.Disputed().process_receipt(res.receipt)[0]["args"]["dispute"])
+
+    def dispute_state(self, dispute_id: int) -> dict:
+        r = self.chain.call(self.c.functions.disputes(int(dispute_id)))
+        keys = ["version", "input_hash", "node_a", "node_b", "disputer", "deadline", "weight_a", "weight_b", "state"]
+        return dict(zip(keys, r))
+
+    def dispute_values(self, dispute_id: int) -> tuple[list[int], list[int]]:
+        a, b = self.chain.call(self.c.functions.dispute_values(int(dispute_id)))
+        return list(a), list(b)
+
+    def vote(self, dispute_id: int, values: list[int], sender=None):
+        return self._tx(self.c.functions.vote(int(dispute_id), values), sender)
+
+    def resolve_dispute(self, dispute_id: int, sender=None) -> str:
+        res = self._tx(self.c.functions.resolve_dispute(int(dispute_id)), sender)
+        return self.c.events.DisputeResolved().process_receipt(res.receipt)[0]["args"]["loser"]

@@ -1,0 +1,378 @@
+"""The router: find nodes serving a model version, pick one, verify, pay, fail over.
+
+Nodes are found in NodeRegistry (INFERENCE role, active stake) and asked over HTTP
+which version they serve. Each candidate is scored by stake x reputation / latency
+(latency: exponentially weighted average of measured round trips; reputation: share of
+good answers, starting at 1). A node that dies mid-request (connection error or
+timeout) is marked down and the request goes to the next node.
+
+Every answer is checked before it is paid for: the receipt must be signed by the node
+that answered, commit to *our* input (recomputed locally) and to the output returned.
+Payment is one channel per (payer, node): each request carries a voucher covering the
+previous answers from that node (the node extends one answer of credit), so many
+requests settle in one on-chain transaction; a zk answer is paid by a voucher
+conditional on its receipt.
+
+Verification modes: ``none`` (one node), ``redundant`` (k nodes, answers compared with
+the version's tolerance; conflicting receipts become an on-chain dispute voted by
+bonded nodes that re-execute), ``zk`` (circuit output + proof, checked locally and
+optionally on chain), ``tee`` (NotAvailableError: no enclave here).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+
+from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, VerificationError
+from proofmesh.inference.model import prepare_inputs, spec_from_json
+from proofmesh.inference.receipt import (COMMIT_VALUES, COMMIT_ZK, FIXED_POINT, Receipt, input_hash,
+                                         instances_hash, values_hash)
+
+ROLE_INFERENCE = 4
+
+
+class NoNodeError(ProofmeshError):
+    """No live node serves the requested version."""
+
+
+@dataclass
+class NodeHandle:
+    address: str
+    endpoint: str
+    stake: int
+    price: int = 0
+    zk: bool = False
+    dev_srs: bool | None = None
+    latency: float = 0.05          # seconds, EWMA
+    good: int = 0
+    bad: int = 0
+    down_until: float = 0.0
+
+    @property
+    def reputation(self) -> float:
+        return (self.good + 1) / (self.good + self.bad + 1)
+
+    def score(self) -> float:
+        return (self.stake / 1e18 + 1.0) * self.reputation / max(self.latency, 1e-4)
+
+
+@dataclass
+class Answer:
+    """A checked answer: output, the node's receipt, and what verified it."""
+
+    output: Any
+    receipt: Receipt
+    node: str
+    mode: str
+    values: list[int] | None = None
+    receipt_digest: bytes | None = None
+    proof: Any = None
+    agreeing: list[str] = field(default_factory=list)
+    dispute: int | None = None
+    failovers: int = 0
+
+
+class Router:
+    """Client-side router for one model version."""
+
+    def __init__(self, chain, version: int, *, account=None, wallet=None, model=None, deposit: int = 10**18,
+                 timeout: float = 30.0, registry=None) -> None:
+        from proofmesh.inference.registry import InferenceRegistry
+
+        self.chain = chain
+        self.version = int(version)
+        self.account = account or chain.account
+        self.registry = registry or InferenceRegistry(chain)
+        self.domain = self.registry.domain
+        self.terms = self.registry.terms(self.version)
+        if not self.terms.registered:
+            raise InputError(f"model version {self.version} has no serving terms in InferenceRegistry",
+                             fix="register it first (proofmesh inference register) or check the version id")
+        self.wallet = wallet
+        self.model = model           # optional local OnnxModel: checks input shape/dtype before sending
+        self.deposit = deposit
+        self.http = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=64,
+                                                                       max_keepalive_connections=32))
+        self.nodes: dict[str, NodeHandle] = {}
+        self._lock = threading.Lock()
+        self._specs = None                     # input specs learnt from a node's /v1/info
+        self._unpaid: dict[str, int] = {}      # node -> price of checked answers not yet in a voucher
+        self._disputes: dict[int, Any] = {}    # dispute id -> the disputed input (for the committee)
+
+    # --- discovery ----------------------------------------------------------------
+    def discover(self) -> list[NodeHandle]:
+        """Nodes with the INFERENCE role and active stake that answer /v1/info for our version."""
+        from proofmesh.chain.core import Registry
+
+        found = []
+        for n in Registry(self.chain).nodes_with_role(ROLE_INFERENCE):
+            if not n.endpoint.startswith("http"):
+                continue
+            try:
+                t0 = time.perf_counter()
+                info = self.http.get(n.endpoint.rstrip("/") + "/v1/info", timeout=3.0).json()
+                rtt = time.perf_counter() - t0
+            except (httpx.HTTPError, ValueError):
+                continue
+            if int(info.get("version", -1)) != self.version or info.get("node", "").lower() != n.address.lower():
+                continue   # wrong version, or an endpoint answering for another key
+            prev = self.nodes.get(n.address)
+            if self._specs is None and info.get("input_specs"):
+                self._specs = [spec_from_json(d) for d in info["input_specs"]]
+            h = NodeHandle(n.address, n.endpoint.rstrip("/"), n.stake, int(info.get("price", 0)),
+                           bool(info.get("zk")), info.get("dev_srs"), latency=rtt)
+            if prev is not None:
+                h.good, h.bad, h.latency = prev.good, prev.bad, prev.latency
+            found.append(h)
+        with self._lock:
+            self.nodes = {h.address: h for h in found}
+        return found
+
+    def ranked(self, *, zk: bool = False) -> list[NodeHandle]:
+        now = time.monotonic()
+        cands = [h for h in self.nodes.values() if h.down_until <= now and (h.zk or not zk)]
+        return sorted(cands, key=lambda h: -h.score())
+
+    # --- one request to one node --------------------------------------------------
+    def _body(self, node: NodeHandle, data: Any, mode: str, nonce: int) -> dict:
+        body = {"version": self.version, "input": data, "nonce": str(nonce), "mode": mode}
+        if node.price and self.wallet is not None:
+            cid = self.wallet.ensure_channel(node.address, self.deposit)
+            body["channel"] = "0x" + cid.hex()
+            with self._lock:
+                owed_unpaid = self._unpaid.pop(node.address, 0)
+            if owed_unpaid:
+                # cumulative: if this request is lost, the next voucher still covers it
+                body["voucher"] = self.wallet.pay(node.address, owed_unpaid).to_json()
+        return body
+
+    def _send(self, node: NodeHandle, data: Any, mode: str) -> dict:
+        nonce = secrets.randbits(256)
+        body = self._body(node, data, mode, nonce)
+        t0 = time.perf_counter()
+        r = self.http.post(node.endpoint + "/v1/infer", json=body)
+        dt = time.perf_counter() - t0
+        node.latency = 0.8 * node.latency + 0.2 * dt
+        if r.status_code != 200:
+            try:
+                err = r.json()
+            except ValueError:
+                err = {"error": r.text[:200]}
+            exc_type = {422: InputError, 501: NotAvailableError}.get(r.status_code, ProofmeshError)
+            raise exc_type(f"node {node.address}: {err.get('error')}", fix=err.get("fix"))
+        out = r.json()
+        out["_nonce"] = nonce
+        return out
+
+    def _check(self, node: NodeHandle, out: dict, inputs: dict[str, np.ndarray], mode: str) -> Answer:
+        """Verify the receipt binds this node, our input, the returned output; then owe the price."""
+        receipt = Receipt.from_json(out["receipt"])
+        if receipt.signer(self.domain) != node.address:
+            raise VerificationError(f"receipt not signed by {node.address}", fix="node is misbehaving; try another")
+        if receipt.version != self.version or receipt.nonce != out["_nonce"]:
+            raise VerificationError("receipt is for another version or request", fix="retry with another node")
+        if receipt.price > node.price:
+            raise VerificationError("receipt price above the advertised price", fix="use another node")
+        if mode == "zk":
+            if receipt.commitment != COMMIT_ZK:
+                raise VerificationError("zk answer without a zk receipt", fix="use another node")
+            outs = [int(v, 16) for v in out["instances"]]
+            if instances_hash(outs) != receipt.output_hash:
+                raise VerificationError("receipt does not commit to the returned instances", fix="use another node")
+            digest = receipt.digest(self.domain)
+            return Answer(np.asarray(out["output"], dtype=np.float32), receipt, node.address, mode,
+                          receipt_digest=digest)
+        if receipt.commitment != COMMIT_VALUES:
+            raise VerificationError("receipt has the wrong commitment kind", fix="use another node")
+        if receipt.input_hash != input_hash(inputs):
+            raise VerificationError("receipt commits to another input", fix="use another node")
+        values = [int(v) for v in out["values"]]
+        if values_hash(values) != receipt.output_hash:
+            raise VerificationError("receipt does not commit to the returned values", fix="use another node")
+        output = np.asarray(out["output"], dtype=np.float64)
+        if not np.array_equal(np.rint(output.reshape(-1) * FIXED_POINT).astype(np.int64), np.asarray(values)):
+            raise VerificationError("returned output differs from the committed values", fix="use another node")
+        if node.price:
+            with self._lock:
+                self._unpaid[node.address] = self._unpaid.get(node.address, 0) + receipt.price
+        return Answer(output.astype(np.float32), receipt, node.address, mode, values=values)
+
+    def _prepare(self, data: Any) -> dict[str, np.ndarray]:
+        """Check and canonicalise the input exactly as the nodes do (its hash must match)."""
+        if self.model is not None:
+            return self.model.prepare(data)
+        if self._specs is None:
+            raise NoNodeError(f"no live node serves version {self.version}",
+                              fix="start one with `proofmesh serve VERSION` or check the node registry")
+        return prepare_inputs(self._specs, data)
+
+    # --- public API ---------------------------------------------------------------
+    def infer(self, data: Any, *, verify: str = "none", k: int = 2) -> Answer:
+        """One answer for ``data``, verified as asked; fails over across nodes."""
+        if verify == "tee":
+            raise NotAvailableError("no TEE available",
+                                    fix="this machine has no attested enclave; use --verify zk or redundant")
+        if verify not in ("none", "zk", "redundant"):
+            raise InputError(f"unknown verification mode {verify!r}", fix="use zk, redundant or tee")
+        if not self.nodes:
+            self.discover()
+        inputs = self._prepare(data)
+        if verify == "redundant":
+            return self._redundant(data, inputs, k)
+        return self._single(data, inputs, "zk" if verify == "zk" else "plain")
+
+    def _single(self, data: Any, inputs: dict, mode: str) -> Answer:
+        tried, failovers = set(), 0
+        while True:
+            cands = [h for h in self.ranked(zk=mode == "zk") if h.address not in tried]
+            if not cands:
+                raise NoNodeError(f"no live node serves version {self.version}"
+                                  + (" with a zk circuit" if mode == "zk" else ""),
+                                  fix="start one with `proofmesh serve VERSION` or check the node registry")
+            node = cands[0]
+            tried.add(node.address)
+            try:
+                out = self._send(node, data, mode)
+                ans = self._check(node, out, inputs, mode)
+            except (httpx.TransportError, httpx.TimeoutException):
+                node.down_until = time.monotonic() + 30   # died mid-request: fail over
+                node.bad += 1
+                failovers += 1
+                continue
+            except VerificationError:
+                node.bad += 1
+                failovers += 1
+                continue
+            node.good += 1
+            ans.failovers = failovers
+            if mode == "zk" and node.price and self.wallet is not None:
+                self._pay_conditional(node, ans)
+            return ans
+
+    def _pay_conditional(self, node: NodeHandle, ans: Answer) -> None:
+        v = self.wallet.pay(node.address, ans.receipt.price, oracle=self.registry.address,
+                            condition=ans.receipt_digest)
+        r = self.http.post(node.endpoint + "/v1/pay", json={"voucher": v.to_json(),
+                                                           "receipt": "0x" + ans.receipt_digest.hex()})
+        if r.status_code != 200:
+            raise ProofmeshError(f"node refused the conditional voucher: {r.text[:200]}")
+
+    def fetch_proof(self, ans: Answer, *, circuit=None, workdir=None, timeout: float = 300.0):
+        """Wait for a zk answer's proof; verify it locally (if a circuit is given) and release payment."""
+        from proofmesh.inference.zk import ZkProof
+
+        node = self.nodes[ans.node]
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.http.get(node.endpoint + f"/v1/proof/0x{ans.receipt_digest.hex()}")
+            if r.status_code == 200:
+                break
+            if r.status_code != 202 or time.monotonic() > deadline:
+                raise VerificationError(f"no proof from {node.address}: {r.text[:200]}",
+                                        fix="challenge the receipt on chain (proofmesh inference challenge)")
+            time.sleep(0.2)
+        proof = ZkProof.from_json(r.json())
+        if proof.instances[0] != int.from_bytes(ans.receipt.input_hash, "big") or \
+                instances_hash(proof.instances[1:]) != ans.receipt.output_hash:
+            raise VerificationError("proof instances do not match the receipt", fix="challenge the receipt on chain")
+        if circuit is not None:
+            circuit.verify_proof(proof, workdir)
+        ans.proof = proof
+        if node.price and self.wallet is not None and circuit is not None:
+            # checked locally: owe it unconditionally from the next voucher on
+            self.wallet.release(node.address, ans.receipt_digest)
+        return proof
+
+    def _redundant(self, data: Any, inputs: dict, k: int) -> Answer:
+        if k < 2:
+            raise InputError("redundant mode needs k >= 2 nodes", fix="pass k=2 or more")
+        cands = self.ranked()
+        if len(cands) < k:
+            raise NoNodeError(f"redundant mode needs {k} live nodes for version {self.version}, found {len(cands)}",
+                              fix="start more nodes or lower k")
+        answers: list[Answer] = []
+        pool = list(cands)
+        with ThreadPoolExecutor(max_workers=k) as ex:
+            while len(answers) < k and pool:
+                batch, pool = pool[:k - len(answers)], pool[k - len(answers):]
+                futs = {ex.submit(self._send, n, data, "plain"): n for n in batch}
+                for f, n in futs.items():
+                    try:
+                        answers.append(self._check(n, f.result(), inputs, "plain"))
+                        n.good += 1
+                    except (httpx.TransportError, httpx.TimeoutException):
+                        n.down_until = time.monotonic() + 30
+                        n.bad += 1
+                    except VerificationError:
+                        n.bad += 1
+        if len(answers) < 2:
+            raise NoNodeError("fewer than 2 nodes answered in redundant mode", fix="start more nodes")
+        tol = self.terms.tolerance
+        groups: list[list[Answer]] = []
+        for a in answers:
+            for g in groups:
+                if _within(a.values, g[0].values, tol):
+                    g.append(a)
+                    break
+            else:
+                groups.append([a])
+        groups.sort(key=len, reverse=True)
+        best = groups[0]
+        result = best[0]
+        result.agreeing = [a.node for a in best]
+        if len(groups) > 1:
+            if len(best) == len(groups[1]):
+                # no majority: ask one more node as tie-breaker
+                extra = [h for h in self.ranked() if h.address not in {a.node for a in answers}]
+                if not extra:
+                    raise VerificationError("nodes disagree and no node is left to break the tie",
+                                            fix="retry with a larger k")
+                tb = self._check(extra[0], self._send(extra[0], data, "plain"), inputs, "plain")
+                for g in groups:
+                    if _within(tb.values, g[0].values, tol):
+                        g.append(tb)
+                groups.sort(key=len, reverse=True)
+                best = groups[0]
+                result = best[0]
+                result.agreeing = [a.node for a in best]
+            liar = groups[1][0]
+            result.dispute = self.registry.dispute(result.receipt, result.values, liar.receipt, liar.values,
+                                                   sender=self.account)
+            self.nodes[liar.node].bad += 1
+            self._disputes[result.dispute] = data
+        return result
+
+    def call_committee(self, dispute_id: int) -> list[str]:
+        """Ask bonded nodes that are not parties to re-execute the disputed input and vote."""
+        st = self.registry.dispute_state(dispute_id)
+        data = self._disputes[dispute_id]
+        voted = []
+        for h in self.ranked():
+            if h.address in (st["node_a"], st["node_b"]):
+                continue
+            try:
+                r = self.http.post(h.endpoint + "/v1/committee/vote", json={"dispute": dispute_id, "input": data})
+            except httpx.HTTPError:
+                continue
+            if r.status_code == 200:
+                voted.append(h.address)
+        return voted
+
+    def settle_note(self) -> dict[str, int]:
+        """What this router still owes each node (to be covered by the next voucher)."""
+        return dict(self._unpaid)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _within(a: list[int], b: list[int], tol: int) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= tol for x, y in zip(a, b))

@@ -1,0 +1,113 @@
+"""Inference fixtures: a tiny MLP exported to ONNX, a published version, real nodes.
+
+Nodes are real FastAPI/uvicorn servers on 127.0.0.1 (threads of the test process, so
+they share the embedded chain), registered in NodeRegistry with the INFERENCE role,
+staked and bonded in InferenceRegistry.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from proofmesh.chain.core import MESH, Registry
+from proofmesh.inference.publish import publish_model
+from proofmesh.inference.registry import InferenceRegistry
+from proofmesh.inference.server import InferenceNode, NodeConfig, ServerHandle, create_app
+
+INFERENCE = 4
+
+
+def export_mlp(path: Path, *, seed: int = 0, sizes=(4, 8, 3)) -> Path:
+    """A small MLP (Linear-ReLU-Linear) exported with a dynamic batch axis."""
+    import torch
+
+    torch.manual_seed(seed)
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    m = torch.nn.Sequential(*layers).eval()
+    torch.onnx.export(m, torch.rand(1, sizes[0]), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch_size"}, "y": {0: "batch_size"}}, dynamo=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mlp_onnx(tmp_path_factory) -> Path:
+    return export_mlp(tmp_path_factory.mktemp("model") / "mlp.onnx")
+
+
+def advance_to(chain, timestamp: int) -> None:
+    """Move the dev chain's clock to ``timestamp`` (block times may run ahead of its clock)."""
+    while chain.timestamp() < timestamp:
+        chain.increase_time(timestamp - chain.timestamp() + 1)
+
+
+@dataclass
+class RunningNode:
+    account: object
+    node: InferenceNode
+    server: ServerHandle
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+class Network:
+    """Publishes the model and starts nodes; stops them all at teardown."""
+
+    def __init__(self, chain, accounts, onnx: Path, workdir: Path) -> None:
+        self.chain = chain
+        self.accounts = accounts
+        self.onnx = onnx
+        self.workdir = workdir
+        self.nodes: list[RunningNode] = []
+        self.registry = InferenceRegistry(chain)
+        self.version = publish_model(chain, f"mlp-{os.urandom(3).hex()}", onnx, tolerance=1e-3).version
+
+    def start_node(self, account, *, price: int = 0, tamper: float = 0.0, delay_ms: int = 0,
+                   circuit_dir: Path | None = None, onnx: Path | None = None, bond: bool = True) -> RunningNode:
+        from proofmesh.payments import Ledger, PaymentChannels
+
+        cfg = NodeConfig(self.version, onnx or self.onnx, self.workdir / account.address, price=price,
+                         circuit_dir=circuit_dir, tamper=tamper, delay_ms=delay_ms)
+        ledger = Ledger(PaymentChannels(self.chain), account.address) if price else None
+        node = InferenceNode(cfg, account, domain=self.registry.domain, registry=self.registry, ledger=ledger)
+        server = ServerHandle(create_app(node))
+        reg = Registry(self.chain)
+        if not reg.info(account.address).registered:
+            reg.register(server.url, INFERENCE, sender=account)
+        else:
+            reg.update(server.url, INFERENCE, sender=account)
+        if reg.info(account.address).stake < 300 * MESH:
+            reg.stake(300 * MESH, sender=account)
+        if bond and self.registry.service_bond(account.address) == 0:
+            self.registry.post_bond(self.registry.min_bond(), sender=account)
+        server.start()
+        rn = RunningNode(account, node, server)
+        self.nodes.append(rn)
+        return rn
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.server.stop()
+            n.node.close()
+
+
+@pytest.fixture
+def network(chain, accounts, mlp_onnx, tmp_path):
+    net = Network(chain, accounts, mlp_onnx, tmp_path / "nodes")
+    yield net
+    net.stop()
+
+
+@pytest.fixture
+def x1() -> np.ndarray:
+    return np.random.default_rng(1).random((1, 4), dtype=np.float32)

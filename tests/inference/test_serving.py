@@ -1,0 +1,131 @@
+"""Serving: receipts, input checks, startup refusal, payments, TEE refusal."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from proofmesh.errors import InputError, NotAvailableError, VerificationError
+from proofmesh.inference.model import file_sha256
+from proofmesh.inference.receipt import COMMIT_VALUES, Receipt, input_hash, values_hash
+from proofmesh.inference.router import Router
+from proofmesh.inference.server import InferenceNode, NodeConfig, StartupRefused
+
+
+def test_answer_matches_onnxruntime_and_receipt_verifies(network, accounts, x1):
+    n = network.start_node(accounts[3])
+    r = httpx.post(n.url + "/v1/infer", json={"version": network.version, "input": x1.tolist(), "nonce": "7"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    direct = ort.InferenceSession(str(network.onnx)).run(None, {"x": x1})[0]
+    assert np.allclose(np.asarray(body["output"], dtype=np.float32), direct, atol=0)
+    rc = Receipt.from_json(body["receipt"])
+    assert rc.signer(network.registry.domain) == accounts[3].address
+    assert rc.version == network.version and rc.nonce == 7 and rc.commitment == COMMIT_VALUES
+    assert rc.input_hash == input_hash({"x": x1})
+    assert rc.output_hash == values_hash(body["values"])
+    # the digest the contract computes is the one the node signed
+    assert rc.digest(network.registry.domain) == bytes(network.chain.call(
+        network.registry.c.functions.receipt_digest(rc.as_tuple())))
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ([[1.0, 2.0, 3.0]], "shape [1, 3]"),
+    ([["a", "b", "c", "d"]], "dtype"),
+    ([[1.0, 2.0], [3.0]], "ragged"),
+    ({"z": [[1, 2, 3, 4]]}, "do not match"),
+    ([[float("nan"), 0, 0, 0]], None),   # NaN is not valid JSON for httpx: sent as a string below
+])
+def test_bad_input_is_422_with_a_clear_message(network, accounts, bad, needle):
+    n = network.start_node(accounts[3])
+    if needle is None:
+        r = httpx.post(n.url + "/v1/infer", content=b'{"version": %d, "input": [[NaN, 0, 0, 0]], "nonce": 1}'
+                       % network.version, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "NaN" in r.json()["error"]
+        return
+    r = httpx.post(n.url + "/v1/infer", json={"version": network.version, "input": bad, "nonce": 1})
+    assert r.status_code == 422
+    assert needle in r.json()["error"] and r.json()["fix"]
+
+
+def test_unknown_version_nonce_reuse_and_tee(network, accounts, x1):
+    n = network.start_node(accounts[3])
+    r = httpx.post(n.url + "/v1/infer", json={"version": network.version + 99, "input": x1.tolist(), "nonce": 1})
+    assert r.status_code == 404
+    ok = httpx.post(n.url + "/v1/infer", json={"version": network.version, "input": x1.tolist(), "nonce": 5})
+    assert ok.status_code == 200
+    again = httpx.post(n.url + "/v1/infer", json={"version": network.version, "input": x1.tolist(), "nonce": 5})
+    assert again.status_code == 422 and "nonce" in again.json()["error"]
+    tee = httpx.post(n.url + "/v1/infer", json={"version": network.version, "input": x1.tolist(), "nonce": 6,
+                                                "mode": "tee"})
+    assert tee.status_code == 501 and tee.json()["error"] == "no TEE available"
+    router = Router(network.chain, network.version)
+    with pytest.raises(NotAvailableError, match="no TEE available"):
+        router.infer(x1.tolist(), verify="tee")
+
+
+def test_node_refuses_to_start_with_other_weights(network, accounts, tmp_path):
+    from tests.inference.conftest import export_mlp
+
+    other = export_mlp(tmp_path / "other.onnx", seed=1)
+    assert file_sha256(other) != file_sha256(network.onnx)
+    cfg = NodeConfig(network.version, other, tmp_path / "w")
+    with pytest.raises(StartupRefused, match="pins"):
+        InferenceNode(cfg, accounts[3], domain=network.registry.domain, registry=network.registry)
+    cfg = NodeConfig(network.version + 50, network.onnx, tmp_path / "w")
+    with pytest.raises(StartupRefused, match="no serving terms"):
+        InferenceNode(cfg, accounts[3], domain=network.registry.domain, registry=network.registry)
+
+
+def test_router_rejects_tampered_receipt_and_output(network, accounts, x1):
+    n = network.start_node(accounts[3])
+    router = Router(network.chain, network.version)
+    router.discover()
+    node = router.nodes[accounts[3].address]
+    inputs = {"x": x1}
+    out = router._send(node, x1.tolist(), "plain")
+    router._check(node, dict(out), inputs, "plain")                  # genuine: accepted
+    forged = dict(out, values=[v + 1 for v in out["values"]])
+    with pytest.raises(VerificationError, match="commit to the returned values"):
+        router._check(node, forged, inputs, "plain")
+    swapped = dict(out, output=(np.asarray(out["output"]) + 0.5).tolist())
+    with pytest.raises(VerificationError, match="differs from the committed"):
+        router._check(node, swapped, inputs, "plain")
+    other_input = {"x": x1 + 1}
+    with pytest.raises(VerificationError, match="another input"):
+        router._check(node, out, other_input, "plain")
+    rc = dict(out["receipt"])
+    rc["price"] = "0"
+    rc["nonce"] = str(int(rc["nonce"]) + 1)
+    with pytest.raises(VerificationError):
+        router._check(node, dict(out, receipt=rc), inputs, "plain")   # signature no longer matches
+
+
+def test_paid_requests_settle_in_one_transaction(network, accounts, x1):
+    from proofmesh.chain.core import Token
+    from proofmesh.payments import PaymentChannels, Wallet
+
+    price = 10**15
+    n = network.start_node(accounts[3], price=price)
+    payer = accounts[6]
+    wallet = Wallet(PaymentChannels(network.chain), payer)
+    router = Router(network.chain, network.version, account=payer, wallet=wallet, deposit=100 * price)
+    for _ in range(10):
+        router.infer(x1.tolist())
+    # the 10th answer is covered by the next voucher: send it explicitly now
+    v = wallet.pay(accounts[3].address, router._unpaid.pop(accounts[3].address))
+    assert httpx.post(n.url + "/v1/pay", json={"voucher": v.to_json()}).status_code == 200
+    token = Token(network.chain)
+    before = token.balance(accounts[3].address)
+    paid = n.node.ledger.settle(sender=accounts[3])
+    assert paid == 10 * price
+    assert token.balance(accounts[3].address) - before == 10 * price
+    # a request without paying for the previous answers is refused (402)
+    body = {"version": network.version, "input": x1.tolist(), "nonce": 12345,
+            "channel": "0x" + wallet.channel_of(accounts[3].address).hex()}
+    assert httpx.post(n.url + "/v1/infer", json=body).status_code == 200
+    body["nonce"] = 12346
+    r = httpx.post(n.url + "/v1/infer", json=body)
+    assert r.status_code == 402 and "not paid" in r.json()["error"]
