@@ -27,7 +27,7 @@ def serve(app: FastAPI) -> Iterator[str]:
     """Run ``app`` with uvicorn on 127.0.0.1; yields its base URL; stops it after."""
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
+                                           lifespan="off", timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import time
 
 import httpx
 import pytest
@@ -30,11 +30,12 @@ def lying_peer(real: dict[str, bytes]) -> FastAPI:
 
 
 def slow_peer() -> FastAPI:
+    """A peer that accepts the request and never answers in time."""
     app = FastAPI()
 
     @app.get("/blobs/{cid}")
-    def get(cid: str) -> Response:
-        time.sleep(2)
+    async def get(cid: str) -> Response:
+        await asyncio.sleep(30)
         return Response(b"too late")
     return app
 
@@ -105,7 +106,7 @@ def test_fetch_skips_lying_and_slow_peers(tmp_path):
     mine = BlobStore(tmp_path / "mine")
     with serve(lying_peer({cid: data})) as liar, serve(slow_peer()) as slow, \
             serve(node_app(empty)) as nothing, serve(node_app(source)) as honest:
-        result = fetch(cid, [liar, slow, nothing, honest], mine, timeout=0.5)
+        result = fetch(cid, [liar, slow, nothing, honest], mine, timeout=2.0)
     assert result.peer == honest
     assert "not the expected" in result.failures[liar]
     assert "timed out" in result.failures[slow]
