@@ -352,9 +352,9 @@ class ModelRegistryClient:
     def draw(self, request_id: int, *, sender=None) -> list[str]:
         """Draw the evaluators (needs the seed block mined: on a dev chain one more block)."""
         req = self.request(request_id)
-        # The draw runs in the next block, which must come after the seed block.
+        # The seed block must be mined (its hash known) before the draw is estimated and sent.
         deadline = time.monotonic() + 600
-        while self.chain.block_number() < req["seed_block"]:
+        while self.chain.block_number() <= req["seed_block"]:
             try:
                 self.chain.mine()            # dev chains (embedded, anvil)
             except Exception:
