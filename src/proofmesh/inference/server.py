@@ -459,3 +459,21 @@ class ServerHandle:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+    def kill(self) -> None:
+        """Die like a crashed process: stop listening and reset every open connection
+        at once, in-flight requests included (failover tests and the demo)."""
+        servers = list(self.server.servers)
+        if not servers:
+            return
+        loop = servers[0].get_loop()
+
+        def abort() -> None:
+            for s in servers:
+                s.close()
+            for conn in list(self.server.server_state.connections):
+                conn.transport.abort()
+
+        self.server.force_exit = True
+        self.server.should_exit = True
+        loop.call_soon_threadsafe(abort)

@@ -1,0 +1,92 @@
+"""Redundant execution: a lying node is outvoted, disputed on chain and slashed;
+a node that dies mid-request is failed over."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from proofmesh.chain.core import Registry
+from proofmesh.errors import ContractRevert
+from proofmesh.inference.receipt import Receipt
+from proofmesh.inference.router import Router
+from tests.inference.conftest import advance_to
+
+
+def test_lying_node_is_caught_and_slashed(network, accounts, x1):
+    honest_a = network.start_node(accounts[3])
+    honest_b = network.start_node(accounts[4])
+    liar = network.start_node(accounts[5], tamper=0.25)     # adds 0.25 to every output
+    reg = network.registry
+    stake_before = Registry(network.chain).info(liar.account.address).stake
+    bond_before = reg.service_bond(liar.account.address)
+
+    router = Router(network.chain, network.version, account=accounts[6])
+    router.discover()
+    ans = router.infer(x1.tolist(), verify="redundant", k=3)
+    # the answer is the honest majority's, and the conflict went on chain
+    import onnxruntime as ort
+    direct = ort.InferenceSession(str(network.onnx)).run(None, {"x": x1})[0]
+    assert np.allclose(ans.output, direct, atol=1e-6)
+    assert liar.account.address not in ans.agreeing and len(ans.agreeing) == 2
+    assert ans.dispute is not None
+    st = reg.dispute_state(ans.dispute)
+    assert {st["node_a"], st["node_b"]} == {ans.node, liar.account.address}
+
+    # the committee: bonded nodes that are not parties re-execute and vote
+    voters = router.call_committee(ans.dispute)
+    assert voters and liar.account.address not in voters
+    with pytest.raises(ContractRevert, match="voting still open"):
+        reg.resolve_dispute(ans.dispute, sender=accounts[6])
+    advance_to(network.chain, st["deadline"] + 1)
+    loser = reg.resolve_dispute(ans.dispute, sender=accounts[6])
+    assert loser == liar.account.address
+    assert reg.service_bond(liar.account.address) < bond_before
+    assert Registry(network.chain).info(liar.account.address).stake < stake_before
+    # honest nodes keep their bonds
+    assert reg.service_bond(honest_a.account.address) == reg.min_bond()
+    assert reg.service_bond(honest_b.account.address) == reg.min_bond()
+
+
+def test_dispute_attacks_are_refused(network, accounts, x1):
+    a = network.start_node(accounts[3])
+    b = network.start_node(accounts[4])
+    router = Router(network.chain, network.version, account=accounts[6])
+    router.discover()
+    inputs = {"x": x1}
+    ra = router._check(router.nodes[a.account.address], router._send(router.nodes[a.account.address], x1.tolist(), "plain"), inputs, "plain")
+    rb = router._check(router.nodes[b.account.address], router._send(router.nodes[b.account.address], x1.tolist(), "plain"), inputs, "plain")
+    reg = network.registry
+    # honest nodes agree: no fraud proof possible
+    with pytest.raises(ContractRevert, match="agree within tolerance"):
+        reg.dispute(ra.receipt, ra.values, rb.receipt, rb.values, sender=accounts[6])
+    # revealing values that are not what the node signed
+    fake = [v + 10**6 for v in rb.values]
+    with pytest.raises(ContractRevert, match="values_b do not match"):
+        reg.dispute(ra.receipt, ra.values, rb.receipt, fake, sender=accounts[6])
+    # a forged receipt "by b" signed by someone else names someone else as signer
+    forged = Receipt(rb.receipt.version, rb.receipt.input_hash, __import__("proofmesh.inference.receipt", fromlist=["values_hash"]).values_hash(fake),
+                     rb.receipt.nonce, 0, 0).signed(accounts[7], reg.domain)
+    with pytest.raises(ContractRevert, match="no service bond"):
+        reg.dispute(ra.receipt, ra.values, forged, fake, sender=accounts[6])
+    # receipts for different inputs are not a conflict
+    rc = router._check(router.nodes[b.account.address], router._send(router.nodes[b.account.address], (x1 + 1).tolist(), "plain"), {"x": x1 + 1}, "plain")
+    with pytest.raises(ContractRevert, match="different requests"):
+        reg.dispute(ra.receipt, ra.values, rc.receipt, rc.values, sender=accounts[6])
+
+
+def test_failover_when_the_chosen_node_dies_mid_request(network, accounts, x1):
+    """The best-scored node accepts the request and dies before answering."""
+    slow = network.start_node(accounts[3], delay_ms=1500)
+    backup = network.start_node(accounts[4])
+    router = Router(network.chain, network.version, account=accounts[6], timeout=10)
+    router.discover()
+    router.nodes[slow.account.address].latency = 1e-4      # make it the first choice
+    import threading
+    killer = threading.Timer(0.5, slow.server.kill)        # mid-request: it is sleeping in the handler
+    killer.start()
+    ans = router.infer(x1.tolist())
+    killer.join()
+    assert ans.node == backup.account.address
+    assert ans.failovers == 1
+    assert router.nodes[slow.account.address].down_until > 0
