@@ -43,6 +43,7 @@ from proofmesh.errors import ConfigError, ProofmeshError
 from proofmesh.node.events import EventIndex
 from proofmesh.node.logs import log_event, setup_logging
 from proofmesh.node.metrics import CONTENT_TYPE, NodeMetrics
+from proofmesh.node.repair import StoreRepair
 from proofmesh.node.services import LoadedService, NodeContext, load_services
 
 VERSION = "0.1.0"
@@ -116,7 +117,7 @@ class NodeDaemon:
     def __init__(self, home: Home, *, host: str | None = None, port: int | None = None,
                  account_name: str | None = None, password: str | None = None, chain: Any = None,
                  poll_interval: float = 1.0, stop_timeout: float = 20.0, log_stderr: bool = True,
-                 services: list[str] | None = None) -> None:
+                 services: list[str] | None = None, scrub_interval: float = 600.0) -> None:
         if not home.initialised:
             raise ConfigError(f"no proofmesh home at {home.path}",
                               fix="run `proofmesh init` (or pass --home / set PROOFMESH_HOME)")
@@ -129,6 +130,7 @@ class NodeDaemon:
         self.stop_timeout = stop_timeout
         self.log_stderr = log_stderr
         self.service_modules = services
+        self.scrub_interval = scrub_interval
         self.chain: Any = chain
         self._own_chain = chain is None
         self.account: Any = chain.account if chain is not None else None
@@ -255,6 +257,9 @@ class NodeDaemon:
         self.ctx = NodeContext(home=self.home, chain=self.chain if self.chain.addresses else None,
                                account=self.account, roles=self.roles, store=store, base_url=self.url, log=self.log)
         self.services, self.skipped = load_services(self.ctx, self.service_modules)
+        # built in: every node keeps its store healthy, whatever its roles
+        self.services.insert(0, LoadedService(module="proofmesh.node.repair",
+                                              service=StoreRepair(self.ctx, interval=self.scrub_interval)))
 
         @asynccontextmanager
         async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -340,6 +345,15 @@ class NodeDaemon:
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="on",
                                 timeout_graceful_shutdown=self.stop_timeout, ws="none")
         self._server = uvicorn.Server(config)
+        if threading.current_thread() is threading.main_thread():
+            # uvicorn handles SIGTERM/SIGINT while serving (graceful shutdown) and then
+            # re-raises the signal to whatever handler was there before. With the default
+            # handler that kills the process before _release() runs; a no-op handler lets
+            # the daemon finish its cleanup and exit 0.
+            import signal
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: None)
         try:
             assert self._sock is not None
             self._server.run(sockets=[self._sock])
