@@ -186,8 +186,8 @@ def _recover_pubkey_coincurve(sig64: bytes, recid: int, digest: bytes) -> bytes:
 
 try:
     # Straight to libsecp256k1 through coincurve's cffi handle: skips coincurve's object
-    # wrappers, ~20% more recoveries per second. Buffers are per thread (cffi calls release
-    # the GIL, so verifier threads run in parallel).
+    # wrappers, ~20% more recoveries per second. Buffers are per thread, so verifier threads
+    # may call it concurrently (cffi releases the GIL during the C call).
     from coincurve._libsecp256k1 import ffi as _ffi, lib as _lib
     from coincurve.context import GLOBAL_CONTEXT as _CTX
 
