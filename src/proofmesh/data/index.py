@@ -1,0 +1,153 @@
+"""The persistent cross-batch index: what the network has already published.
+
+LMDB in ``<home>/data/index``. It holds, for every record of every batch published on
+chain: its ``record_hash`` → (batch id, position), its xxh3 prefilter key, its MinHash
+band keys and its shingle set (for exact Jaccard verification of near matches). It is
+written only by :meth:`CrossBatchIndex.commit`, in one LMDB transaction, *after* the
+batch's publish transaction succeeded on chain — so a failed publish leaves it as it was,
+and no record is ever marked seen that is not on chain. ``rebuild`` re-creates it from the
+chain's BatchPublished events and the records in the store.
+
+Band keys here use bands tuned for Jaccard 0.5 (42 × 3 rows of 128 permutations), which
+recall near matches for any ingest threshold ≥ 0.5; candidates are then verified exactly
+at the ingest's own threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+from proofmesh.data.lsh import choose_bands, jaccard_of_sets
+from proofmesh.errors import ConfigError
+
+INDEX_THRESHOLD = 0.5
+_REC = struct.Struct(">QQQ")        # batch id, position, xxh3
+
+
+class CrossBatchIndex:
+    """Record hashes and near-duplicate sketches of everything already published."""
+
+    def __init__(self, path: str | Path, params: dict) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(str(self.path), max_dbs=8, map_size=1 << 36, subdir=True)
+        self.meta = self.env.open_db(b"meta")
+        self.rec = self.env.open_db(b"rec")
+        self.xxh = self.env.open_db(b"xxh", dupsort=True)
+        self.band = self.env.open_db(b"band", dupsort=True)
+        self.shingle = self.env.open_db(b"shingle")
+        self.batches = self.env.open_db(b"batch")
+        self.bands, self.rows = choose_bands(INDEX_THRESHOLD, int(params["num_perm"]))
+        want = dict(params, bands=self.bands, rows=self.rows)
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(b"params", db=self.meta)
+            if raw is None:
+                txn.put(b"params", json.dumps(want, sort_keys=True).encode(), db=self.meta)
+            elif json.loads(raw) != want:
+                raise ConfigError(
+                    f"the data index at {self.path} was built with {json.loads(raw)}, not {want}",
+                    fix="use the same --num-perm/--shingle-size/normalisation, or rebuild the index "
+                        "with `proofmesh data index rebuild`")
+        self._load_prefilters()
+
+    def _load_prefilters(self) -> None:
+        # Sorted in-memory arrays answer "certainly new" without touching LMDB.
+        with self.env.begin() as txn:
+            xs = [int.from_bytes(k, "big") for k in txn.cursor(db=self.xxh).iternext_nodup(keys=True, values=False)]
+            bs = [int.from_bytes(k, "big") for k in txn.cursor(db=self.band).iternext_nodup(keys=True, values=False)]
+        self._xxh = np.array(sorted(xs), dtype=np.uint64)
+        self._band = np.array(sorted(bs), dtype=np.uint64)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __len__(self) -> int:
+        with self.env.begin() as txn:
+            return txn.stat(self.rec)["entries"]
+
+    # ---------------------------------------------------------------- lookups
+    def published(self, xxh: np.ndarray, hashes: list[bytes]) -> np.ndarray:
+        """Which of these records (xxh3 + record_hash) are already published."""
+        out = np.zeros(len(hashes), dtype=bool)
+        if self._xxh.size == 0 or not hashes:
+            return out
+        pos = np.searchsorted(self._xxh, xxh)
+        maybe = np.flatnonzero((pos < self._xxh.size) & (self._xxh[np.minimum(pos, self._xxh.size - 1)] == xxh))
+        if maybe.size:
+            with self.env.begin() as txn:
+                for i in maybe.tolist():
+                    out[i] = txn.get(hashes[i], db=self.rec) is not None
+        return out
+
+    def locate(self, record_hash: bytes) -> tuple[int, int] | None:
+        """(batch id, position) of a published record, or None."""
+        with self.env.begin() as txn:
+            raw = txn.get(record_hash, db=self.rec)
+        if raw is None:
+            return None
+        batch, pos, _x = _REC.unpack(raw)
+        return batch, pos
+
+    def near_published(self, band_keys: np.ndarray, shingles: list[np.ndarray],
+                       threshold: float) -> list[tuple[int, bytes, float]]:
+        """(row, published record_hash, Jaccard) of each row with a published match ≥ threshold
+        (the most similar match per row)."""
+        out: list[tuple[int, bytes, float]] = []
+        if self._band.size == 0 or band_keys.shape[0] == 0:
+            return out
+        flat = band_keys.reshape(-1)
+        pos = np.searchsorted(self._band, flat)
+        hit = (pos < self._band.size) & (self._band[np.minimum(pos, self._band.size - 1)] == flat)
+        rows = np.unique(np.flatnonzero(hit) // band_keys.shape[1])
+        if rows.size == 0:
+            return out
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.band)
+            for r in rows.tolist():
+                cands: set[bytes] = set()
+                for k in band_keys[r].tolist():
+                    key = int(k).to_bytes(8, "big")
+                    if cur.set_key(key):
+                        cands.update(cur.iternext_dup())
+                best: tuple[float, bytes] | None = None
+                for h in cands:
+                    raw = txn.get(h, db=self.shingle)
+                    if raw is None:
+                        continue
+                    sim = jaccard_of_sets(shingles[r], np.frombuffer(raw, dtype=np.uint64))
+                    if sim >= threshold - 1e-12 and (best is None or (sim, h) > best):
+                        best = (sim, h)
+                if best is not None:
+                    out.append((r, best[1], best[0]))
+        return out
+
+    # ---------------------------------------------------------------- writes
+    def commit(self, batch_id: int, hashes: list[bytes], xxh: np.ndarray, band_keys: np.ndarray,
+               shingles: list[np.ndarray], info: dict) -> None:
+        """Record a batch that is now on chain (one atomic LMDB transaction)."""
+        with self.env.begin(write=True) as txn:
+            if txn.get(batch_id.to_bytes(8, "big"), db=self.batches) is not None:
+                return  # idempotent: already indexed
+            for pos, h in enumerate(hashes):
+                x = int(xxh[pos])
+                txn.put(h, _REC.pack(batch_id, pos, x), db=self.rec, overwrite=False)
+                txn.put(x.to_bytes(8, "big"), h, db=self.xxh)
+                for k in band_keys[pos].tolist():
+                    txn.put(int(k).to_bytes(8, "big"), h, db=self.band)
+                txn.put(h, np.ascontiguousarray(shingles[pos], dtype=np.uint64).tobytes(), db=self.shingle)
+            txn.put(batch_id.to_bytes(8, "big"), json.dumps(info, sort_keys=True).encode(), db=self.batches)
+        self._load_prefilters()
+
+    def batch_ids(self) -> list[int]:
+        with self.env.begin() as txn:
+            return [int.from_bytes(k, "big") for k, _ in txn.cursor(db=self.batches)]
+
+    def forget_record(self, record_hash: bytes) -> None:
+        """Drop a taken-down record's sketches (its hash stays: a tombstone is not new data)."""
+        with self.env.begin(write=True) as txn:
+            txn.delete(record_hash, db=self.shingle)
