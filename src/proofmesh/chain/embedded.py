@@ -325,6 +325,13 @@ class EmbeddedChain:
             raise RPCError(-32000, f"block {n} not found (head is {head})")
         return self.chain.get_canonical_block_by_number(n)
 
+    def _tag_number(self, tag: Any, *, default: int) -> int:
+        if tag is None or tag in ("latest", "pending", "safe", "finalized"):
+            return default
+        if tag == "earliest":
+            return 0
+        return _int(tag)
+
     def _state(self, tag: Any):
         return self.chain.get_vm(self._block(tag).header).state
 
@@ -472,8 +479,11 @@ class EmbeddedChain:
             b = self.chain.get_block_by_hash(_b(flt["blockHash"]))
             start = end = b.number
         else:
-            start = self._block(flt.get("fromBlock", "latest")).number if flt.get("fromBlock") not in (None, "earliest") else 0
-            end = self._block(flt.get("toBlock", "latest")).number if flt.get("toBlock") is not None else head
+            start = self._tag_number(flt.get("fromBlock"), default=head)
+            end = self._tag_number(flt.get("toBlock"), default=head)
+            if start > head:
+                return []  # like geth: a range past the head is empty, not an error
+            end = min(end, head)
         addresses = flt.get("address")
         if isinstance(addresses, str):
             addresses = [addresses]
