@@ -110,3 +110,31 @@ def test_home_from_another_chain_id(cli, home):
 def test_uninitialised_home(tmp_path):
     result = CliRunner().invoke(app, ["--home", str(tmp_path / "nothing"), "account", "list"])
     _assert_clean_failure(result, "no proofmesh home", "proofmesh init")
+
+
+def test_governance_through_the_cli(home, accounts, monkeypatch):
+    """Parameters change only through the timelock: propose, wait, execute."""
+    from proofmesh.chain.client import Chain
+
+    monkeypatch.setenv("PROOFMESH_PASSWORD", PW)
+    Keystore(home).import_key("admin", accounts[0].key, PW)  # the deployer is the timelock admin
+    runner = CliRunner()
+
+    def run(*args, ok=True):
+        r = runner.invoke(app, ["--home", str(home.path), *args])
+        if ok:
+            assert r.exit_code == 0, r.output
+        return r
+
+    op = json.loads(run("gov", "propose", "NodeRegistry", "set_min_stake", str(5 * 10**18), "-a", "admin", "--json").stdout)
+    assert op["state"] == "waiting" and op["target"] == "NodeRegistry"
+    early = run("gov", "execute", op["id"], "-a", "admin", ok=False)
+    assert early.exit_code != 0 and "waiting" in early.output
+    chain = Chain.connect(home, accounts[0])
+    chain.increase_time(2 * 86400 + 1)
+    run("gov", "execute", op["id"], "-a", "admin")
+    assert chain.call(chain.contract("NodeRegistry").functions.min_stake()) == 5 * 10**18
+    ops = json.loads(run("gov", "list", "--json").stdout)
+    assert [o["state"] for o in ops] == ["done"]
+    bad = run("gov", "propose", "NodeRegistry", "set_min_stake", "lots", "-a", "admin", ok=False)
+    assert "must be uint256" in bad.output

@@ -206,7 +206,7 @@ class EmissionClient:
 
 
 class GovernanceClient:
-    """Schedule and execute parameter changes through the timelock."""
+    """Schedule, list, execute and cancel parameter changes through the timelock."""
 
     def __init__(self, chain: Chain) -> None:
         self.chain = chain
@@ -231,6 +231,75 @@ class GovernanceClient:
         self.schedule(fn, salt=salt)
         self.chain.increase_time(self.min_delay() + 1)
         return self.execute(fn, salt=salt)
+
+    def operations(self) -> list[dict[str, Any]]:
+        """Every scheduled operation with its target, call data, ready time and state."""
+        names = {Web3.to_checksum_address(a): n for n, a in self.chain.addresses.items()}
+        salts = {bytes(e["args"]["id"]): bytes(e["args"]["salt"]) for e in self.chain.events("Governance", "CallSalt")}
+        states = {1: "unset", 2: "waiting", 4: "ready", 8: "done"}  # Vyper flag values
+        out = []
+        for e in self.chain.events("Governance", "CallScheduled"):
+            a = e["args"]
+            op_id = bytes(a["id"])
+            state = self.chain.call(self.c.functions.get_operation_state(op_id))
+            out.append({"id": "0x" + op_id.hex(), "target": names.get(a["target"], a["target"]),
+                        "target_address": a["target"], "payload": "0x" + bytes(a["payload"]).hex(),
+                        "predecessor": "0x" + bytes(a["predecessor"]).hex(),
+                        "salt": "0x" + salts.get(op_id, b"\x00" * 32).hex(),
+                        "ready_at": self.chain.call(self.c.functions.get_timestamp(op_id)),
+                        "state": states.get(state, str(state)), "block": e["blockNumber"]})
+        return out
+
+    def execute_id(self, op_id: str) -> TxResult:
+        """Execute a scheduled operation by its id (its call data comes from the events)."""
+        op = next((o for o in self.operations() if o["id"] == op_id.lower()), None)
+        if op is None:
+            raise InputError(f"no scheduled operation {op_id}", fix="list them with `proofmesh gov list`")
+        if op["state"] != "ready":
+            raise InputError(f"operation {op_id} is {op['state']}" + (
+                f": executable from timestamp {op['ready_at']} (now {self.chain.timestamp()})"
+                if op["state"] == "waiting" else ""), fix="wait for the timelock delay to pass")
+        return self.chain.transact(self.c.functions.execute(
+            op["target_address"], 0, bytes.fromhex(op["payload"][2:]), bytes.fromhex(op["predecessor"][2:]),
+            bytes.fromhex(op["salt"][2:])))
+
+    def cancel(self, op_id: str) -> TxResult:
+        return self.chain.transact(self.c.functions.cancel(bytes.fromhex(op_id.removeprefix("0x"))))
+
+
+def encode_call(chain: Chain, contract: str, function: str, raw_args: list[str]) -> Any:
+    """A ContractFunction from CLI strings, converted by the function's ABI types."""
+    c = chain.contract(contract)
+    candidates = [f for f in c.abi if f.get("type") == "function" and f.get("name") == function
+                  and len(f["inputs"]) == len(raw_args)]
+    if not candidates:
+        known = sorted({f["name"] for f in c.abi if f.get("type") == "function"
+                        and f.get("stateMutability") not in ("view", "pure")})
+        raise InputError(f"{contract} has no function {function} taking {len(raw_args)} argument(s)",
+                         fix=f"state-changing functions: {', '.join(known)}")
+    inputs = candidates[0]["inputs"]
+    return getattr(c.functions, function)(*[_abi_arg(i["type"], v, i["name"]) for i, v in zip(inputs, raw_args)])
+
+
+def _abi_arg(typ: str, raw: str, name: str) -> Any:
+    import json as _json
+
+    try:
+        if typ.endswith("]"):
+            return _json.loads(raw)
+        if typ.startswith(("uint", "int")):
+            return int(raw, 0)
+        if typ == "address":
+            return Web3.to_checksum_address(raw)
+        if typ == "bool":
+            if raw.lower() not in ("true", "false"):
+                raise ValueError(raw)
+            return raw.lower() == "true"
+        if typ.startswith("bytes"):
+            return bytes.fromhex(raw.removeprefix("0x"))
+        return raw
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"argument {name} must be {typ}, got {raw!r}", fix=f"give a valid {typ}") from exc
 
 
 def fund(chain: Chain, to: str, mesh: int = 0, eth: int = 0, *, sender: LocalAccount | None = None) -> None:

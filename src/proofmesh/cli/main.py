@@ -37,7 +37,9 @@ chain_app = typer.Typer(help="The chain: info, a local anvil, deployment.", no_a
 node_app = typer.Typer(help="This node on chain: register, stake, unstake, withdraw.", no_args_is_help=True)
 app.add_typer(account_app, name="account")
 app.add_typer(chain_app, name="chain")
+gov_app = typer.Typer(help="Governance: parameter changes through the timelock.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+app.add_typer(gov_app, name="gov")
 
 # (module, group name): each module defines ``app``; missing modules are skipped so a
 # capability that is not built yet does not break the CLI.
@@ -312,6 +314,55 @@ def node_list(json_: JsonOpt = False) -> None:
 
     rows = [n.as_dict() for n in Registry(ctx_chain(signer=False)).nodes()]
     output(rows, json_, title="nodes", columns=["address", "endpoint", "roles", "stake", "bonded", "unbonding"])
+
+
+# ============================================================================= gov
+
+@gov_app.command("propose")
+def gov_propose(contract: Annotated[str, typer.Argument(help="Contract name, e.g. NodeRegistry")],
+                function: Annotated[str, typer.Argument(help="Function, e.g. set_min_stake")],
+                args: Annotated[list[str] | None, typer.Argument(help="Arguments (ints, 0x addresses, true/false, JSON arrays)")] = None,
+                delay: Annotated[int | None, typer.Option(help="Seconds (default and minimum: the timelock delay).")] = None,
+                account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """Schedule a call on a governed contract; executable after the timelock delay."""
+    import os as _os
+
+    from proofmesh.chain.core import GovernanceClient, encode_call
+
+    chain = ctx_chain(account)
+    fn = encode_call(chain, contract, function, args or [])
+    gov = GovernanceClient(chain)
+    op_id = gov.schedule(fn, salt=_os.urandom(32), delay=delay)
+    op = next(o for o in gov.operations() if o["id"] == "0x" + bytes(op_id).hex())
+    output(op, json_, title="scheduled")
+
+
+@gov_app.command("list")
+def gov_list(json_: JsonOpt = False) -> None:
+    """Scheduled operations and their state (waiting, ready, done)."""
+    from proofmesh.chain.core import GovernanceClient
+
+    ops = GovernanceClient(ctx_chain(signer=False)).operations()
+    output(ops, json_, title="governance operations", columns=["id", "target", "state", "ready_at", "payload"])
+
+
+@gov_app.command("execute")
+def gov_execute(op_id: Annotated[str, typer.Argument(help="Operation id from `gov list`.")],
+                account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """Execute a ready operation."""
+    from proofmesh.chain.core import GovernanceClient
+
+    r = GovernanceClient(ctx_chain(account)).execute_id(op_id)
+    output({"executed": op_id, "tx": r.tx_hash, "gas": r.gas_used}, json_)
+
+
+@gov_app.command("cancel")
+def gov_cancel(op_id: str, account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """Cancel a pending operation (proposers only)."""
+    from proofmesh.chain.core import GovernanceClient
+
+    r = GovernanceClient(ctx_chain(account)).cancel(op_id)
+    output({"cancelled": op_id, "tx": r.tx_hash}, json_)
 
 
 # ============================================================================ demo
