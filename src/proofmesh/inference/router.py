@@ -33,6 +33,7 @@ import numpy as np
 
 from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, VerificationError
 from proofmesh.inference.model import prepare_inputs, spec_from_json
+from proofmesh.inference.tee import require_tee
 from proofmesh.inference.receipt import (COMMIT_VALUES, COMMIT_ZK, FIXED_POINT, Receipt, input_hash,
                                          instances_hash, values_hash)
 
@@ -218,8 +219,7 @@ class Router:
     def infer(self, data: Any, *, verify: str = "none", k: int = 2) -> Answer:
         """One answer for ``data``, verified as asked; fails over across nodes."""
         if verify == "tee":
-            raise NotAvailableError("no TEE available",
-                                    fix="this machine has no attested enclave; use --verify zk or redundant")
+            require_tee()
         if verify not in ("none", "zk", "redundant"):
             raise InputError(f"unknown verification mode {verify!r}", fix="use zk, redundant or tee")
         if not self.nodes:

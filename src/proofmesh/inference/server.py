@@ -38,10 +38,9 @@ from fastapi.responses import JSONResponse
 from proofmesh.crypto.merkle import MerkleTree, leaf_hash
 from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, VerificationError
 from proofmesh.inference.model import OnnxModel, spec_to_json
+from proofmesh.inference.tee import require_tee
 from proofmesh.inference.receipt import (COMMIT_VALUES, COMMIT_ZK, Receipt, input_hash, output_values,
                                          values_hash)
-
-TEE_MESSAGE = "no TEE available"
 
 
 class StartupRefused(ProofmeshError):
@@ -203,7 +202,7 @@ class InferenceNode:
                                  fix="ask the router for a node serving your version")
         mode = body.get("mode", "plain")
         if mode == "tee":
-            raise NotAvailableError(TEE_MESSAGE, fix="use verify=zk or verify=redundant")
+            require_tee()
         if mode not in ("plain", "zk"):
             raise InputError(f"unknown mode {mode!r}", fix="use plain, zk or tee")
         try:

@@ -153,12 +153,15 @@ class Circuit:
     # --- building -----------------------------------------------------------------
     @classmethod
     def build(cls, onnx_path: str | Path, cache_dir: str | Path, *, batch: int = 1, scale: int = 7,
-              max_logrows: int = 12, srs: str | Path | None = None, dev: bool = False,
+              max_logrows: int = 14, srs: str | Path | None = None, dev: bool = False,
               calibration: np.ndarray | None = None, seed: int = 0) -> "Circuit":
         """Build (or load from cache) the circuit of ``onnx_path`` proving ``batch`` rows.
 
         ``srs``: a ceremony SRS file for production; without it a local SRS is generated,
         which requires ``dev=True`` (it is insecure) and marks the circuit ``dev_srs``.
+        ``max_logrows``: fewer rows means more columns and a bigger generated verifier;
+        for the small MLP, logrows 12 gives a 27 KB verifier (over the 24,576-byte
+        EIP-170 limit) while 14 gives 19.8 KB, hence the default.
         """
         import ezkl
 
