@@ -140,13 +140,26 @@ def _read_jsonl(f: Path, opts: ReadOptions) -> Iterator[RawBatch]:
     if size == 0:
         opts.problem(str(f), 0, "empty file", "remove the empty file")
         return
-    schema = parse = read_opts = None
-    line_base = 0      # lines before the current block
-    carry = b""
+    n_problems = len(opts.problems)
     any_record = False
+    for batch in _read_jsonl_range(f, 0, size, 0, opts):
+        any_record = True
+        yield batch
+    if not any_record and len(opts.problems) == n_problems:
+        opts.problem(str(f), 0, "no records (only blank lines)", "remove the file")
+
+
+def _read_jsonl_range(f: Path, start: int, end: int, line_base: int, opts: ReadOptions) -> Iterator[RawBatch]:
+    """Records of the byte range [start, end) of a JSONL file whose first line is ``line_base + 1``
+    (``start`` and ``end`` on line boundaries; the Ray path reads shards this way)."""
+    schema = parse = read_opts = None
+    carry = b""
     with open(f, "rb") as fh:
+        fh.seek(start)
+        pos = start
         while True:
-            chunk = fh.read(opts.block_bytes)
+            chunk = fh.read(min(opts.block_bytes, end - pos)) if pos < end else b""
+            pos += len(chunk)
             block = carry + chunk
             if not chunk:
                 if not block:
@@ -162,6 +175,7 @@ def _read_jsonl(f: Path, opts: ReadOptions) -> Iterator[RawBatch]:
                                      "split the record or raise --max-record-bytes")
                         # skip the rest of this oversized line
                         carry = _skip_to_newline(fh)
+                        pos = fh.tell() - len(carry)
                         line_base += 1
                         continue
                     carry = block
@@ -172,12 +186,9 @@ def _read_jsonl(f: Path, opts: ReadOptions) -> Iterator[RawBatch]:
             batch = _parse_block(f, body, line_base, opts, schema, parse, read_opts)
             line_base += body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
             if batch is not None and len(batch.texts):
-                any_record = True
                 yield batch
             if not chunk:
                 break
-    if not any_record and not opts.problems:
-        opts.problem(str(f), 0, "no records (only blank lines)", "remove the file")
 
 
 def _skip_to_newline(fh) -> bytes:
