@@ -140,6 +140,8 @@ class AgentClient:
             bytes.fromhex(r["toolId"]): _UsageState(r["calls"], r["failures"], int(r["paid"]), r["seq"])
             for r in self._journal.records.values()}
         self._funded: dict[str, int] = {}            # provider -> deposit + paid of its channel, as last seen
+        self._committed: dict[str, int] = {}         # provider -> cumulative signed so far
+        self._channel: dict[str, bytes] = {}
         self._discovery: dict[str, tuple[float, list[ToolRecord]]] = {}
         self._conns: dict[str, _Conn] = {}
         self._lock = threading.Lock()
@@ -178,7 +180,7 @@ class AgentClient:
         limit = self.max_price if max_price is None else max_price
         candidates = self.discover(name)
         if provider is not None:
-            candidates = [t for t in candidates if t.provider == to_checksum_address(provider)]
+            candidates = [t for t in candidates if t.provider.lower() == provider.lower()]
         if not candidates:
             raise InputError(f"no active provider offers tool {name!r}",
                              fix="list tools with `proofmesh agents tools --search ...`")
@@ -324,7 +326,7 @@ class AgentClient:
             problems.append("arguments hash")
         if r.result_hash != json_hash(value):
             problems.append("result hash")
-        if r.payer != self.address:
+        if r.payer.lower() != self.address.lower():
             problems.append("payer")
         if r.nonce != nonce:
             problems.append("nonce")
@@ -342,17 +344,22 @@ class AgentClient:
 
     # --- payment state ----------------------------------------------------------
     def _voucher(self, provider: str, price: int):
+        # Funding and the cumulative owed are tracked here so the hot path makes no chain
+        # call and no extra address normalisation; the Wallet stays the source of nonces.
         with self._lock:
-            cid = self.wallet.channel_of(provider)
-            if cid is None or provider not in self._funded:
+            if provider not in self._funded:
                 cid = self.wallet.ensure_channel(provider, max(self.deposit, price))
                 st = self.channels.state(cid)
                 self._funded[provider] = st.deposit + st.paid
-            if self.wallet.committed(provider) + price > self._funded[provider]:
+                self._committed[provider] = self.wallet.committed(provider)
+                self._channel[provider] = cid
+            if self._committed[provider] + price > self._funded[provider]:
                 top_up = max(self.deposit, price)
-                self.channels.deposit(cid, top_up, sender=self.account)
+                self.channels.deposit(self._channel[provider], top_up, sender=self.account)
                 self._funded[provider] += top_up
-            return self.wallet.pay(provider, price)
+            v = self.wallet.pay(provider, price)
+            self._committed[provider] = v.cumulative
+            return v
 
     def _usage_due(self, tool_id: bytes, u: _UsageState) -> bool:
         last = self._reported_at.get(tool_id)

@@ -292,7 +292,7 @@ class ToolProvider:
             # A bad usage report does not make the call unpaid; it is just not kept.
             try:
                 usage = Usage.from_json(usage_doc)
-                if usage.tool_id == t.tool_id and usage.payer == payer and \
+                if usage.tool_id == t.tool_id and usage.payer.lower() == payer.lower() and \
                         usage.signer(self.registry.domain) == payer:
                     self.usage.offer(usage)
             except ProofmeshError:

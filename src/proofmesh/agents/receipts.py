@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -81,6 +82,17 @@ def _b32(value: bytes | str, name: str) -> bytes:
     return bytes(value)
 
 
+_HEX40 = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+def _address(value: str) -> str:
+    # Format check only: EIP-55 normalisation costs more than the signature check it precedes,
+    # and the address is hashed as 20 bytes anyway.
+    if not isinstance(value, str) or not _HEX40.match(value):
+        raise ValueError(f"not an address: {value!r:.60}")
+    return value
+
+
 def _sig(value: bytes | str) -> bytes:
     if isinstance(value, str):
         try:
@@ -135,7 +147,7 @@ class Receipt:
     def from_json(cls, d: dict) -> "Receipt":
         try:
             return cls(_b32(d["toolId"], "toolId"), _b32(d["argsHash"], "argsHash"),
-                       _b32(d["resultHash"], "resultHash"), to_checksum_address(d["payer"]),
+                       _b32(d["resultHash"], "resultHash"), _address(d["payer"]),
                        int(d["payment"]), int(d["nonce"]), _sig(d.get("signature", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise VerificationError(f"malformed receipt: {exc}", fix="the provider sent a bad receipt") from exc
@@ -183,7 +195,7 @@ class Usage:
     @classmethod
     def from_json(cls, d: dict) -> "Usage":
         try:
-            return cls(_b32(d["toolId"], "toolId"), to_checksum_address(d["payer"]), int(d["calls"]),
+            return cls(_b32(d["toolId"], "toolId"), _address(d["payer"]), int(d["calls"]),
                        int(d["failures"]), int(d["paid"]), int(d["seq"]), _sig(d.get("signature", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise VerificationError(f"malformed usage report: {exc}", fix="send toolId, payer, calls, failures, "

@@ -129,6 +129,8 @@ class ArgumentValidator:
 
     def errors(self, arguments: Any) -> list[str]:
         """Human-readable problems (empty when valid), each naming the field."""
+        if self._validator.is_valid(arguments):   # the common case, without building error objects
+            return []
         out = []
         for err in self._validator.iter_errors(arguments):
             where = "/".join(str(p) for p in err.absolute_path) or "<arguments>"
