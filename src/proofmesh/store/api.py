@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import queue
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -24,7 +25,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from proofmesh.errors import InputError, StoreError
 from proofmesh.store.blobstore import BlobStore
 
-__all__ = ["blob_router", "DEFAULT_MAX_UPLOAD"]
+__all__ = ["blob_router", "serve_blobs", "DEFAULT_MAX_UPLOAD"]
 
 DEFAULT_MAX_UPLOAD = 1024**3
 _SMALL = 8 * 1024**2
@@ -135,3 +136,43 @@ def blob_router(store: BlobStore, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> AP
         return JSONResponse({"cid": cid, "size": total}, status_code=201)
 
     return router
+
+
+@contextlib.contextmanager
+def serve_blobs(store: BlobStore | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                app: Any = None) -> Iterator[str]:
+    """Run a standalone blob server (uvicorn in a background thread) for ``store``, or for
+    ``app`` if given; yields its base URL and stops it on exit. The node daemon mounts
+    :func:`blob_router` itself; this is for demos, tools and tests that need a peer."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    if app is None:
+        if store is None:
+            raise InputError("serve_blobs needs a store (or an app)", fix="pass the BlobStore to serve")
+        app = FastAPI(title="proofmesh blobs")
+        app.include_router(blob_router(store))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))  # bound here so the port is known (port=0: any free port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                           timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            sock.close()
+            raise StoreError(f"the blob server on {host} did not start",
+                             fix="check that the address is free and allowed")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
