@@ -132,8 +132,6 @@ def typed_hash(domain: Domain, primary_type: str, types: Types, message: Mapping
     full = _full_message(domain, primary_type, types, message)
     try:
         signable = encode_typed_data(full_message=full)
-    except InputError:
-        raise
     except Exception as exc:  # eth_account raises ValueError/TypeError/eth_abi errors
         raise InputError(f"cannot encode {primary_type} as EIP-712 data: {exc}",
                          fix=f"check the message fields against the {primary_type} type") from exc
