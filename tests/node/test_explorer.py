@@ -70,6 +70,30 @@ def _make_state(chain: Chain, accounts: list, tmp_path: Path) -> dict[str, Any]:
                                         data_batches=["0x" + "ab" * 32, "0x" + "cd" * 32])
         v3, _ = models.register_version("explorer-net", _weights(tmp_path / "w3.safetensors", 3), parent=v2.id)
         out["versions"] = [v1.id, v2.id, v3.id]
+    if "DataRegistry" in chain.addresses:
+        import json
+
+        from proofmesh.data.client import DataRegistryClient, open_index, publish
+        from proofmesh.data.pipeline import IngestConfig, ingest
+        from proofmesh.store.blobstore import BlobStore
+
+        contributor = accounts[6]
+        reg = Registry(chain.with_account(contributor))
+        reg.register("http://127.0.0.1:9666", 1)
+        reg.stake(1000 * MESH)
+        client = DataRegistryClient(chain)
+        sid = client.register_source("https://example.org/explorer-corpus", "CC0-1.0", "test corpus",
+                                     sender=contributor)
+        texts = [f"record number {i} about topic {i % 7} with some distinct words w{i} x{i * 3} y{i * 7}"
+                 for i in range(30)]
+        texts += texts[:4]  # four exact duplicates the pipeline must drop
+        corpus = tmp_path / "corpus.jsonl"
+        corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        cfg = IngestConfig()
+        index = open_index(chain.home, cfg.index_params())
+        ingest([corpus], tmp_path / "batch", cfg, index=index)
+        out["batch"] = publish(chain, BlobStore(chain.home.store_dir), index, tmp_path / "batch", sid,
+                               sender=contributor)
     if "ToolRegistry" in chain.addresses:
         from proofmesh.agents.registry import ToolRegistry
 
@@ -114,10 +138,16 @@ def test_explorer_api_sections(explorer: tuple[NodeDaemon, dict[str, Any]], acco
         assert tools[0]["name"] == "summarize" and tools[0]["price"] == "0.02"
     if "device" in state:
         assert get("devices")["devices"][0]["device"] == state["device"]
+    if "batch" in state:
+        data = get("datasets")
+        assert data["sources"][0]["uri"] == "https://example.org/explorer-corpus"
+        b = data["batches"][0]
+        assert b["id"] == state["batch"]["batch_id"] and b["records"] == 30
+        assert b["dedup"]["kept"] == 30 and sum(b["dedup"].values()) == 34  # from the manifest blob
     inf = get("inference")
     assert inf["deployed"] is ("InferenceRegistry" in daemon.chain.addresses)
     # sections whose contract is missing degrade instead of failing
-    assert get("datasets")["deployed"] is any(c.startswith("Data") for c in daemon.chain.addresses)
+    assert get("datasets")["deployed"] is ("DataRegistry" in daemon.chain.addresses)
     assert get("jobs")["deployed"] is ("JobMarket" in daemon.chain.addresses)
 
 
@@ -176,6 +206,10 @@ def test_explorer_in_headless_chromium(explorer: tuple[NodeDaemon, dict[str, Any
                                        timeout=20_000)
                 assert page.locator("#detail-title").is_visible()  # the open panel survived the refresh
 
+            if "batch" in state:
+                page.click("nav button[data-tab=datasets]")
+                page.wait_for_selector("#tab-datasets >> text=explorer-corpus")
+                assert "kept 30" in page.inner_text("#tab-datasets")
             if "tool" in state:
                 page.click("nav button[data-tab=tools]")
                 page.wait_for_selector("#tab-tools >> text=summarize")

@@ -23,6 +23,7 @@ _JS_SAFE = 2**53
 _STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
 JOB_STATUS = ["open", "assigning", "working", "reveal", "submitted", "disputed", "settled", "refunded", "cancelled"]
 _LATENCY_TTL = 10.0
+_MAX_MANIFEST = 64 * 1024**2
 
 
 def _js(value: Any) -> Any:
@@ -55,6 +56,8 @@ class Explorer:
     def __init__(self, node: Any) -> None:
         self.node = node
         self._latency: dict[str, tuple[float, float | None]] = {}
+        self._dedup: dict[str, dict[str, int]] = {}
+        self._dedup_failed: dict[str, float] = {}
 
     @property
     def chain(self) -> Any:
@@ -350,28 +353,88 @@ class Explorer:
 
     # ------------------------------------------------------------------ datasets
     def datasets(self) -> dict[str, Any]:
-        """Sources and batches from whichever data contract is deployed.
+        """Sources and batches of the DataRegistry, with each batch's dedup statistics.
 
-        The data capability's contract is read generically (events whose name
-        mentions a source or a batch), so the explorer keeps working as that
-        contract evolves; every field of the event is shown, dedup counts included.
+        Dedup statistics come from the batch's manifest (one line per input record:
+        ``kept`` or the stage that dropped it), a content-addressed blob named on chain:
+        read from this node's store, or fetched (and re-hashed) from the contributor's
+        node. A manifest nobody serves leaves the counts empty, never made up.
         """
-        contracts = [c for c in self.chain.addresses if c.startswith("Data")]
-        if not contracts:
-            return {"deployed": False, "sources": [], "batches": [], "other": []}
-        sources, batches, other = [], [], []
-        for c in contracts:
-            for e in self.index.of(c):
-                row = {"event": e.event, "contract": c, "block": e.block, **e.args}
-                low = e.event.lower()
-                if "source" in low:
-                    sources.append(row)
-                elif "batch" in low:
-                    batches.append(row)
-                else:
-                    other.append(row)
-        return {"deployed": True, "contracts": contracts, "sources": sources, "batches": batches,
-                "other": other[-50:]}
+        if not self._has("DataRegistry"):
+            return {"deployed": False, "sources": [], "batches": []}
+        sources: dict[int, dict[str, Any]] = {}
+        for e in self.index.of("DataRegistry", "SourceRegistered"):
+            a = e.args
+            sources[a["source_id"]] = {"id": a["source_id"], "owner": a["owner"], "uri": a["uri"],
+                                       "license": a["license"], "withdrawn": False, "batches": 0, "records": 0}
+        for e in self.index.of("DataRegistry", "SourceWithdrawn"):
+            if e.args["source_id"] in sources:
+                sources[e.args["source_id"]]["withdrawn"] = True
+        batches: dict[int, dict[str, Any]] = {}
+        for e in self.index.of("DataRegistry", "BatchPublished"):
+            a = e.args
+            batches[a["batch_id"]] = {"id": a["batch_id"], "source": a["source_id"], "contributor": a["contributor"],
+                                      "root": a["root"], "records": a["record_count"], "tokens": a["token_count"],
+                                      "bond": from_wei(a["bond"]), "manifest_cid": a["manifest_cid"],
+                                      "attestations": 0, "quality_bps": None, "duplicate_bps": None,
+                                      "duplicates_proven": 0, "taken_down": 0, "status": "challengeable",
+                                      "reward": "0", "block": e.block}
+            if a["source_id"] in sources:
+                sources[a["source_id"]]["batches"] += 1
+                sources[a["source_id"]]["records"] += a["record_count"]
+        quality: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for e in self.index.of("DataRegistry", "Attested"):
+            if e.args["batch_id"] in batches:
+                quality[e.args["batch_id"]].append((e.args["quality_bps"], e.args["duplicate_bps"]))
+        for bid, qs in quality.items():
+            batches[bid].update(attestations=len(qs), quality_bps=sorted(q for q, _ in qs)[len(qs) // 2],
+                                duplicate_bps=sorted(d for _, d in qs)[len(qs) // 2])
+        for e in self.index.of("DataRegistry", "DuplicateProven"):
+            if e.args["batch_id"] in batches:
+                batches[e.args["batch_id"]]["duplicates_proven"] += 1
+        for e in self.index.of("DataRegistry", "RecordTakenDown"):
+            if e.args["batch_id"] in batches:
+                batches[e.args["batch_id"]]["taken_down"] += 1
+        for e in self.index.of("DataRegistry", "BatchFinalized"):
+            if e.args["batch_id"] in batches:
+                batches[e.args["batch_id"]].update(status="finalized", reward=from_wei(e.args["reward"]))
+        for b in batches.values():
+            b["dedup"] = self._dedup_stats(b["manifest_cid"], b["contributor"])
+        return {"deployed": True, "sources": list(sources.values()), "batches": list(reversed(batches.values()))}
+
+    def _dedup_stats(self, cid: str, contributor: str) -> dict[str, int] | None:
+        """Counts of manifest lines by status (``kept``, ``exact``, ``near``, …), cached by CID."""
+        import json
+
+        from proofmesh.errors import ProofmeshError
+        from proofmesh.store.blobstore import BlobStore
+
+        if not cid:
+            return None
+        if cid in self._dedup:
+            return self._dedup[cid]
+        failed_at = self._dedup_failed.get(cid)
+        if failed_at is not None and time.monotonic() - failed_at < 60:
+            return None
+        store = BlobStore(self.node.home.store_dir)
+        try:
+            if not store.has(cid):
+                from proofmesh.chain.core import Registry
+                from proofmesh.store.fetch import fetch
+
+                endpoint = Registry(self.chain).info(contributor).endpoint
+                if not endpoint.startswith(("http://", "https://")):
+                    raise ProofmeshError("contributor serves no endpoint")
+                fetch(cid, [endpoint], store, timeout=2.0, max_bytes=_MAX_MANIFEST)
+            counts: dict[str, int] = defaultdict(int)
+            for line in store.get_bytes(cid).splitlines():
+                if line.strip():
+                    counts[str(json.loads(line).get("status", "?"))] += 1
+        except (ProofmeshError, ValueError, OSError):
+            self._dedup_failed[cid] = time.monotonic()
+            return None
+        self._dedup[cid] = dict(counts)
+        return self._dedup[cid]
 
 
 def explorer_router(node: Any) -> Any:

@@ -56,18 +56,26 @@ const render = {
   async datasets(el) {
     const d = await get("/datasets");
     if (!d.deployed) { el.innerHTML = `<h2>Datasets</h2>` + notDeployed("data registry"); return; }
-    const fields = rows => {
-      const keys = new Set();
-      rows.forEach(r => Object.keys(r).forEach(k => { if (!["contract"].includes(k)) keys.add(k); }));
-      return [...keys].map(k => [k, r => {
-        const v = r[k];
-        return typeof v === "string" && v.startsWith("0x") ? addr(v) : esc(Array.isArray(v) ? v.length + " items" : v);
-      }]);
+    const bps = v => v === null || v === undefined ? "–" : (v / 100).toFixed(1) + "%";
+    const dedup = b => {
+      if (!b.dedup) return `<span class="empty">manifest not available</span>`;
+      const total = Object.values(b.dedup).reduce((x, y) => x + y, 0);
+      return Object.entries(b.dedup).map(([k, v]) => pill(`${k} ${v}`, k === "kept" ? "ok" : "warn")).join("") +
+        ` <span class="dim">of ${esc(total)}</span>`;
     };
-    el.innerHTML = `<h2>Datasets</h2>` + cards([["sources", d.sources.length], ["batches", d.batches.length]]) +
-      `<h3>Sources</h3>` + table(d.sources, fields(d.sources)) +
-      `<h3>Batches (with dedup statistics)</h3>` + table(d.batches, fields(d.batches)) +
-      `<h3>Other data events</h3>` + table(d.other, fields(d.other));
+    el.innerHTML = `<h2>Datasets</h2>` + cards([["sources", d.sources.length], ["batches", d.batches.length],
+      ["unique records", d.batches.reduce((x, b) => x + Number(b.records), 0)]]) +
+      `<h3>Sources</h3>` + table(d.sources, [["id", r => esc(r.id)], ["uri", r => esc(r.uri)],
+        ["license", r => esc(r.license)], ["owner", r => addr(r.owner)], ["batches", r => esc(r.batches)],
+        ["records", r => esc(r.records)], ["state", r => r.withdrawn ? pill("withdrawn", "bad") : pill("active", "ok")]],
+        "no data sources registered yet") +
+      `<h3>Batches</h3>` + table(d.batches, [["batch", r => esc(r.id)], ["source", r => esc(r.source)],
+        ["contributor", r => addr(r.contributor)], ["root", r => addr(r.root)], ["records", r => esc(r.records)],
+        ["tokens", r => esc(r.tokens)], ["dedup (manifest)", dedup],
+        ["quality", r => bps(r.quality_bps)], ["dup. rate (attested)", r => bps(r.duplicate_bps)],
+        ["dups proven", r => r.duplicates_proven ? pill(r.duplicates_proven, "bad") : "0"],
+        ["status", r => pill(r.status, r.status === "finalized" ? "ok" : "warn")], ["reward", r => esc(r.reward)]],
+        "no batches published yet");
   },
 
   async models(el) {
