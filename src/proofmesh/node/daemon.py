@@ -304,8 +304,13 @@ class NodeDaemon:
 
         for loaded in self.services:
             r = loaded.service.router()
-            if r is not None:
-                app.include_router(r, prefix=f"/svc/{loaded.service.name}")
+            if r is None:
+                continue
+            # a service may serve at the root (``prefix = ""``) when clients find it by the
+            # node's registry endpoint, e.g. inference's /v1/...; the default is /svc/<name>
+            prefix = getattr(loaded.service, "prefix", f"/svc/{loaded.service.name}")
+            routes = getattr(r, "router", r)  # a FastAPI app: take its routes
+            app.include_router(routes, prefix=prefix)
         app.include_router(explorer_router(self))
         app.include_router(static_router())
         self.app = app

@@ -14,8 +14,9 @@ that has not shipped a service yet does not break the node), and calls its facto
     def create(ctx: NodeContext) -> NodeService | None:
         return WorkerService(ctx)               # or None: nothing to run on this node
 
-The returned object follows :class:`NodeService`: ``router()`` (HTTP routes mounted
-under ``/svc/<name>``, or ``None``), ``start()`` (spawn background work and return
+The returned object follows :class:`NodeService`: ``router()`` (an ``APIRouter`` or a
+FastAPI app whose routes are mounted under ``/svc/<name>``, or under the service's
+``prefix`` attribute if it has one, e.g. ``""`` for inference's ``/v1/...``; or ``None``), ``start()`` (spawn background work and return
 quickly), ``stop(timeout)`` (finish or hand back in-flight work within ``timeout``
 seconds), ``health()`` and ``metrics()`` (numbers exported as Prometheus gauges
 ``proofmesh_service_<metric>{service="<name>"}``).
@@ -124,7 +125,13 @@ def load_services(ctx: NodeContext, modules: list[str] | None = None) -> tuple[l
         if needed and not (ctx.roles & needed):
             skipped.append({"module": module_name, "reason": f"needs one of roles 0b{needed:b}, node has 0b{ctx.roles:b}"})
             continue
-        service = create(ctx)
+        try:
+            service = create(ctx)
+        except ProofmeshError:
+            raise  # already says what is wrong and how to fix it
+        except Exception as exc:
+            raise ServiceError(f"{module_name} could not create its service: {type(exc).__name__}: {exc}",
+                               fix=f"check that service's configuration in {ctx.home.path}, or the node's roles") from exc
         if service is None:
             skipped.append({"module": module_name, "reason": "declined (nothing to run on this node)"})
             continue
