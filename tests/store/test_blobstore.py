@@ -109,3 +109,15 @@ def test_bad_input(store, tmp_path):
         store.put_file(tmp_path / "nope")
     with pytest.raises(StoreError, match="not in the store"):
         store.size(cid_of_bytes(b"never stored"))
+
+
+def test_store_without_hard_links(store, monkeypatch):
+    """On filesystems that refuse link(), blobs are renamed into place instead."""
+    import errno as _errno
+
+    def no_links(src, dst):
+        raise OSError(_errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(os, "link", no_links)
+    cid = store.put_bytes(b"on a FUSE mount")
+    assert store.get_bytes(cid) == b"on a FUSE mount"
+    assert store.put_bytes(b"on a FUSE mount") == cid and list(store.tmp_dir.iterdir()) == []

@@ -71,6 +71,16 @@ def test_upload_limit(store):
     assert list(store.list()) == [] and list(store.tmp_dir.iterdir()) == []
 
 
+def test_put_of_taken_down_blob_is_refused(store):
+    cid = store.put_bytes(b"illegal content")
+    store.delete(cid, block=True)
+    with serve(node_app(store)) as url:
+        r = httpx.put(f"{url}/blobs", content=b"illegal content")
+        assert r.status_code == 409 and "taken down" in r.json()["detail"]
+        assert httpx.get(f"{url}/blobs/{cid}").status_code == 404
+    assert not store.has(cid) and list(store.tmp_dir.iterdir()) == []
+
+
 def test_corrupted_blob_not_served(store):
     cid = store.put_bytes(b"will rot")
     p = store._path(cid)

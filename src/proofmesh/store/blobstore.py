@@ -21,6 +21,7 @@ CIDs follow :mod:`proofmesh.crypto.cid` (kubo defaults), so a blob's CID is what
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import tempfile
@@ -119,6 +120,12 @@ class BlobStore:
                 os.link(tmp, final)
             except FileExistsError:
                 pass
+            except OSError as exc:
+                # Filesystems without hard links (some FUSE/SMB mounts): rename instead,
+                # still atomic; identical bytes make a lost race harmless.
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                os.replace(tmp, final)
             return cid
         finally:
             tmp.unlink(missing_ok=True)
