@@ -191,3 +191,48 @@ def test_second_inprocess_daemon_refused(chain: Chain, home: Home) -> None:
             NodeDaemon(home, port=0, chain=chain, log_stderr=False).start()
     finally:
         d._release()
+
+
+TOOLS_MODULE = textwrap.dedent('''
+    def word_count(text: str) -> int:
+        """Count the words in a text."""
+        return len(text.split())
+''')
+
+
+def test_domain_services_run_inside_the_daemon(chain: Chain, home: Home, accounts: list, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The edge gateway and the tool provider, started by roles, on the node's key."""
+    from proofmesh.agents.registry import ToolRegistry, tool_id_of
+
+    (tmp_path / "pm_node_tools.py").write_text(TOOLS_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    node = accounts[4]
+    reg = Registry(chain.with_account(node))
+    reg.register("http://127.0.0.1:1", 8 | 16)   # gateway + tools
+    reg.stake(5_000 * MESH)
+    (home.path / "agents").mkdir(exist_ok=True)
+    (home.path / "agents" / "tools.json").write_text(json.dumps(
+        {"tools": ["pm_node_tools:word_count"], "price": "0.01", "settle_every": 0}))
+    d = NodeDaemon(home, port=0, chain=chain.with_account(node), log_stderr=False,
+                   services=["proofmesh.edge.service", "proofmesh.inference.service",
+                             "proofmesh.agents.service"]).start()
+    names = [s.service.name for s in d.services]
+    assert names == ["store", "gateway", "tools"]
+    assert d.skipped[0]["module"] == "proofmesh.inference.service"  # no INFERENCE role
+    t = serve_in_thread(d)
+    try:
+        h = httpx.get(f"{d.url}/health", timeout=30).json()
+        assert h["ok"], h
+        assert h["services"]["gateway"]["up"] and h["services"]["tools"]["up"]
+        beacon = httpx.get(f"{d.url}/svc/gateway/edge/beacon", timeout=30).json()
+        assert beacon  # the gateway's own route, served by the daemon
+        edge = chain.contract("EdgeEpochs")
+        assert chain.call(edge.functions.gateways(node.address))[4] is True  # enrolled (active) with the node key
+        status = httpx.get(f"{d.url}/svc/tools/status", timeout=30).json()
+        assert status["tools"] == ["word_count"]
+        rec = ToolRegistry(chain).contract.functions.tools(tool_id_of(node.address, "word_count")).call()
+        assert rec[0] == node.address and rec[3] == status["endpoint"] and rec[4] == MESH // 100
+    finally:
+        d.request_stop()
+        t.join(timeout=60)
