@@ -44,6 +44,7 @@ app.add_typer(gov_app, name="gov")
 # (module, group name): each module defines ``app``; missing modules are skipped so a
 # capability that is not built yet does not break the CLI.
 _DOMAIN_GROUPS = [
+    ("proofmesh.store.cli", "blob"),
     ("proofmesh.data.cli", "data"),
     ("proofmesh.models.cli", "model"),
     ("proofmesh.compute.cli", "compute"),
