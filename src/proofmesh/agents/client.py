@@ -278,7 +278,9 @@ class AgentClient:
             if self._usage_due(t.tool_id, usage):
                 payload["usage"] = self._signed_usage(t.tool_id, usage).to_json()
         else:
-            auth = Authorization.create(self.account, self.token_domain, t.provider, t.price)
+            # validity window in block time (what the token checks), not this machine's clock
+            auth = Authorization.create(self.account, self.token_domain, t.provider, t.price,
+                                        now=self.chain.timestamp())
             nonce = int.from_bytes(auth.nonce, "big")
             payload = auth.to_json()
         meta = {META_PAYMENT: payment_payload(scheme, self.chain.chain_id, payload)}
