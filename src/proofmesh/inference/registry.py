@@ -83,10 +83,10 @@ class InferenceRegistry:
         ev = self.c.events.EpochCommitted().process_receipt(res.receipt)
         return int(ev[0]["args"]["epoch"])
 
-    def settle_from_epoch(self, epoch: int, receipt_digest: bytes, proof_hash: bytes, merkle_proof: list[bytes],
+    def settle_from_epoch(self, epoch: int, receipt: Receipt, proof_hash: bytes, merkle_proof: list[bytes],
                           sender=None):
-        return self._tx(self.c.functions.settle_from_epoch(int(epoch), receipt_digest, proof_hash, merkle_proof),
-                        sender)
+        return self._tx(self.c.functions.settle_from_epoch(int(epoch), receipt.as_tuple(), receipt.signature,
+                                                           proof_hash, merkle_proof), sender)
 
     def finalize_epoch(self, epoch: int, sender=None):
         return self._tx(self.c.functions.finalize_epoch(int(epoch)), sender)

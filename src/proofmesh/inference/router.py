@@ -56,13 +56,16 @@ class NodeHandle:
     good: int = 0
     bad: int = 0
     down_until: float = 0.0
+    inflight: int = 0              # requests this router has open at the node now
 
     @property
     def reputation(self) -> float:
         return (self.good + 1) / (self.good + self.bad + 1)
 
     def score(self) -> float:
-        return (self.stake / 1e18 + 1.0) * self.reputation / max(self.latency, 1e-4)
+        # stake (in MESH) and reputation attract traffic, latency and open requests repel it,
+        # so concurrent requests spread across nodes instead of piling on the best one
+        return (self.stake / 1e18 + 1.0) * self.reputation / max(self.latency, 1e-4) / (1 + self.inflight)
 
 
 @dataclass
@@ -155,11 +158,18 @@ class Router:
                 body["voucher"] = self.wallet.pay(node.address, owed_unpaid).to_json()
         return body
 
-    def _send(self, node: NodeHandle, data: Any, mode: str) -> dict:
+    def _send(self, node: NodeHandle, data: Any, mode: str, *, reserved: bool = False) -> dict:
         nonce = secrets.randbits(256)
-        body = self._body(node, data, mode, nonce)
-        t0 = time.perf_counter()
-        r = self.http.post(node.endpoint + "/v1/infer", json=body)
+        if not reserved:
+            with self._lock:
+                node.inflight += 1
+        try:
+            body = self._body(node, data, mode, nonce)
+            t0 = time.perf_counter()
+            r = self.http.post(node.endpoint + "/v1/infer", json=body)
+        finally:
+            with self._lock:
+                node.inflight -= 1
         dt = time.perf_counter() - t0
         node.latency = 0.8 * node.latency + 0.2 * dt
         if r.status_code != 200:
@@ -237,10 +247,12 @@ class Router:
                 raise NoNodeError(f"no live node serves version {self.version}"
                                   + (" with a zk circuit" if mode == "zk" else ""),
                                   fix="start one with `proofmesh serve VERSION` or check the node registry")
-            node = cands[0]
+            with self._lock:   # pick under the lock so concurrent callers see each other's inflight
+                node = max(cands, key=lambda h: h.score())
+                node.inflight += 1
             tried.add(node.address)
             try:
-                out = self._send(node, data, mode)
+                out = self._send(node, data, mode, reserved=True)   # releases the reservation
                 ans = self._check(node, out, inputs, mode)
             except (httpx.TransportError, httpx.TimeoutException):
                 node.down_until = time.monotonic() + 30   # died mid-request: fail over

@@ -58,6 +58,7 @@ class NodeConfig:
     circuit_dir: Path | None = None        # ezkl circuit (zk mode) built for this ONNX
     threads: int = 1
     delay_ms: int = 0                      # artificial latency (benchmarks and failover tests)
+    max_concurrency: int = 0               # requests run at once (0 = unlimited), like one accelerator
     # fault injection for tests of the fraud-proof path: a node that adds this to its
     # outputs is a lying node; never set outside tests
     tamper: float = 0.0
@@ -105,6 +106,7 @@ class InferenceNode:
         self._prover = threading.Thread(target=self._prove_loop, name="proofmesh-prover", daemon=True)
         self._prover.start()
         self.served = 0
+        self._slots = threading.Semaphore(config.max_concurrency) if config.max_concurrency else None
 
     # --- startup checks -----------------------------------------------------------
     def _check_registry(self) -> None:
@@ -218,6 +220,15 @@ class InferenceNode:
             if (nonce, 0) in self._seen:
                 raise InputError("request nonce already used", fix="use a fresh random nonce per request")
             cid = self._charge(body.get("channel"), body.get("voucher"))
+        if self._slots is not None:
+            self._slots.acquire()
+        try:
+            return self._answer(body, inputs, nonce, cid, mode, t0)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+
+    def _answer(self, body: dict, inputs: dict, nonce: int, cid: bytes | None, mode: str, t0: float) -> dict:
         if self.config.delay_ms:
             time.sleep(self.config.delay_ms / 1000)
         price = self.config.price

@@ -459,15 +459,21 @@ def finalize_epoch(epoch_id: uint256):
 
 
 @external
-def settle_from_epoch(epoch_id: uint256, receipt: bytes32, proof_hash: bytes32,
-                      merkle_proof: DynArray[bytes32, MAX_MERKLE]):
+def settle_from_epoch(epoch_id: uint256, r: Receipt, signature: Bytes[65], proof_hash: bytes32,
+                      merkle_proof: DynArray[bytes32, MAX_MERKLE]) -> bytes32:
     """
-    @notice Mark `receipt` proven because its (receipt, proof hash) leaf is in an
-            epoch whose challenge window passed without a successful challenge.
+    @notice Mark a ZK receipt proven because its (receipt digest, proof hash) leaf is
+            in an epoch committed by the node that signed it, and the epoch's
+            challenge window passed without a successful challenge.
+    @return The receipt digest.
     """
     e: Epoch = self.epochs[epoch_id]
     assert e.node != empty(address), "InferenceRegistry: unknown epoch"
+    assert r.commitment == COMMIT_ZK, "InferenceRegistry: not a zk receipt"
+    # only the signer's own epoch counts: nobody can vouch for another node's receipt
+    assert self._signer(r, signature) == e.node, "InferenceRegistry: receipt not signed by the epoch's node"
     assert block.timestamp >= e.committed_at + self.challenge_window, "InferenceRegistry: epoch still challengeable"
+    receipt: bytes32 = self._digest(r)
     assert not self.failed[receipt], "InferenceRegistry: receipt failed its challenge"
     cid: uint256 = self.challenged[receipt]
     assert cid == 0 or self.challenges[cid].state != 1, "InferenceRegistry: receipt under challenge"
@@ -477,6 +483,7 @@ def settle_from_epoch(epoch_id: uint256, receipt: bytes32, proof_hash: bytes32,
     if not self.proven[receipt]:
         self.proven[receipt] = True
         log SettledFromEpoch(receipt=receipt, epoch=epoch_id)
+    return receipt
 
 
 # --- proofs ---------------------------------------------------------------------

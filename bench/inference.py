@@ -1,0 +1,330 @@
+"""Benchmarks of verifiable inference, each against a named baseline measured in this process.
+
+1. Node overhead vs calling onnxruntime directly (same model, same thread settings), at
+   batch 1 and batch 32: the in-process node path (input checks + hashing + EIP-712
+   receipt signed with coincurve) and the full HTTP path (FastAPI on 127.0.0.1).
+   Targets: <= 2 ms at batch 1, <= 10 % at batch 32.
+   Plus: receipt signature recovery with coincurve vs eth-keys' pure-Python backend.
+2. ezkl proving and verification through proofmesh (Circuit.prove / verify) vs calling
+   ezkl directly on the same files. Target: overhead <= 5 %.
+3. Gas: one proof verified on chain (verifier alone, and InferenceRegistry.submit_proof
+   with its instance checks), a batched circuit (B inputs per proof) per inference, and
+   the optimistic epoch path (one Merkle-root commit per epoch; a proof is verified
+   only when challenged). Target: gas per verified inference <= 1/10 of a single verify.
+4. Router throughput with 3 nodes vs 1 (nodes in this process on 127.0.0.1, each running
+   one request at a time like a single accelerator).
+
+Run: python bench/inference.py [--quick] [--skip-zk] [--batch-circuit 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+MESH = 10**18
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.3f} ms"
+
+
+def timeit(fn, n: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def export_mlp(path: Path, sizes, seed=0) -> Path:
+    import torch
+
+    torch.manual_seed(seed)
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    m = torch.nn.Sequential(*layers).eval()
+    torch.onnx.export(m, torch.rand(1, sizes[0]), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch_size"}, "y": {0: "batch_size"}}, dynamo=False)
+    return path
+
+
+def make_chain(tmp: Path):
+    """A fresh embedded chain with everything deployed; accounts[1..] funded."""
+    from web3 import Web3
+
+    from proofmesh.chain.client import Chain, EmbeddedProvider, open_embedded
+    from proofmesh.chain.core import Token
+    from proofmesh.chain.deploy import DeployParams, deploy_all
+    from proofmesh.chain.embedded import dev_accounts
+    from proofmesh.config import Home
+
+    home = Home.resolve(tmp / "home")
+    home.init()
+    accounts = dev_accounts()
+    emb = open_embedded(home.chain_dir, home.settings.chain_id)
+    chain = Chain(Web3(EmbeddedProvider(emb)), account=accounts[0], home=home)
+    deploy_all(chain, DeployParams())
+    for a in accounts[1:]:
+        Token(chain).transfer(a.address, 1_000_000 * MESH)
+    return chain, accounts
+
+
+def start_node(chain, reg, acct, version, onnx, workdir, **cfg):
+    from proofmesh.chain.core import Registry
+    from proofmesh.inference.server import InferenceNode, NodeConfig, ServerHandle, create_app
+
+    node = InferenceNode(NodeConfig(version, onnx, workdir / acct.address, **cfg), acct, domain=reg.domain,
+                         registry=reg)
+    srv = ServerHandle(create_app(node))
+    r = Registry(chain)
+    if not r.info(acct.address).registered:
+        r.register(srv.url, 4, sender=acct)
+        r.stake(300 * MESH, sender=acct)
+    else:
+        r.update(srv.url, 4, sender=acct)
+    srv.start()
+    return node, srv
+
+
+# ------------------------------------------------------------------ 1. node overhead
+
+def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool) -> dict:
+    import httpx
+    import onnxruntime as ort
+
+    from proofmesh.inference.publish import publish_model
+
+    onnx = export_mlp(tmp / "serve.onnx", (512, 2048, 2048, 10))
+    version = publish_model(chain, "bench-serve", onnx).version
+    node, srv = start_node(chain, reg, accounts[3], version, onnx, tmp / "nodes")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    raw = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
+    client = httpx.Client(timeout=60)
+    results = {}
+    print("\n== 1. node overhead vs raw onnxruntime (MLP 512-2048-2048-10, 5.2M params, 1 thread) ==")
+    for batch, n in ((1, 100 if quick else 300), (32, 30 if quick else 100)):
+        x = np.random.default_rng(batch).random((batch, 512), dtype=np.float32)
+        xl = x.tolist()
+        nonce = iter(range(10**9))
+        t_raw = timeit(lambda: raw.run(None, {"x": x}), n)
+        t_node = timeit(lambda: node.infer({"version": version, "input": xl, "nonce": next(nonce)}), n)
+        t_http = timeit(lambda: client.post(srv.url + "/v1/infer",
+                                            json={"version": version, "input": xl, "nonce": next(nonce)}), n)
+        med = {k: statistics.median(v) for k, v in (("raw", t_raw), ("node", t_node), ("http", t_http))}
+        over_node, over_http = med["node"] - med["raw"], med["http"] - med["raw"]
+        results[batch] = med
+        print(f"batch {batch:>2}: raw onnxruntime {ms(med['raw'])} | node (in-process) {ms(med['node'])} "
+              f"(+{ms(over_node)}, +{100 * over_node / med['raw']:.1f}%) | node over HTTP {ms(med['http'])} "
+              f"(+{ms(over_http)}, +{100 * over_http / med['raw']:.1f}%)")
+        print(f"          throughput: raw {batch / med['raw']:.0f} rows/s, HTTP node {batch / med['http']:.0f} rows/s")
+    b1 = results[1]["http"] - results[1]["raw"]
+    b32 = (results[32]["http"] - results[32]["raw"]) / results[32]["raw"]
+    print(f"target batch 1 <= 2 ms over raw: {'MET' if b1 <= 0.002 else 'NOT MET'} ({ms(b1)}, HTTP path)")
+    print(f"target batch 32 <= 10 % over raw: {'MET' if b32 <= 0.10 else 'NOT MET'} ({100 * b32:.1f} %, HTTP path)")
+
+    # signatures: coincurve (what receipts use) vs eth-keys' pure-Python backend
+    from eth_keys.backends.native import NativeECCBackend
+    from eth_keys.datatypes import Signature
+
+    from proofmesh.inference.receipt import COMMIT_VALUES, Receipt
+
+    rc = Receipt(version, b"\x01" * 32, b"\x02" * 32, 1, 0, COMMIT_VALUES).signed(accounts[3], reg.domain)
+    k = 300 if quick else 2000
+    t = timeit(lambda: rc.signed(accounts[3], reg.domain), k // 4)
+    sign_us = statistics.median(t) * 1e6
+    t = timeit(lambda: rc.signer(reg.domain), k)
+    rec_rate = 1 / statistics.median(t)
+    digest = rc.digest(reg.domain)
+    sig = Signature(signature_bytes=rc.signature[:64] + bytes([rc.signature[64] - 27]))
+    native = NativeECCBackend()
+    t = timeit(lambda: native.ecdsa_recover(digest, sig), 20, warmup=2)
+    py_rate = 1 / statistics.median(t)
+    print(f"receipt signing (coincurve): {sign_us:.0f} us; recovery: coincurve {rec_rate:,.0f}/s vs eth-keys "
+          f"pure Python {py_rate:,.0f}/s ({rec_rate / py_rate:.0f}x)")
+    srv.stop()
+    node.close()
+    return {"version": version, "onnx": onnx}
+
+
+# ------------------------------------------------------------------ 2. ezkl overhead
+
+def bench_ezkl(tmp: Path, cache: Path, quick: bool):
+    import ezkl
+
+    from proofmesh.inference.zk import Circuit
+
+    onnx = export_mlp(tmp / "zk.onnx", (4, 8, 3))
+    t0 = time.perf_counter()
+    c = Circuit.build(onnx, cache, batch=1, dev=True)
+    print(f"\n== 2. ezkl through proofmesh vs ezkl directly (MLP 4-8-3, logrows {c.logrows}) ==")
+    print(f"circuit build (cached per model after the first time): {time.perf_counter() - t0:.1f} s")
+    x = np.random.default_rng(0).random((1, 4), dtype=np.float32)
+    reps = 2 if quick else 3
+    pm_prove, raw_prove, pm_verify, raw_verify = [], [], [], []
+    proof = None
+    for i in range(reps):
+        w = c.witness(x, tmp / "w")
+        t = time.perf_counter()
+        proof = c.prove(w, tmp / f"pm{i}.json")
+        pm_prove.append(time.perf_counter() - t)
+        w2 = c.witness(x, tmp / "w")
+        t = time.perf_counter()
+        ezkl.prove(str(w2.path), str(c.compiled_path), str(c.pk_path), str(tmp / f"raw{i}.json"), str(c.srs_path))
+        raw_prove.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        c.verify(tmp / f"pm{i}.json")
+        pm_verify.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ezkl.verify(str(tmp / f"raw{i}.json"), str(c.settings_path), str(c.vk_path), str(c.srs_path))
+        raw_verify.append(time.perf_counter() - t)
+    mp, rp = statistics.median(pm_prove), statistics.median(raw_prove)
+    mv, rv = statistics.median(pm_verify), statistics.median(raw_verify)
+    print(f"prove:  proofmesh {mp:.2f} s vs ezkl {rp:.2f} s ({100 * (mp - rp) / rp:+.1f} %)")
+    print(f"verify: proofmesh {mv * 1000:.1f} ms vs ezkl {rv * 1000:.1f} ms ({100 * (mv - rv) / rv:+.1f} %)")
+    print(f"target prove overhead <= 5 %: {'MET' if (mp - rp) / rp <= 0.05 else 'NOT MET'}")
+    return onnx, c, proof
+
+
+# ------------------------------------------------------------------ 3. gas
+
+def bench_gas(chain, accounts, reg, onnx, circuit, proof, cache: Path, batch_b: int, tmp: Path):
+    from proofmesh.crypto.merkle import MerkleTree, leaf_hash
+    from proofmesh.inference.publish import publish_circuit, publish_model
+    from proofmesh.inference.receipt import COMMIT_ZK, Receipt, instances_hash
+    from proofmesh.inference.zk import Circuit
+
+    print("\n== 3. on-chain verification gas (py-evm) ==")
+    v1 = publish_model(chain, "bench-zk", onnx).version
+    verifier = publish_circuit(chain, v1, circuit)
+    abi, bytecode = circuit.verifier_artifact()
+    vc = chain.w3.eth.contract(address=verifier, abi=abi)
+    node = accounts[4]
+    from proofmesh.chain.core import Registry
+    Registry(chain).register("http://127.0.0.1:1", 4, sender=node)
+    Registry(chain).stake(300 * MESH, sender=node)
+    reg.post_bond(reg.min_bond(), sender=node)
+    rc = Receipt(v1, proof.instances[0].to_bytes(32, "big"), instances_hash(proof.instances[1:]), 1, 0,
+                 COMMIT_ZK).signed(node, reg.domain)
+    verify_gas = vc.functions.verifyProof(proof.proof, proof.instances).estimate_gas()
+    single = reg.submit_proof(rc, proof.proof, proof.instances, sender=accounts[5]).gas_used
+    print(f"verifier bytecode {len(bytecode):,} bytes; verifyProof alone: {verify_gas:,} gas (tx incl. calldata)")
+    print(f"single proof via InferenceRegistry.submit_proof (receipt signature + instance checks): {single:,} gas "
+          f"= baseline per verified inference")
+    # optimistic epochs: one root per epoch; verification only on challenge
+    n = 1024
+    leaves = [leaf_hash(["bytes32", "bytes32"], [os.urandom(32), os.urandom(32)]) for _ in range(n)]
+    commit = reg.c.functions.commit_epoch(MerkleTree(leaves).root, n)
+    commit_gas = chain.transact(commit, sender=node).gas_used
+    per = commit_gas / n
+    print(f"epoch commit of {n} (receipt, proof) leaves: {commit_gas:,} gas = {per:,.1f} gas per inference "
+          f"({single / per:,.0f}x below a single verify; a challenged receipt costs one verify + challenge)")
+    out = {"single": single, "epoch_per": per}
+    if batch_b > 1:
+        # a second small MLP (its own version: one circuit per version), proved B rows at a time
+        onnx_b = export_mlp(tmp / "zk_batch.onnx", (4, 8, 3), seed=1)
+        vb = publish_model(chain, "bench-zk-batch", onnx_b).version
+        t = time.perf_counter()
+        cb = Circuit.build(onnx_b, cache, batch=batch_b, dev=True)
+        print(f"batched circuit B={batch_b}: logrows {cb.logrows}, build {time.perf_counter() - t:.1f} s")
+        x = np.random.default_rng(1).random((batch_b, 4), dtype=np.float32)
+        w = cb.witness(x, tmp / "wb")
+        t = time.perf_counter()
+        pb = cb.prove(w, tmp / "pb.json")
+        prove_b = time.perf_counter() - t
+        abi_b, bc_b = cb.verifier_artifact()
+        if len(bc_b) > 24576:
+            print(f"batched verifier is {len(bc_b):,} bytes > EIP-170 24,576: not deployable here")
+            return out
+        publish_circuit(chain, vb, cb)
+        rb = Receipt(vb, pb.instances[0].to_bytes(32, "big"), instances_hash(pb.instances[1:]), 2, 0,
+                     COMMIT_ZK).signed(node, reg.domain)
+        gas_b = reg.submit_proof(rb, pb.proof, pb.instances, sender=accounts[5]).gas_used
+        per_b = gas_b / batch_b
+        print(f"batched proof (B={batch_b}, prove {prove_b:.1f} s, {len(bc_b):,}-byte verifier): submit_proof "
+              f"{gas_b:,} gas = {per_b:,.0f} gas per inference ({single / per_b:.1f}x below a single verify)")
+        out["batch_per"] = per_b
+        print(f"target gas per verified inference <= 1/10 of a single verify ({single / 10:,.0f}): "
+              f"batched circuit {'MET' if per_b <= single / 10 else 'NOT MET'}; optimistic epoch path "
+              f"{'MET' if per <= single / 10 else 'NOT MET'}")
+    return out
+
+
+# ------------------------------------------------------------------ 4. router throughput
+
+def bench_router(chain, accounts, reg, onnx, version, tmp: Path, quick: bool) -> None:
+    from proofmesh.inference.router import Router
+
+    print("\n== 4. router throughput, 3 nodes vs 1 (each node one request at a time, 10 ms service latency) ==")
+    n_req = 60 if quick else 200
+    x = np.random.default_rng(3).random((1, 512), dtype=np.float32).tolist()
+    rates = {}
+    started = []
+    for n_nodes in (1, 3):
+        while len(started) < n_nodes:
+            acct = accounts[5 + len(started)]
+            started.append(start_node(chain, reg, acct, version, onnx, tmp / "rnodes", max_concurrency=1,
+                                      delay_ms=10))
+        live = {s[0].address for s in started[:n_nodes]}
+        router = Router(chain, version, account=accounts[9])
+        router.discover()
+        router.nodes = {a: h for a, h in router.nodes.items() if a in live}
+        for _ in range(5):
+            router.infer(x)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=12) as ex:
+            list(ex.map(lambda _: router.infer(x), range(n_req)))
+        dt = time.perf_counter() - t0
+        rates[n_nodes] = n_req / dt
+        served = {h.address[:8]: h.good for h in router.nodes.values()}
+        print(f"{n_nodes} node(s): {rates[n_nodes]:.1f} requests/s ({n_req} requests, 12 concurrent clients); "
+              f"answers per node {served}")
+        router.close()
+    print(f"3 nodes vs 1: {rates[3] / rates[1]:.2f}x")
+    for node, srv in started:
+        srv.stop()
+        node.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--skip-zk", action="store_true", help="skip the ezkl and gas sections")
+    ap.add_argument("--batch-circuit", type=int, default=16, help="inputs per proof in the batched circuit (0: skip)")
+    ap.add_argument("--cache", type=Path, default=Path(os.path.expanduser("~/.cache/proofmesh/bench-circuits")))
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="pm-bench-inf-"))
+    os.environ.setdefault("PROOFMESH_KDF", "fast")
+    print(f"cores: {os.cpu_count()}; load average: {os.getloadavg()[0]:.1f} (other work on this machine skews timings)")
+    t = time.perf_counter()
+    chain, accounts = make_chain(tmp)
+    print(f"embedded chain deployed in {time.perf_counter() - t:.1f} s")
+    from proofmesh.inference.registry import InferenceRegistry
+
+    reg = InferenceRegistry(chain)
+    served = bench_overhead(chain, accounts, reg, tmp, args.quick)
+    if not args.skip_zk:
+        onnx, circuit, proof = bench_ezkl(tmp, args.cache, args.quick)
+        bench_gas(chain, accounts, reg, onnx, circuit, proof, args.cache, args.batch_circuit, tmp)
+    bench_router(chain, accounts, reg, served["onnx"], served["version"], tmp, args.quick)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""CLI of the inference capability.
+
+Top level: ``proofmesh serve VERSION --onnx FILE`` and ``proofmesh infer VERSION INPUT.json
+--verify zk|redundant|tee``. Group ``proofmesh inference``: publish a model for serving,
+build/register its zk circuit, post a service bond, show a version's terms.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from proofmesh.cli.context import AccountOpt, JsonOpt, console, ctx_account, ctx_chain, ctx_home, output
+from proofmesh.errors import InputError
+
+app = typer.Typer(help="Verifiable inference: publish models for serving, zk circuits, bonds.",
+                  no_args_is_help=True)
+
+
+def _circuits_dir() -> Path:
+    return ctx_home().dir("inference") / "circuits"
+
+
+def find_circuit(cache: Path, onnx_sha256: bytes, vk_hash: bytes):
+    """The locally built circuit for this ONNX whose verifying key is the registered one."""
+    from proofmesh.inference.zk import Circuit
+
+    if not cache.exists():
+        return None
+    for d in sorted(cache.iterdir()):
+        if (d / "circuit.json").exists():
+            c = Circuit(d)
+            if c.onnx_hash == onnx_sha256 and c.vk_hash == vk_hash:
+                return c
+    return None
+
+
+@app.command("publish")
+def publish(name: str, onnx: Path, tolerance: Annotated[float, typer.Option(help="Absolute output tolerance for redundant mode.")] = 1e-3,
+            account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """Register ONNX weights as a ModelRegistry version and pin the file for serving."""
+    from proofmesh.inference.publish import publish_model
+
+    p = publish_model(ctx_chain(account), name, onnx, tolerance=tolerance)
+    output({"version": p.version, "onnx_sha256": p.onnx_sha256.hex(), "weights_root": p.weights_root}, json_)
+
+
+@app.command("circuit")
+def circuit(version: int, onnx: Path,
+            batch: Annotated[int, typer.Option(help="Inputs per proof (batched circuit).")] = 1,
+            srs: Annotated[Optional[Path], typer.Option(help="Ceremony SRS file (production). Without it: dev SRS.")] = None,
+            max_logrows: Annotated[int, typer.Option(help="Upper bound on circuit size (2^rows).")] = 14,
+            account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """Build the ezkl circuit of a published version, deploy its verifier, register it."""
+    from proofmesh.inference.publish import publish_circuit
+    from proofmesh.inference.zk import Circuit
+
+    home = ctx_home()
+    chain = ctx_chain(account)
+    dev = srs is None
+    if dev and not home.settings.dev_mode:
+        raise InputError("no --srs given and dev mode is off", fix="pass a ceremony SRS file with --srs")
+    with console.status("building circuit (settings, calibration, setup)…"):
+        c = Circuit.build(onnx, _circuits_dir(), batch=batch, srs=srs, dev=dev, max_logrows=max_logrows)
+    with console.status("generating and compiling the verifier…"):
+        verifier = publish_circuit(chain, version, c)
+    if c.dev_srs:
+        console.print("[yellow]WARNING: locally generated SRS (dev mode): whoever made it can forge proofs; "
+                      "recorded on chain as dev_srs=true[/yellow]")
+    output({"version": version, "circuit_dir": str(c.dir), "verifier": verifier, "logrows": c.logrows,
+            "batch": c.batch, "dev_srs": c.dev_srs, "vk_hash": c.vk_hash.hex()}, json_)
+
+
+@app.command("bond")
+def bond(amount: str, account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """Lock part of this node's stake as its inference service bond."""
+    from proofmesh.chain.core import to_wei
+    from proofmesh.inference.registry import InferenceRegistry
+
+    reg = InferenceRegistry(ctx_chain(account))
+    reg.post_bond(to_wei(amount))
+    output({"node": ctx_account(account).address, "bond": str(reg.service_bond(ctx_account(account).address))}, json_)
+
+
+@app.command("status")
+def status(version: int, json_: JsonOpt = False) -> None:
+    """Serving terms and circuit of a version (flags a dev SRS)."""
+    from proofmesh.inference.registry import InferenceRegistry
+
+    reg = InferenceRegistry(ctx_chain(signer=False))
+    t, c = reg.terms(version), reg.circuit(version)
+    if not t.registered:
+        raise InputError(f"version {version} has no serving terms", fix="publish it: proofmesh inference publish")
+    data = {"version": version, "onnx_sha256": t.onnx_hash.hex(), "tolerance": t.tolerance / 1e6,
+            "circuit": c.registered}
+    if c.registered:
+        data.update(verifier=c.verifier, batch=c.batch, vk_hash=c.vk_hash.hex(), settings_hash=c.settings_hash.hex(),
+                    srs_hash=c.srs_hash.hex(), dev_srs=c.dev_srs)
+        if c.dev_srs:
+            console.print("[yellow]dev SRS: proofs for this version are only as trustworthy as its maker[/yellow]")
+    output(data, json_)
+
+
+def serve(version: int,
+          onnx: Annotated[Path, typer.Option(help="The ONNX file registered for this version.")],
+          circuit: Annotated[Optional[Path], typer.Option(help="Circuit dir (default: the one built here for this version).")] = None,
+          price: Annotated[str, typer.Option(help="MESH per request (0 = free).")] = "0",
+          host: Annotated[Optional[str], typer.Option(help="Bind address (default: settings.node_host).")] = None,
+          port: Annotated[Optional[int], typer.Option(help="Port (default: settings.node_port).")] = None,
+          epoch_seconds: Annotated[int, typer.Option(help="Commit an epoch root of proofs this often.")] = 600,
+          delay_ms: Annotated[int, typer.Option(help="Artificial latency (benchmarks/failover drills).", hidden=True)] = 0,
+          account: AccountOpt = None) -> None:
+    """Serve a registered model version over HTTP (POST /v1/infer) from this node's key."""
+    import uvicorn
+
+    from proofmesh.chain.core import to_wei
+    from proofmesh.inference.registry import InferenceRegistry
+    from proofmesh.inference.server import InferenceNode, NodeConfig, create_app
+    from proofmesh.payments import Ledger, PaymentChannels
+
+    home = ctx_home()
+    chain = ctx_chain(account)
+    acct = ctx_account(account)
+    reg = InferenceRegistry(chain)
+    if circuit is None:
+        rec = reg.circuit(version)
+        if rec.registered:
+            from proofmesh.inference.model import file_sha256
+            found = find_circuit(_circuits_dir(), file_sha256(onnx), rec.vk_hash)
+            circuit = found.dir if found else None
+    wei = to_wei(price)
+    workdir = home.dir("inference") / f"node-{acct.address}-{version}"
+    ledger = Ledger(PaymentChannels(chain), acct.address, path=workdir / "ledger.json") if wei else None
+    workdir.mkdir(parents=True, exist_ok=True)
+    node = InferenceNode(NodeConfig(version, onnx, workdir, price=wei, circuit_dir=circuit, delay_ms=delay_ms),
+                         acct, domain=reg.domain, registry=reg, ledger=ledger)
+    host = host or home.settings.node_host
+    port = port or home.settings.node_port
+
+    def epochs() -> None:
+        while True:
+            time.sleep(epoch_seconds)
+            try:
+                e = node.commit_epoch()
+                if e is not None:
+                    console.print(f"committed epoch {e}")
+            except Exception as exc:  # keep serving; the leaves stay queued for the next try
+                console.print(f"[red]epoch commit failed: {exc}[/red]")
+
+    if node.circuit is not None:
+        threading.Thread(target=epochs, daemon=True).start()
+    info = node.info()
+    console.print(f"serving version {version} as {acct.address} on http://{host}:{port} "
+                  f"(zk: {info['zk']}{', DEV SRS' if info['dev_srs'] else ''}; price {price} MESH)")
+    uvicorn.run(create_app(node), host=host, port=port, log_level="warning")
+
+
+def infer(version: int, input_json: Annotated[Path, typer.Argument(help="JSON: a nested list, or {input name: list}.")],
+          verify: Annotated[str, typer.Option(help="none | zk | redundant | tee")] = "none",
+          k: Annotated[int, typer.Option(help="Nodes asked in redundant mode.")] = 2,
+          deposit: Annotated[str, typer.Option(help="MESH to deposit per node channel when a node charges.")] = "1",
+          wait_proof: Annotated[bool, typer.Option(help="zk: wait for the proof and check it.")] = True,
+          account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """Ask the network: find nodes for VERSION, pick, verify, pay, fail over."""
+    from proofmesh.chain.core import to_wei
+    from proofmesh.inference.router import Router
+    from proofmesh.payments import PaymentChannels, Wallet
+
+    try:
+        data = json.loads(input_json.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {input_json}: {exc}", fix="give a JSON file with the input array") from exc
+    if isinstance(data, dict) and "input" in data and len(data) == 1:
+        data = data["input"]
+    home = ctx_home()
+    chain = ctx_chain(account)
+    acct = ctx_account(account)
+    wallet = Wallet(PaymentChannels(chain), acct, path=home.dir("payments") / f"wallet-{acct.address}.json")
+    router = Router(chain, version, account=acct, wallet=wallet, deposit=to_wei(deposit))
+    router.discover()
+    ans = router.infer(data, verify=verify, k=k)
+    out = {"output": ans.output.tolist(), "node": ans.node, "verify": verify, "receipt": ans.receipt.to_json(),
+           "failovers": ans.failovers}
+    if verify == "redundant":
+        out.update(agreeing=ans.agreeing, dispute=ans.dispute)
+    if verify == "zk":
+        rec = router.registry.circuit(version)
+        out["dev_srs"] = rec.dev_srs
+        if wait_proof:
+            from proofmesh.inference.model import file_sha256  # noqa: F401  (local circuit lookup below)
+            local = None
+            cache = _circuits_dir()
+            if cache.exists():
+                for d in cache.iterdir():
+                    from proofmesh.inference.zk import Circuit
+                    if (d / "circuit.json").exists() and Circuit(d).vk_hash == rec.vk_hash:
+                        local = Circuit(d)
+            with console.status("waiting for the proof…"):
+                proof = router.fetch_proof(ans, circuit=local, workdir=home.dir("inference") / "verify")
+            out["proof"] = {"proof_hash": "0x" + proof.proof_hash.hex(), "checked_locally": local is not None,
+                            "instances_match_receipt": True}
+        if rec.dev_srs:
+            console.print("[yellow]dev SRS: this proof is only as trustworthy as whoever generated the SRS[/yellow]")
+    router.close()
+    output(out, json_)
