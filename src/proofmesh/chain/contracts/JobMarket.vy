@@ -72,6 +72,7 @@ MAX_BATCHES: constant(uint256) = 32
 MAX_SEGMENTS: constant(uint256) = 256
 MAX_ROUNDS: constant(uint256) = 3
 SEED_DELAY: constant(uint256) = 2
+_REGISTER_GAS: constant(uint256) = 1_000_000
 _BPS: constant(uint256) = 10_000
 
 struct Job:
@@ -803,7 +804,10 @@ def _register(job_id: uint256, weights_root: bytes32):
                                    method_id=method_id("register_for(address,string,bytes32,uint256,uint256,uint256,bytes32[],uint256,string,string)"))
     ok: bool = False
     out: Bytes[32] = b""
-    ok, out = raw_call(models.address, data, max_outsize=32, revert_on_failure=False)
+    # A fixed gas budget, and a check that it is there: otherwise a caller (or a gas
+    # estimator) could starve the call so it fails and settle without registering.
+    assert msg.gas > _REGISTER_GAS + _REGISTER_GAS // 32, "not enough gas to register the result"
+    ok, out = raw_call(models.address, data, max_outsize=32, gas=_REGISTER_GAS, revert_on_failure=False)
     if ok and len(out) == 32:
         vid: uint256 = convert(out, uint256)
         self.jobs[job_id].version_id = vid
