@@ -94,6 +94,20 @@ def _foundation(home: Home, devnet: bool, log: Callable[[str], None]) -> tuple[D
                  "emission_gas": minted.gas_used, "node_stake": from_wei(info.stake)}
 
 
+def _quiet_third_party() -> None:
+    """The demo's output is proofmesh's story: silence library chatter (warnings, progress bars)."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("transformers", "peft", "torch", "uvicorn", "uvicorn.access", "ezkl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def run_demo(*, devnet: bool = False, keep: bool = True, only: list[str] | None = None,
              json_out: bool = False, home_path: Path | None = None) -> dict[str, Any]:
     """Run the demo; returns {step: summary}."""
@@ -104,6 +118,7 @@ def run_demo(*, devnet: bool = False, keep: bool = True, only: list[str] | None 
         base = Path(tempfile.mkdtemp(prefix="proofmesh-demo-"))
     home = Home.resolve(base)
     os.environ.setdefault("PROOFMESH_PASSWORD", DEMO_PASSWORD)
+    _quiet_third_party()
     anvil = None
     if devnet:
         from proofmesh.chain.anvil import start_anvil
