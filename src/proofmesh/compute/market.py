@@ -341,3 +341,24 @@ def expected_draw(seed_blockhash: bytes, job_id: int, round_: int, applicants: S
         total -= weights[chosen]
         out.append(applicants[chosen])
     return out
+
+
+def audit_plan(seed: bytes, n_segments: int, m: int) -> list[int]:
+    """Segments ``OptimisticVerifier.audit_plan`` draws from an audit seed (same algorithm).
+
+    Segment i (1-based) runs from checkpoint i-1 to checkpoint i.
+    """
+    m = min(m, n_segments)
+    out: list[int] = []
+    for nonce in range(4 * 32):
+        if len(out) == m:
+            break
+        seg = int.from_bytes(keccak(abi_encode(["bytes32", "uint256"], [seed, nonce])), "big") % n_segments + 1
+        if seg not in out:
+            out.append(seg)
+    for s in range(1, 257):
+        if len(out) == m:
+            break
+        if s not in out:
+            out.append(s)
+    return out
