@@ -204,7 +204,10 @@ class NodeDaemon:
             self.chain = Chain.connect(self.home)  # a ChainError with a fix if the URL does not answer
 
     def _bind(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto must be IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted sockets
+        # whose proto says TCP, and without it Nagle + delayed ACKs add ~40 ms to every
+        # keep-alive request (measured: 20 req/s instead of 120).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         # SO_REUSEADDR: a restart right after kill -9 must not wait out TIME_WAIT; it
         # still refuses a port another process is listening on.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

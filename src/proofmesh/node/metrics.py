@@ -25,7 +25,8 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Any]:
         s = self.snapshot()
         yield _gauge("proofmesh_chain_head_block", "Latest block the node has indexed.", s.get("head", -1))
-        c = CounterMetricFamily("proofmesh_chain_transactions_indexed", "Transactions in blocks the node has indexed.")
+        c = CounterMetricFamily("proofmesh_chain_transactions_seen",
+                                "Transactions in blocks mined while this node was running.")
         c.add_metric([], s.get("transactions", 0))
         yield c
         e = CounterMetricFamily("proofmesh_chain_events_indexed", "Contract events the node has indexed.")

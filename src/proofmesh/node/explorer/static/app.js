@@ -41,7 +41,7 @@ const render = {
     const o = await get("/overview");
     el.innerHTML = `<h2>Network</h2>` + cards([
       ["chain id", o.chain_id], ["backend", o.backend], ["head block", o.head],
-      ["events indexed", o.events], ["transactions indexed", o.transactions],
+      ["events indexed", o.events], ["transactions seen", o.transactions],
       ["contracts", Object.keys(o.contracts).length]]) +
       `<h3>This node</h3><div class="mono">${esc(o.node)} · ${esc(o.address || "no key")}</div>` +
       `<h3>Contracts</h3>` + table(Object.entries(o.contracts).map(([n, a]) => ({ n, a })),
