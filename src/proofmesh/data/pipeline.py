@@ -313,6 +313,14 @@ def _ingest(sketches: Iterator[Sketch], out_dir: Path, work: Path, cfg: IngestCo
         counts["semantic"] += int(sem_drop.size)
         alive[live[sem_drop]] = False
 
+    # ---- a record dropped early may duplicate one dropped later: point every entry at
+    # the record that finally stands for it (kept here, or already published)
+    later = {d.record_hash: d.kept for d in dropped if d.stage in ("near", "semantic", "published-near")}
+    for d in dropped:
+        seen = 0
+        while d.kept in later and later[d.kept] != d.kept and seen < 8:
+            d.kept = later[d.kept]
+            seen += 1
     # ---- the batch: kept records sorted by record_hash
     kept_rows = np.flatnonzero(alive)
     kept_rows = kept_rows[np.argsort(rank[kept_rows], kind="stable")]
