@@ -90,7 +90,7 @@ def test_not_enough_evaluators(client, lineage, chain, accounts) -> None:
         chain.transact(client.evaluation.functions.draw(rid))
 
 
-def test_attestation_attacks_revert(client, chain, lineage, evaluators, accounts) -> None:
+def test_attestation_attacks_revert(client, chain, lineage, evaluators, tiny) -> None:
     rid = client.request_evaluation(lineage["v1"], lineage["es"])
     drawn = client.draw(rid)
     by = {a.address: a for a in evaluators}
@@ -128,10 +128,7 @@ def test_attestation_attacks_revert(client, chain, lineage, evaluators, accounts
         client.submit_attestation(rid, client.make_attestation(rid, 11.0, e1))
     # after the window closes nothing is accepted
     late = client.make_attestation(rid, 10.0, e2, deadline=chain.timestamp() + 10 * 86400)
-    req = client.request(rid)
-    tiny_advance = req["deadline"] + 1
-    from_conftest = __import__("conftest")
-    from_conftest.advance_to(chain, tiny_advance)
+    tiny.advance_to(chain, client.request(rid)["deadline"] + 1)
     with pytest.raises(ContractRevert, match="attestation window closed"):
         client.submit_attestation(rid, late)
     assert client.request(rid)["count"] == 1
