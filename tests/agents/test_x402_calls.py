@@ -205,3 +205,23 @@ def test_multi_tool_workflow_has_a_receipt_per_step_and_total_cost(net):
     assert [s.provider for s in wf.steps] == [p1.address, p2.address]
     assert wf.total_cost == 3 * PRICE
     assert all(isinstance(s.receipt, Receipt) for s in wf.steps)
+
+
+def test_restarted_provider_still_refuses_replayed_vouchers_and_settles(net):
+    from proofmesh.agents.provider import ToolProvider
+    from proofmesh.agents.schema import tool_from_function
+    p = net.provider(1)
+    agent = net.agent(5)
+    agent.call_sync("word_count", {"text": "a"})
+    agent.call_sync("word_count", {"text": "a b"})
+    replay, _ = _voucher_payment(net, p, 5, 2 * PRICE, 2)      # the last accepted voucher
+    p.stop()
+    again = ToolProvider(p.chain, [tool_from_function(word_count)], PRICE, state_dir=net.tmp / "provider1")
+    again.start()
+    net.providers.append(again)
+    again.publish()                                            # same tool id, new endpoint
+    with pytest.raises(MCPError) as err:
+        run(raw_call(again.endpoint, "word_count", {"text": "y"}, replay))
+    assert err.value.code == 402 and "not above" in err.value.message
+    assert agent.call_sync("word_count", {"text": "a b c"}, ).result == 3   # rediscovers the new endpoint
+    assert again.settle()["redeemed"] == 3 * PRICE

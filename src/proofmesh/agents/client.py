@@ -49,6 +49,10 @@ class ToolCallFailed(ProofmeshError):
     """Every provider of a tool failed (each reason is listed)."""
 
 
+class ProviderUnreachable(ProofmeshError):
+    """A provider's endpoint did not answer (offline, moved, or the connection broke)."""
+
+
 @dataclass(frozen=True)
 class CallResult:
     """One paid tool call: the result and the evidence."""
@@ -185,23 +189,50 @@ class AgentClient:
             raise InputError(f"no active provider offers tool {name!r}",
                              fix="list tools with `proofmesh agents tools --search ...`")
         failures: list[str] = []
-        for t in candidates:
-            if scheme not in t.schemes:
-                failures.append(f"{t.provider}: does not accept {scheme}")
-                continue
-            if limit is not None and t.price > limit:
-                failures.append(f"{t.provider}: price {t.price} above max {limit}")
-                continue
-            try:
-                res = await self._call_one(t, args, scheme)
-            except (InputError, PaymentRequired):
-                raise   # the caller's own problem: another provider would refuse it too
-            except ProofmeshError as exc:
-                failures.append(f"{t.provider} ({t.endpoint}): {exc.message}")
-                continue
-            return CallResult(**{**res.__dict__, "failed_providers": tuple(failures)})
+        unreachable: dict[bytes, str] = {}      # tool id -> endpoint that could not be reached
+        tried: set[tuple[str, str]] = set()
+        refreshed = False
+        while True:
+            for t in candidates:
+                if (t.provider, t.endpoint) in tried:
+                    continue
+                tried.add((t.provider, t.endpoint))
+                if scheme not in t.schemes:
+                    failures.append(f"{t.provider}: does not accept {scheme}")
+                    continue
+                if limit is not None and t.price > limit:
+                    failures.append(f"{t.provider}: price {t.price} above max {limit}")
+                    continue
+                try:
+                    res = await self._call_one(t, args, scheme)
+                except (InputError, PaymentRequired):
+                    raise   # the caller's own problem: another provider would refuse it too
+                except ProviderUnreachable as exc:
+                    unreachable[t.tool_id] = t.endpoint
+                    failures.append(f"{t.provider} ({t.endpoint}): {exc.message}")
+                    continue
+                except ProofmeshError as exc:
+                    failures.append(f"{t.provider} ({t.endpoint}): {exc.message}")
+                    continue
+                self._blame_unreachable(unreachable)
+                return CallResult(**{**res.__dict__, "failed_providers": tuple(failures)})
+            if refreshed or not unreachable:
+                break
+            # A cached record may be stale (a provider moved to a new endpoint): look again once.
+            refreshed = True
+            candidates = [t for t in self.discover(name, refresh=True)
+                          if provider is None or t.provider.lower() == provider.lower()]
+        self._blame_unreachable(unreachable)
         raise ToolCallFailed(f"every provider of {name!r} failed: " + " | ".join(failures),
                              fix="retry later, raise --max-price, or pick another tool")
+
+    def _blame_unreachable(self, unreachable: dict[bytes, str]) -> None:
+        # Count "offline" against a tool only if the chain still names the endpoint that failed;
+        # a provider that moved and updated the registry is not at fault.
+        current = {t.tool_id: t.endpoint for hit in self._discovery.values() for t in hit[1]}
+        for tool_id, endpoint in unreachable.items():
+            if current.get(tool_id) == endpoint:
+                self._record(tool_id, failed=True)
 
     def call_sync(self, name: str, args: dict[str, Any] | None = None, **kw) -> CallResult:
         """Blocking :meth:`call` (for scripts and the CLI)."""
@@ -231,7 +262,8 @@ class AgentClient:
                 listed = await client.list_tools()
             except BaseException as exc:
                 await stack.aclose()
-                raise ProofmeshError(f"cannot connect to {url}: {_describe(exc)}", fix="the provider may be offline")
+                raise ProviderUnreachable(f"cannot connect to {url}: {_describe(exc)}",
+                                          fix="the provider may be offline")
             conn = _Conn(client, stack, {tool.name: tool for tool in listed.tools})
             self._conns[url] = conn
         return conn
@@ -263,11 +295,7 @@ class AgentClient:
 
     async def _call_one(self, t: ToolRecord, args: dict, scheme: str) -> CallResult:
         t0 = time.perf_counter()
-        try:
-            conn = await self._conn(t.endpoint)
-        except ProofmeshError:
-            self._record(t.tool_id, failed=True)
-            raise
+        conn = await self._conn(t.endpoint)
         self._validator(conn, t).validate(args)       # InputError: not the provider's fault
         usage = self._usage.setdefault(t.tool_id, _UsageState())
         transaction = None
@@ -299,8 +327,7 @@ class AgentClient:
             if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
                 raise
             await self._drop(t.endpoint)
-            self._record(t.tool_id, failed=True)
-            raise ProofmeshError(f"call failed: {_describe(exc)}", fix="the provider may be offline") from None
+            raise ProviderUnreachable(f"call failed: {_describe(exc)}", fix="the provider may be offline") from None
         response = (result.meta or {}).get(META_RESPONSE) or {}
         value = (result.structured_content or {}).get("result") if isinstance(result.structured_content, dict) \
             else None
