@@ -304,6 +304,7 @@ def exact_stage(texts: list[str]) -> dict:
         size = os.path.getsize(path)
         os.system(f"cat {path} > /dev/null")  # warm the page cache: measure CPU, not the disk
         t0 = time.perf_counter()
+        c0 = time.process_time()
         dd = ExactDeduper(Normalization())
         kept = dropped = 0
         for batch in read_records(path, text_field="text"):
@@ -311,8 +312,45 @@ def exact_stage(texts: list[str]) -> dict:
             kept += r.kept
             dropped += r.dropped
         elapsed = time.perf_counter() - t0
-    return {"bytes": size, "seconds": elapsed, "mb_s": size / elapsed / 1e6, "kept": kept,
-            "dropped": dropped}
+        cpu = time.process_time() - c0
+    return {"bytes": size, "seconds": elapsed, "mb_s": size / elapsed / 1e6, "cpu_s": cpu,
+            "mb_per_cpu_s": size / cpu / 1e6, "kept": kept, "dropped": dropped,
+            "load_average": os.getloadavg()[0]}
+
+
+def gas_stage(texts: list[str]) -> dict:
+    """Publish the unique records as one batch on a fresh embedded chain; gas per record/token."""
+    from proofmesh.chain.bootstrap import bootstrap_home
+    from proofmesh.chain.client import Chain, close_embedded
+    from proofmesh.chain.core import MESH, Registry
+    from proofmesh.config import Home
+    from proofmesh.crypto.keys import Keystore
+    from proofmesh.data.batch import batch_root
+    from proofmesh.data.client import DataRegistryClient
+    from proofmesh.data.exact import record_hash
+
+    os.environ.setdefault("PROOFMESH_KDF", "fast")
+    hashes = sorted({record_hash(" ".join(t.split())) for t in texts})
+    tokens = sum(len(t.split()) for t in texts)
+    t0 = time.perf_counter()
+    root = batch_root(hashes)
+    root_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Home.resolve(tmp)
+        home.init()
+        bootstrap_home(home, "default", "pw")
+        acct = Keystore(home).load("default", "pw")
+        chain = Chain.connect(home, acct)
+        Registry(chain).register("http://127.0.0.1", 2)
+        Registry(chain).stake(100_000 * MESH)
+        client = DataRegistryClient(chain)
+        sid = client.register_source("bench://corpus", "CC0-1.0", "")
+        cid = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+        _bid, tx = client.publish_raw(sid, root, len(hashes), tokens, cid, cid)
+        close_embedded(home.chain_dir)
+    return {"records": len(hashes), "tokens": tokens, "publish_gas": tx.gas_used,
+            "gas_per_record": tx.gas_used / len(hashes), "gas_per_token": tx.gas_used / tokens,
+            "merkle_root_s": root_s}
 
 
 def peak_rss_mb() -> float:
@@ -324,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--thresholds", default="0.8,0.5")
     ap.add_argument("--skip-datasketch", action="store_true")
+    ap.add_argument("--datasketch-docs", type=int, default=100_000,
+                    help="datasketch runs on the first N docs (it needs ~1 h for 1M on this box); its "
+                         "docs/s and F1 (against the exact truth restricted to those docs) are compared")
+    ap.add_argument("--skip-gas", action="store_true")
     ap.add_argument("--skip-exact", action="store_true")
     ap.add_argument("--json", dest="json_out", default=None, help="write results here")
     args = ap.parse_args(argv)
@@ -351,9 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     run_proofmesh(texts[:2000], 0.8, cores)
 
     ds_sig = rs_sig = None
+    nds = min(args.docs, args.datasketch_docs)
     if not args.skip_datasketch:
-        ds_sig_t, ds_sig = datasketch_signatures(texts)
-        print(f"datasketch signatures: {ds_sig_t:.1f}s", flush=True)
+        ds_sig_t, ds_sig = datasketch_signatures(texts[:nds])
+        print(f"datasketch signatures ({nds:,} docs): {ds_sig_t:.1f}s", flush=True)
     rs_sig_t, rs_sig = rensa_signatures(texts)
     print(f"rensa signatures: {rs_sig_t:.1f}s", flush=True)
 
@@ -362,26 +405,31 @@ def main(argv: list[str] | None = None) -> int:
         truth = truths[th]
         res = {}
         for threads in sorted({1, cores}):
+            c0 = time.process_time()
             el, pairs, info = run_proofmesh(texts, th, threads)
-            res[f"proofmesh ({threads} thr)"] = (el, prf(pairs, truth), info)
+            info["cpu_s"] = round(time.process_time() - c0, 2)
+            res[f"proofmesh ({threads} thr)"] = (el, args.docs, prf(pairs, truth), info)
         el, pairs = rensa_lsh(rs_sig, th)
-        res["rensa"] = (rs_sig_t + el, prf(pairs, truth), {})
+        res["rensa"] = (rs_sig_t + el, args.docs, prf(pairs, truth), {})
         if ds_sig is not None:
             el, pairs = datasketch_lsh(ds_sig, th)
-            res["datasketch"] = (ds_sig_t + el, prf(pairs, truth), {})
-        for name, (el, (p, r, f), info) in res.items():
-            row = {"threshold": th, "system": name, "seconds": el, "docs_s": args.docs / el,
+            sub_truth = {(i, j) for (i, j) in truth if j < nds}
+            res[f"datasketch ({nds // 1000}k docs)" if nds < args.docs else "datasketch"] = \
+                (ds_sig_t + el, nds, prf(pairs, sub_truth), {})
+        for name, (el, n, (p, r, f), info) in res.items():
+            row = {"threshold": th, "system": name, "seconds": el, "docs": n, "docs_s": n / el,
                    "precision": p, "recall": r, "f1": f, **info}
             rows.append(row)
-        print(f"\nthreshold {th}  (truth {len(truth):,} pairs)")
-        print(f"{'system':<22}{'seconds':>9}{'docs/s':>11}{'precision':>11}{'recall':>8}{'F1':>7}"
+        print(f"\nthreshold {th}  (truth {len(truth):,} pairs)  load average {os.getloadavg()[0]:.1f}")
+        print(f"{'system':<24}{'docs':>10}{'seconds':>9}{'docs/s':>11}{'precision':>11}{'recall':>8}{'F1':>7}"
               f"{'vs datasketch':>15}{'vs rensa':>10}")
-        ds_time = res.get("datasketch", (None,))[0]
-        rs_time = res["rensa"][0]
-        for name, (el, (p, r, f), info) in res.items():
-            vs_ds = f"{ds_time / el:.1f}x" if ds_time else "-"
-            print(f"{name:<22}{el:>9.2f}{args.docs / el:>11,.0f}{p:>11.4f}{r:>8.4f}{f:>7.4f}"
-                  f"{vs_ds:>15}{rs_time / el:>9.1f}x")
+        ds_rate = next((n / el for name, (el, n, _p, _i) in res.items() if name.startswith("datasketch")), None)
+        rs_rate = args.docs / res["rensa"][0]
+        for name, (el, n, (p, r, f), info) in res.items():
+            rate = n / el
+            vs_ds = f"{rate / ds_rate:.1f}x" if ds_rate else "-"
+            print(f"{name:<24}{n:>10,}{el:>9.2f}{rate:>11,.0f}{p:>11.4f}{r:>8.4f}{f:>7.4f}"
+                  f"{vs_ds:>15}{rate / rs_rate:>9.1f}x")
         sys.stdout.flush()
     out["near"] = rows
 
@@ -391,6 +439,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nexact dedup (JSONL read → normalise → xxh3 + blake3 → index): "
               f"{ex['bytes'] / 1e6:.0f} MB in {ex['seconds']:.2f}s = {ex['mb_s']:.0f} MB/s "
               f"(kept {ex['kept']:,}, dropped {ex['dropped']:,})")
+        print(f"  CPU time {ex['cpu_s']:.2f}s = {ex['mb_per_cpu_s']:.0f} MB per CPU-second "
+              f"(load average {ex['load_average']:.1f} on {os.cpu_count()} cores: other work shares the CPU)")
+    if not args.skip_gas:
+        g = gas_stage(texts)
+        out["gas"] = g
+        print(f"\non chain: one batch of {g['records']:,} unique records / {g['tokens']:,} tokens: "
+              f"publish {g['publish_gas']:,} gas = {g['gas_per_record']:.4f} gas/record, "
+              f"{g['gas_per_token']:.5f} gas/token (Merkle root in {g['merkle_root_s']:.1f}s)")
     out["peak_rss_mb"] = peak_rss_mb()
     print(f"peak RSS: {out['peak_rss_mb']:.0f} MB (corpus + all three systems' state in one process)")
     if args.json_out:
