@@ -96,3 +96,15 @@ def test_unstaked_payers_and_self_payment_do_not_buy_rank(net):
     unstaked.report_usage()
     rec = p.registry.get(p.tools["word_count"].tool_id)
     assert (rec.calls, rec.payers, rec.score) == (0, 0, 0)   # ... but do not count for reputation
+
+
+def test_discovery_skips_providers_that_unstaked(net):
+    p1 = net.provider(1)
+    p2 = net.provider(2)
+    from proofmesh.chain.core import Registry
+    reg = Registry(p1.chain)
+    free = reg.info(p1.address).free_stake
+    reg.request_unstake(free, sender=p1.account)        # below the minimum stake: no longer active
+    agent = net.agent(5)
+    assert [t.provider for t in agent.discover("word_count")] == [p2.address]
+    assert agent.call_sync("word_count", {"text": "a b"}).provider == p2.address

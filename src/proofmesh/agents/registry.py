@@ -117,11 +117,22 @@ class ToolRegistry:
 
     def search(self, text: str | None = None, *, name: str | None = None,
                include_retired: bool = False) -> list[ToolRecord]:
-        """Tools matching ``name`` exactly and/or ``text`` (in name or endpoint), best reputation first."""
+        """Active tools matching ``name`` exactly and/or ``text`` (in the name), best reputation first.
+
+        A tool whose provider is no longer an active node (unstaked below the minimum) is
+        left out like a retired one: nobody should pay a node that has nothing at stake.
+        """
         out = []
+        nodes = self.chain.contract("NodeRegistry")
+        active: dict[str, bool] = {}
         for t in self.all():
-            if not t.active and not include_retired:
-                continue
+            if not include_retired:
+                if not t.active:
+                    continue
+                if t.provider not in active:
+                    active[t.provider] = bool(self.chain.call(nodes.functions.is_active(t.provider)))
+                if not active[t.provider]:
+                    continue
             if name is not None and t.name != name:
                 continue
             if text and text.lower() not in t.name.lower():
