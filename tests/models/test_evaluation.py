@@ -137,7 +137,13 @@ def test_attestation_attacks_revert(client, chain, lineage, evaluators, tiny) ->
     assert rid2 == rid + 1
 
 
-def test_median_and_reputation(client, lineage, evaluators) -> None:
+def test_median_reputation_and_rewards(client, chain, lineage, evaluators, owner) -> None:
+    from proofmesh.chain.core import EmissionClient, Token
+
+    reward = chain.call(client.evaluation.functions.eval_reward())
+    EmissionClient(chain).fund_pool(5, 100 * reward, sender=owner)
+    token = Token(chain)
+    before = {a.address: token.balance(a.address) for a in evaluators}
     values = iter([20.0, 20.4, 35.0])          # the third is far from the median
     seen: dict[str, float] = {}
 
@@ -151,6 +157,10 @@ def test_median_and_reputation(client, lineage, evaluators) -> None:
     rep = {a: client.reputation(a) for a in seen}
     assert sorted(rep.values()) == [-1, 1, 1]
     assert rep[next(a for a, v in seen.items() if v == 35.0)] == -1
+    # honest evaluators are paid from the EVALUATION pool, the outlier is not
+    paid = {a: token.balance(a) - before[a] for a in seen}
+    assert sorted(paid.values()) == [0, reward, reward] and reward > 0
+    assert paid[next(a for a, v in seen.items() if v == 35.0)] == 0
     ev = client.evaluation_result(lineage["v1"], lineage["es"])
     assert ev.finalized and ev.median == pytest.approx(20.4) and sorted(ev.values.values()) == [20.0, 20.4, 35.0]
 

@@ -13,7 +13,8 @@
            root, metric, fixed-point value, deadline, nonce); anyone may submit it.
            Non-evaluators, stale, replayed and second attestations revert. When the
            quorum is in, the median is final; evaluators far from it lose
-           reputation, the others gain.
+           reputation, the others gain reputation and `eval_reward` MESH from
+           the Emission EVALUATION pool (while the pool holds enough).
         4. A lineage policy (metric, direction, tolerance, quorum) gates releases:
            a version is released only with its quorum median on an eval set and no
            regression beyond tolerance against the best released ancestor measured
@@ -29,6 +30,7 @@ initializes: ownable
 initializes: eip712
 exports: (ownable.owner, ownable.transfer_ownership, eip712.eip712Domain)
 
+from .interfaces import IEmission
 from .interfaces import INodeRegistry
 
 
@@ -42,6 +44,7 @@ interface IModelRegistry:
 
 
 ROLE_EVALUATOR: constant(uint256) = 32
+POOL_EVALUATION: public(constant(uint256)) = 5
 MAX_QUORUM: constant(uint256) = 9
 MAX_CANDIDATES: constant(uint256) = 256
 MAX_ANCESTORS: constant(uint256) = 64
@@ -91,6 +94,7 @@ struct Result:
 
 registry: public(immutable(IModelRegistry))
 nodes: public(immutable(INodeRegistry))
+emission: public(immutable(IEmission))
 
 eval_sets: public(HashMap[uint256, EvalSet])
 eval_set_count: public(uint256)
@@ -119,6 +123,8 @@ attest_window: public(uint256)
 #         `min_deviation` absolute if larger) costs its evaluator reputation.
 max_deviation_bps: public(uint256)
 min_deviation: public(uint256)
+# @notice MESH paid from the EVALUATION pool to each attestation near the median.
+eval_reward: public(uint256)
 
 _drawn_list: HashMap[uint256, DynArray[address, MAX_QUORUM]]
 
@@ -182,21 +188,28 @@ event Released:
     best_ancestor: uint256
     best_ancestor_value: uint256
 
+event EvaluatorRewarded:
+    evaluator: indexed(address)
+    request_id: indexed(uint256)
+    amount: uint256
+
 event ParameterChanged:
     name: String[32]
     value: uint256
 
 
 @deploy
-def __init__(registry_: IModelRegistry, nodes_: INodeRegistry, attest_window_: uint256,
-             max_deviation_bps_: uint256, min_deviation_: uint256):
+def __init__(registry_: IModelRegistry, nodes_: INodeRegistry, emission_: IEmission, attest_window_: uint256,
+             max_deviation_bps_: uint256, min_deviation_: uint256, eval_reward_: uint256):
     """
     @notice Deploy the evaluation contract.
     @param registry_ The ModelRegistry.
     @param nodes_ The NodeRegistry (evaluators and their stakes).
+    @param emission_ Emission (pays evaluators from the EVALUATION pool).
     @param attest_window_ Seconds evaluators have after the draw.
     @param max_deviation_bps_ Relative distance from the median beyond which an attestation is an outlier.
     @param min_deviation_ Absolute distance (fixed-point) always tolerated.
+    @param eval_reward_ MESH (wei) per attestation near the median.
     """
     assert attest_window_ > 0, "ModelEvaluation: zero attest window"
     assert max_deviation_bps_ <= _BPS, "ModelEvaluation: deviation above 100%"
@@ -204,18 +217,22 @@ def __init__(registry_: IModelRegistry, nodes_: INodeRegistry, attest_window_: u
     eip712.__init__("proofmesh ModelEvaluation", "1")
     registry = registry_
     nodes = nodes_
+    emission = emission_
+    self.eval_reward = eval_reward_
     self.attest_window = attest_window_
     self.max_deviation_bps = max_deviation_bps_
     self.min_deviation = min_deviation_
 
 
 @external
-def set_parameters(attest_window_: uint256, max_deviation_bps_: uint256, min_deviation_: uint256):
+def set_parameters(attest_window_: uint256, max_deviation_bps_: uint256, min_deviation_: uint256,
+                   eval_reward_: uint256):
     """
     @notice Change the evaluation parameters (owner = Governance timelock only).
     @param attest_window_ Seconds evaluators have after the draw (> 0).
     @param max_deviation_bps_ Outlier threshold in bps of the median (<= 10000).
     @param min_deviation_ Absolute outlier threshold floor.
+    @param eval_reward_ MESH (wei) per attestation near the median.
     """
     ownable._check_owner()
     assert attest_window_ > 0, "ModelEvaluation: zero attest window"
@@ -223,9 +240,11 @@ def set_parameters(attest_window_: uint256, max_deviation_bps_: uint256, min_dev
     self.attest_window = attest_window_
     self.max_deviation_bps = max_deviation_bps_
     self.min_deviation = min_deviation_
+    self.eval_reward = eval_reward_
     log ParameterChanged(name="attest_window", value=attest_window_)
     log ParameterChanged(name="max_deviation_bps", value=max_deviation_bps_)
     log ParameterChanged(name="min_deviation", value=min_deviation_)
+    log ParameterChanged(name="eval_reward", value=eval_reward_)
 
 
 # ---------------------------------------------------------------- eval sets
@@ -483,14 +502,24 @@ def _finalize(request_id: uint256):
     log EvaluationFinalized(request_id=request_id, version_id=req.version_id, eval_set_id=req.eval_set_id,
                             metric=req.metric, median=med)
     allowed: uint256 = max(med * self.max_deviation_bps // _BPS, self.min_deviation)
+    honest: DynArray[address, MAX_QUORUM] = []
     for e: address in drawn:
         v: uint256 = self.attested_value[request_id][e]
         dev: uint256 = v - med if v > med else med - v
         delta: int256 = 1
         if dev > allowed:
             delta = -1
+        else:
+            honest.append(e)
         self.reputation[e] += delta
         log ReputationChanged(evaluator=e, request_id=request_id, delta=delta, reputation=self.reputation[e])
+    # Interactions last: rewards only while the pool can pay all of them (no partial payouts).
+    reward: uint256 = self.eval_reward
+    if reward > 0 and len(honest) > 0:
+        if staticcall emission.pool_balance(POOL_EVALUATION) >= reward * len(honest):
+            for e: address in honest:
+                log EvaluatorRewarded(evaluator=e, request_id=request_id, amount=reward)
+                extcall emission.pay_reward(POOL_EVALUATION, e, reward)
 
 
 # ---------------------------------------------------------------- release gate
