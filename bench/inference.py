@@ -108,6 +108,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool) -> dict:
     import httpx
     import onnxruntime as ort
 
+    from proofmesh.inference.model import encode_tensor
     from proofmesh.inference.publish import publish_model
 
     onnx = export_mlp(tmp / "serve.onnx", (512, 2048, 2048, 10))
@@ -119,22 +120,28 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool) -> dict:
     raw = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
     client = httpx.Client(timeout=60)
     results = {}
+    import itertools
+    nonce = itertools.count(1)     # request nonces are single-use on a node
     print("\n== 1. node overhead vs raw onnxruntime (MLP 512-2048-2048-10, 5.2M params, 1 thread) ==")
     for batch, n in ((1, 100 if quick else 300), (32, 30 if quick else 100)):
         x = np.random.default_rng(batch).random((batch, 512), dtype=np.float32)
         xl = x.tolist()
-        nonce = iter(range(10**9))
         t_raw = timeit(lambda: raw.run(None, {"x": x}), n)
         t_node = timeit(lambda: node.infer({"version": version, "input": xl, "nonce": next(nonce)}), n)
+        xt = {"x": encode_tensor(x)}      # the router's wire form: base64 little-endian bytes
         t_http = timeit(lambda: client.post(srv.url + "/v1/infer",
-                                            json={"version": version, "input": xl, "nonce": next(nonce)}), n)
-        med = {k: statistics.median(v) for k, v in (("raw", t_raw), ("node", t_node), ("http", t_http))}
+                                            json={"version": version, "input": xt, "nonce": next(nonce)}), n)
+        t_json = timeit(lambda: client.post(srv.url + "/v1/infer",
+                                            json={"version": version, "input": xl, "nonce": next(nonce)}), n // 3)
+        med = {k: statistics.median(v) for k, v in (("raw", t_raw), ("node", t_node), ("http", t_http),
+                                                     ("json", t_json))}
         over_node, over_http = med["node"] - med["raw"], med["http"] - med["raw"]
         results[batch] = med
         print(f"batch {batch:>2}: raw onnxruntime {ms(med['raw'])} | node (in-process) {ms(med['node'])} "
               f"(+{ms(over_node)}, +{100 * over_node / med['raw']:.1f}%) | node over HTTP {ms(med['http'])} "
               f"(+{ms(over_http)}, +{100 * over_http / med['raw']:.1f}%)")
-        print(f"          throughput: raw {batch / med['raw']:.0f} rows/s, HTTP node {batch / med['http']:.0f} rows/s")
+        print(f"          throughput: raw {batch / med['raw']:.0f} rows/s, HTTP node {batch / med['http']:.0f} rows/s; "
+              f"same request with the input as a JSON list of floats: {ms(med['json'])}")
     b1 = results[1]["http"] - results[1]["raw"]
     b32 = (results[32]["http"] - results[32]["raw"]) / results[32]["raw"]
     print(f"target batch 1 <= 2 ms over raw: {'MET' if b1 <= 0.002 else 'NOT MET'} ({ms(b1)}, HTTP path)")

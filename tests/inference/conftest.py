@@ -63,14 +63,15 @@ class RunningNode:
 class Network:
     """Publishes the model and starts nodes; stops them all at teardown."""
 
-    def __init__(self, chain, accounts, onnx: Path, workdir: Path) -> None:
+    def __init__(self, chain, accounts, onnx: Path, workdir: Path, version: int | None = None) -> None:
         self.chain = chain
         self.accounts = accounts
         self.onnx = onnx
         self.workdir = workdir
         self.nodes: list[RunningNode] = []
         self.registry = InferenceRegistry(chain)
-        self.version = publish_model(chain, f"mlp-{os.urandom(3).hex()}", onnx, tolerance=1e-3).version
+        self.version = version if version is not None else \
+            publish_model(chain, f"mlp-{os.urandom(3).hex()}", onnx, tolerance=1e-3).version
 
     def start_node(self, account, *, price: int = 0, tamper: float = 0.0, delay_ms: int = 0,
                    circuit_dir: Path | None = None, onnx: Path | None = None, bond: bool = True) -> RunningNode:

@@ -129,3 +129,37 @@ def test_paid_requests_settle_in_one_transaction(network, accounts, x1):
     body["nonce"] = 12346
     r = httpx.post(n.url + "/v1/infer", json=body)
     assert r.status_code == 402 and "not paid" in r.json()["error"]
+
+
+def test_fast_abi_encoding_matches_eth_abi():
+    import random
+
+    from eth_abi import encode
+
+    from proofmesh.crypto.keccak import keccak256
+    from proofmesh.inference.receipt import instances_hash
+
+    rng = random.Random(0)
+    for _ in range(200):
+        v = [rng.randint(-2**62, 2**62) for _ in range(rng.randint(0, 40))]
+        assert values_hash(v) == keccak256(encode(["int256[]"], [v]))
+        u = [rng.randint(0, 2**256 - 1) for _ in range(rng.randint(0, 6))]
+        assert instances_hash(u) == keccak256(encode(["uint256[]"], [u]))
+
+
+def test_binary_tensor_input(network, accounts, x1):
+    from proofmesh.inference.model import encode_tensor
+
+    n = network.start_node(accounts[3])
+    as_list = httpx.post(n.url + "/v1/infer", json={"version": network.version, "input": x1.tolist(), "nonce": 1})
+    as_b64 = httpx.post(n.url + "/v1/infer", json={"version": network.version, "input": {"x": encode_tensor(x1)},
+                                                   "nonce": 2})
+    assert as_b64.status_code == 200
+    assert as_b64.json()["values"] == as_list.json()["values"]
+    assert as_b64.json()["receipt"]["input_hash"] == as_list.json()["receipt"]["input_hash"]
+    short = dict(encode_tensor(x1), shape=[2, 4])
+    r = httpx.post(n.url + "/v1/infer", json={"version": network.version, "input": {"x": short}, "nonce": 3})
+    assert r.status_code == 422 and "do not fill" in r.json()["error"]
+    wrong = encode_tensor(x1.astype(np.float64))
+    r = httpx.post(n.url + "/v1/infer", json={"version": network.version, "input": {"x": wrong}, "nonce": 4})
+    assert r.status_code == 422 and "float64" in r.json()["error"]

@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 
 from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, VerificationError
-from proofmesh.inference.model import prepare_inputs, spec_from_json
+from proofmesh.inference.model import encode_tensor, prepare_inputs, spec_from_json
 from proofmesh.inference.tee import require_tee
 from proofmesh.inference.receipt import (COMMIT_VALUES, COMMIT_ZK, FIXED_POINT, Receipt, input_hash,
                                          instances_hash, values_hash)
@@ -147,6 +147,8 @@ class Router:
 
     # --- one request to one node --------------------------------------------------
     def _body(self, node: NodeHandle, data: Any, mode: str, nonce: int) -> dict:
+        if isinstance(data, dict) and data and all(isinstance(v, np.ndarray) for v in data.values()):
+            data = {k: encode_tensor(v) for k, v in data.items()}   # compact binary wire form
         body = {"version": self.version, "input": data, "nonce": str(nonce), "mode": mode}
         if node.price and self.wallet is not None:
             cid = self.wallet.ensure_channel(node.address, self.deposit)
@@ -252,7 +254,7 @@ class Router:
                 node.inflight += 1
             tried.add(node.address)
             try:
-                out = self._send(node, data, mode, reserved=True)   # releases the reservation
+                out = self._send(node, inputs, mode, reserved=True)   # releases the reservation
                 ans = self._check(node, out, inputs, mode)
             except (httpx.TransportError, httpx.TimeoutException):
                 node.down_until = time.monotonic() + 30   # died mid-request: fail over
@@ -315,7 +317,7 @@ class Router:
         with ThreadPoolExecutor(max_workers=k) as ex:
             while len(answers) < k and pool:
                 batch, pool = pool[:k - len(answers)], pool[k - len(answers):]
-                futs = {ex.submit(self._send, n, data, "plain"): n for n in batch}
+                futs = {ex.submit(self._send, n, inputs, "plain"): n for n in batch}
                 for f, n in futs.items():
                     try:
                         answers.append(self._check(n, f.result(), inputs, "plain"))
@@ -347,7 +349,7 @@ class Router:
                 if not extra:
                     raise VerificationError("nodes disagree and no node is left to break the tie",
                                             fix="retry with a larger k")
-                tb = self._check(extra[0], self._send(extra[0], data, "plain"), inputs, "plain")
+                tb = self._check(extra[0], self._send(extra[0], inputs, "plain"), inputs, "plain")
                 for g in groups:
                     if _within(tb.values, g[0].values, tol):
                         g.append(tb)

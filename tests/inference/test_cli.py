@@ -1,0 +1,59 @@
+"""`proofmesh inference …` / `proofmesh infer` on the test chain: publish, status, infer
+through the router against a real node, and clear errors for bad input and tee."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from proofmesh.cli.main import app
+from proofmesh.crypto.keys import Keystore
+from tests.inference.conftest import Network
+
+PW = "pw"
+
+
+@pytest.fixture
+def cli(home, accounts, chain, monkeypatch):
+    monkeypatch.setenv("PROOFMESH_PASSWORD", PW)
+    Keystore(home).import_key("default", accounts[0].key, PW)
+    Keystore(home).import_key("client", accounts[6].key, PW)
+    runner = CliRunner()
+
+    def run(*args: str, ok: bool = True):
+        result = runner.invoke(app, ["--home", str(home.path), *map(str, args)])
+        assert (result.exit_code == 0) == ok, result.output
+        return result
+
+    return run
+
+
+def test_publish_status_infer(cli, chain, accounts, mlp_onnx, tmp_path):
+    from tests.inference.conftest import export_mlp
+
+    onnx = export_mlp(tmp_path / "cli.onnx", seed=11)
+    pub = json.loads(cli("inference", "publish", "cli-mlp", onnx, "--tolerance", "0.01", "--json").stdout)
+    version = pub["version"]
+    st = json.loads(cli("inference", "status", version, "--json").stdout)
+    assert st["onnx_sha256"] == pub["onnx_sha256"] and st["circuit"] is False and st["tolerance"] == 0.01
+    net = Network(chain, accounts, onnx, tmp_path / "n", version=version)   # a node for the CLI-published version
+    try:
+        net.start_node(accounts[3])
+        x = np.random.default_rng(0).random((2, 4), dtype=np.float32)
+        (tmp_path / "in.json").write_text(json.dumps(x.tolist()))
+        out = json.loads(cli("infer", version, tmp_path / "in.json", "--account", "client", "--json").stdout)
+        import onnxruntime as ort
+        direct = ort.InferenceSession(str(onnx)).run(None, {"x": x})[0]
+        assert np.allclose(np.asarray(out["output"]), direct) and out["node"] == accounts[3].address
+        (tmp_path / "bad.json").write_text(json.dumps([[1, 2, 3]]))
+        bad = cli("infer", version, tmp_path / "bad.json", "--account", "client", ok=False)
+        assert "shape" in bad.output and "fix" in bad.output
+        tee = cli("infer", version, tmp_path / "in.json", "--verify", "tee", "--account", "client", ok=False)
+        assert "no TEE available" in tee.output
+    finally:
+        net.stop()
+    missing = cli("inference", "status", 999, ok=False)
+    assert "no serving terms" in missing.output
