@@ -291,7 +291,6 @@ class Circuit:
                            str(self.srs_path))
             except Exception as exc:
                 raise ZkError(f"ezkl prove failed: {exc}", fix="re-build the circuit; check memory") from exc
-        self.save_template(out)
         return self.load_proof(out)
 
     @staticmethod
@@ -314,17 +313,13 @@ class Circuit:
 
     def verify_proof(self, proof: ZkProof, workdir: Path) -> bool:
         """Verify an in-memory proof (as received over HTTP) by writing ezkl's proof file."""
-        template = json.loads(next(self.dir.glob("template.proof.json")).read_text()) \
-            if (self.dir / "template.proof.json").exists() else None
-        if template is None:
-            raise ZkError("no proof template for local verification", fix="prove once on this machine first")
-        template["hex_proof"] = "0x" + proof.proof.hex()
-        template["proof"] = list(proof.proof)
-        template["instances"] = [[i.to_bytes(32, "little").hex() for i in proof.instances]]
+        doc = {"protocol": None, "split": None, "pretty_public_inputs": None, "timestamp": 0, "version": "23.0.5",
+               "proof": list(proof.proof), "hex_proof": "0x" + proof.proof.hex(),
+               "instances": [[i.to_bytes(32, "little").hex() for i in proof.instances]]}
         workdir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(suffix=".proof.json", dir=workdir)
         with os.fdopen(fd, "w") as f:
-            json.dump(template, f)
+            json.dump(doc, f)
         try:
             return self.verify(Path(name))
         finally:
@@ -370,12 +365,6 @@ class Circuit:
         factory = chain.w3.eth.contract(abi=abi, bytecode=bytecode)
         res = chain.transact(factory.constructor())
         return res.contract_address
-
-    def save_template(self, proof_path: Path) -> None:
-        """Keep one real proof file as the layout for re-serialising received proofs."""
-        dst = self.dir / "template.proof.json"
-        if not dst.exists():
-            shutil.copyfile(proof_path, dst)
 
 
 def compile_solidity(sol: Path, contract: str) -> tuple[list, bytes]:
