@@ -143,7 +143,7 @@ class DataRef:
 class JobSpec:
     """Everything a worker needs to reproduce a job bit for bit."""
 
-    base_version: str                       # bytes32 hex of the base model version
+    base_version: int                       # ModelRegistry id of the base model version
     base_weights_cid: str                   # safetensors blob of the base weights
     data: tuple[DataRef, ...]
     train: TrainConfig
@@ -153,10 +153,9 @@ class JobSpec:
 
     def validate(self) -> None:
         """Raise :class:`InputError` on any malformed field (before anything is escrowed)."""
-        if not (isinstance(self.base_version, str) and self.base_version.startswith("0x")
-                and len(self.base_version) == 66):
-            raise InputError(f"spec: base_version must be a 0x-prefixed bytes32, got {self.base_version!r}",
-                             fix="pass the model version id printed by `proofmesh models register`")
+        if not isinstance(self.base_version, int) or isinstance(self.base_version, bool) or self.base_version < 1:
+            raise InputError(f"spec: base_version must be a model version id (>= 1), got {self.base_version!r}",
+                             fix="pass the version id printed by `proofmesh model register`")
         if not self.base_weights_cid:
             raise InputError("spec: base_weights_cid is empty", fix="name the CID of the base weights blob")
         if not self.data:

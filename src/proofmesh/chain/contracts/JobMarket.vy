@@ -184,6 +184,7 @@ event Revealed:
     worker: indexed(address)
     weights_root: bytes32
     trace_root: bytes32
+    result_cid: String[128]
 
 event ResultSubmitted:
     job_id: indexed(uint256)
@@ -515,7 +516,8 @@ def reveal(job_id: uint256, weights_root: bytes32, trace_root: bytes32, salt: by
         # First reveal's locators; replaced by the accepted result's if the referee rules.
         self.manifest_cid[job_id] = manifest_cid_
         self.result_cid[job_id] = result_cid_
-    log Revealed(job_id=job_id, worker=msg.sender, weights_root=weights_root, trace_root=trace_root)
+    log Revealed(job_id=job_id, worker=msg.sender, weights_root=weights_root, trace_root=trace_root,
+                 result_cid=result_cid_)
 
 
 @external
