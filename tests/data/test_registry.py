@@ -285,3 +285,23 @@ def test_ingest_publish_verify_and_cross_batch(world, accounts, home):
     text = json.loads((CORPUS / "contributor_a.jsonl").read_text().splitlines()[0])["text"]
     v = verify_record(chain, index, store, "  " + text.upper() + " ")
     assert v["verified_on_chain"] and v["batch_id"] == pa["batch_id"] and v["source_id"] == sa
+
+
+def test_index_rebuilds_from_chain_and_store(world, accounts, home):
+    chain, client, store, index, tmp = world
+    from proofmesh.data.client import rebuild_index
+    from proofmesh.data.index import CrossBatchIndex
+
+    sa = client.register_source("s://r", "MIT", sender=accounts[1])
+    ingest([CORPUS / "contributor_a.jsonl"], tmp / "a", IngestConfig(), index=index)
+    publish(chain, store, index, tmp / "a", sa, sender=accounts[1])
+    fresh = CrossBatchIndex(tmp / "fresh-index", IngestConfig().index_params())
+    try:
+        res = rebuild_index(chain, store, fresh)
+        assert res["indexed_batches"] == [1] and len(fresh) == len(index)
+        # the rebuilt index drops B's copies exactly like the original one
+        rb = ingest([CORPUS / "contributor_b.jsonl"], tmp / "b", IngestConfig(), index=fresh)
+        rb0 = ingest([CORPUS / "contributor_b.jsonl"], tmp / "b0", IngestConfig(), index=index)
+        assert rb.root == rb0.root and rb.report["dropped"] == rb0.report["dropped"]
+    finally:
+        fresh.close()

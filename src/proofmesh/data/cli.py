@@ -20,6 +20,8 @@ takedown_app = typer.Typer(help="Withdraw records or a whole source (tombstone o
 app.add_typer(source_app, name="source")
 app.add_typer(challenge_app, name="challenge")
 app.add_typer(takedown_app, name="takedown")
+index_app = typer.Typer(help="The cross-batch index of published records.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
 
 
 def _client(account: str | None = None, signer: bool = True) -> Any:
@@ -311,3 +313,28 @@ def takedown_source(source_id: int, reason: Annotated[str, typer.Option("--reaso
                 if store.delete(cid, block=True):
                     deleted.append(cid)
     output({"source_id": source_id, "withdrawn": True, "deleted_blobs": deleted}, json_)
+
+
+@index_app.command("rebuild")
+def index_rebuild(json_: JsonOpt = False) -> None:
+    """Index every on-chain batch not yet indexed, from its records in the store (re-hashed)."""
+    from proofmesh.data.client import rebuild_index
+
+    index = _index()
+    try:
+        res = rebuild_index(ctx_chain(signer=False), _store(), index)
+    finally:
+        index.close()
+    output(res, json_, title="index")
+
+
+@index_app.command("stats")
+def index_stats(json_: JsonOpt = False) -> None:
+    """How many records and batches this node's index holds."""
+    index = _index()
+    try:
+        res = {"path": str(index.path), "records": len(index), "batches": index.batch_ids(),
+               "bands": index.bands, "rows": index.rows}
+    finally:
+        index.close()
+    output(res, json_, title="index")

@@ -304,3 +304,51 @@ def batch_proof(store, client: DataRegistryClient, batch_id: int, record_hash: b
     if record_hash not in hashes:
         raise InputError(f"record {record_hash.hex()} is not in batch #{batch_id}", fix="check the batch id")
     return hashes.index(record_hash), batch_tree(hashes).proof(hashes.index(record_hash))
+
+
+def rebuild_index(chain: Chain, store, index: CrossBatchIndex, progress=None) -> dict:
+    """Re-create the cross-batch index from the chain's batches and their records in the store.
+
+    Each batch's records are re-hashed and checked against its on-chain root before they
+    are indexed; a batch whose records are missing or do not match is reported and skipped.
+    Taken-down records (tombstones) keep their hash but not their sketch.
+    """
+    import json as _json
+
+    import pyarrow as pa
+
+    from proofmesh.data.batch import batch_tree
+    from proofmesh.data.exact import hash_column
+    from proofmesh.data.minhash import MinHasher, arrow_buffers, band_hashes
+    from proofmesh.data.validator import index_params
+
+    params = index_params(index)
+    mh = MinHasher(int(params["num_perm"]), int(params["shingle_size"]), int(params["seed"]))
+    client = DataRegistryClient(chain)
+    done, skipped = [], []
+    have = set(index.batch_ids())
+    for bid in range(1, client.batch_count() + 1):
+        if bid in have:
+            continue
+        b = client.batch(bid)
+        try:
+            raw = store.get_bytes(b.records_cid)
+        except ProofmeshError as exc:
+            skipped.append({"batch_id": bid, "reason": exc.message})
+            continue
+        recs = [_json.loads(line) for line in raw.decode("utf-8").splitlines() if line]
+        texts = [r["text"] for r in recs]
+        # records are stored normalised: hashing them again must give the leaves' hashes
+        hb = hash_column(pa.array(texts, pa.large_string()), Normalization(False, False, False))
+        if "0x" + batch_tree(hb.hashes).root.hex() != b.root:
+            skipped.append({"batch_id": bid, "reason": "records in the store do not match the root"})
+            continue
+        data, offsets = arrow_buffers(hb.normalized)
+        sb = mh.shingle(data, offsets)
+        shingles = [sb.shingles[sb.shingle_offsets[i]:sb.shingle_offsets[i + 1]] for i in range(len(texts))]
+        index.commit(bid, hb.hashes, hb.xxh, band_hashes(sb.signatures, index.bands, index.rows), shingles,
+                     {"source_id": b.source_id, "root": b.root, "records_cid": b.records_cid})
+        done.append(bid)
+        if progress:
+            progress(bid)
+    return {"indexed_batches": done, "skipped": skipped, "records": len(index)}

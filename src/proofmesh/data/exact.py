@@ -106,7 +106,10 @@ class ExactDeduper:
     def add(self, raw: "pa.Array | object") -> ExactResult:
         """Hash one batch (a ``RawBatch`` or an Arrow string array) and mark its duplicates."""
         texts = raw.texts if hasattr(raw, "texts") else raw
-        hb = hash_column(texts, self.norm)
+        return self.add_hashed(hash_column(texts, self.norm))
+
+    def add_hashed(self, hb: HashedBatch) -> ExactResult:
+        """Mark the duplicates of an already hashed batch (in this run and, if given, published)."""
         n = len(hb)
         first = np.full(n, -1, dtype=np.int64)
         by_xxh, by_hash, all_hashes = self._by_xxh, self._by_hash, self.hashes

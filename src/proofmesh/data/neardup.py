@@ -73,7 +73,8 @@ class NearDupDetector:
             self._mem_shingles.append(sb.shingles)
         self.count += sb.sizes.shape[0]
 
-    def _shingle_csr(self) -> tuple[np.ndarray, np.ndarray]:
+    def shingle_csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """(offsets, shingles) of every record added so far (shingles memory-mapped when spilled)."""
         sizes = np.concatenate(self._size_chunks) if self._size_chunks else np.empty(0, np.int64)
         offsets = np.zeros(sizes.shape[0] + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
@@ -91,7 +92,7 @@ class NearDupDetector:
         """Verified near-duplicate pairs among rows where ``active`` is true (all by default)."""
         n = self.count
         keys = np.concatenate(self._band_chunks) if self._band_chunks else np.empty((0, self.bands), np.uint64)
-        offsets, shingles = self._shingle_csr()
+        offsets, shingles = self.shingle_csr()
         valid = np.diff(offsets) > 0
         if active is not None:
             valid &= active
@@ -103,7 +104,7 @@ class NearDupDetector:
                              candidates=int(pairs.shape[0]))
 
     def shingles_of(self, i: int) -> np.ndarray:
-        offsets, shingles = self._shingle_csr()
+        offsets, shingles = self.shingle_csr()
         return np.asarray(shingles[offsets[i]:offsets[i + 1]])
 
     def band_keys(self) -> np.ndarray:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from proofmesh.data.clusters import canonical_keepers, connected_components, hash_rank
-from proofmesh.data.exact import HashedBatch, hash_column
+from proofmesh.data.exact import ExactDeduper, HashedBatch, hash_column
 from proofmesh.data.index import CrossBatchIndex
 from proofmesh.data.minhash import MinHasher, ShingledBatch, arrow_buffers, band_hashes
 from proofmesh.data.neardup import NearDupDetector
@@ -196,9 +196,7 @@ def _ingest(sketches: Iterator[Sketch], out_dir: Path, work: Path, cfg: IngestCo
     idx_bands = idx_rows = None
     if index is not None:
         idx_bands, idx_rows = index.bands, index.rows
-    by_xxh: dict[int, int] = {}         # in-run exact index: xxh3 -> candidate row
-    by_hash: dict[bytes, int] = {}      # xxh3 collisions only
-    # per candidate row (survivor of exact): identity and sketches needed later
+    exact = ExactDeduper(cfg.norm, published=index.published if index is not None else None)
     cand_hash: list[bytes] = []
     cand_xxh: list[np.ndarray] = []
     cand_tokens: list[np.ndarray] = []
@@ -211,33 +209,19 @@ def _ingest(sketches: Iterator[Sketch], out_dir: Path, work: Path, cfg: IngestCo
     for sk in sketches:
         hb, n = sk.hashed, len(sk.hashed)
         origins = [f"{sk.file}:{ln}" if ln else sk.file for ln in sk.lines.tolist()]
-        new_rows: list[int] = []
         base = len(cand_hash)
-        for i, x in enumerate(hb.xxh.tolist()):
-            h = hb.hashes[i]
-            j = by_xxh.get(x)
-            if j is not None and cand_hash[j] == h:
-                dropped.append(_Dropped(origins[i], h, "exact", h, 1.0))
-                continue
-            if j is not None:  # xxh3 collision: decide on record_hash
-                k = by_hash.get(h)
-                if k is not None:
-                    dropped.append(_Dropped(origins[i], h, "exact", h, 1.0))
-                    continue
-                by_hash[h] = base + len(new_rows)
-            else:
-                by_xxh[x] = base + len(new_rows)
-            new_rows.append(i)
-            cand_hash.append(h)
+        ex = exact.add_hashed(hb)
+        for i in np.flatnonzero(ex.first >= 0).tolist():
+            dropped.append(_Dropped(origins[i], hb.hashes[i], "exact", exact.hashes[ex.first[i]], 1.0))
+        for i in np.flatnonzero(ex.published).tolist():
+            dropped.append(_Dropped(origins[i], hb.hashes[i], "published-exact", hb.hashes[i], 1.0))
+        # candidates for the near stage: new to this run, including the published ones, which
+        # are dropped already but keep their row so row numbers stay aligned
+        rows = np.flatnonzero(ex.first < 0)
+        for i in rows.tolist():
+            cand_hash.append(hb.hashes[i])
             cand_origin.append(origins[i])
-        rows = np.asarray(new_rows, dtype=np.int64)
-        alive = np.ones(rows.size, dtype=bool)
-        if index is not None and rows.size:
-            pub = index.published(hb.xxh[rows], [hb.hashes[i] for i in rows.tolist()])
-            for r in np.flatnonzero(pub).tolist():
-                h = hb.hashes[rows[r]]
-                dropped.append(_Dropped(cand_origin[base + r], h, "published-exact", h, 1.0))
-            alive &= ~pub
+        alive = ~ex.published[rows]
         sub = _subset(sk.shingled, rows)
         ib = band_hashes(sub.signatures, idx_bands, idx_rows) if index is not None else \
             np.empty((rows.size, 0), np.uint64)
@@ -378,7 +362,7 @@ def _ingest(sketches: Iterator[Sketch], out_dir: Path, work: Path, cfg: IngestCo
 
 
 def _kept_shingles(det: NearDupDetector, rows: np.ndarray) -> dict:
-    offsets, shingles = det._shingle_csr()
+    offsets, shingles = det.shingle_csr()
     sizes = (offsets[rows + 1] - offsets[rows]) if rows.size else np.empty(0, np.int64)
     off = np.zeros(rows.size + 1, dtype=np.int64)
     np.cumsum(sizes, out=off[1:])
