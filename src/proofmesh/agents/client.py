@@ -189,6 +189,7 @@ class AgentClient:
             raise InputError(f"no active provider offers tool {name!r}",
                              fix="list tools with `proofmesh agents tools --search ...`")
         failures: list[str] = []
+        last_refusal: PaymentRequired | None = None
         unreachable: dict[bytes, str] = {}      # tool id -> endpoint that could not be reached
         tried: set[tuple[str, str]] = set()
         refreshed = False
@@ -205,8 +206,14 @@ class AgentClient:
                     continue
                 try:
                     res = await self._call_one(t, args, scheme)
-                except (InputError, PaymentRequired):
+                except InputError:
                     raise   # the caller's own problem: another provider would refuse it too
+                except PaymentRequired as exc:
+                    # e.g. a provider that changed its price or lost track of the channel:
+                    # another provider has its own channel and terms
+                    failures.append(f"{t.provider} ({t.endpoint}): {exc.message}")
+                    last_refusal = exc
+                    continue
                 except ProviderUnreachable as exc:
                     unreachable[t.tool_id] = t.endpoint
                     failures.append(f"{t.provider} ({t.endpoint}): {exc.message}")
@@ -223,6 +230,8 @@ class AgentClient:
             candidates = [t for t in self.discover(name, refresh=True)
                           if provider is None or t.provider.lower() == provider.lower()]
         self._blame_unreachable(unreachable)
+        if last_refusal is not None and len(failures) == 1:
+            raise last_refusal
         raise ToolCallFailed(f"every provider of {name!r} failed: " + " | ".join(failures),
                              fix="retry later, raise --max-price, or pick another tool")
 
@@ -316,8 +325,8 @@ class AgentClient:
             result = await conn.client.call_tool(t.name, args, meta=meta)
         except MCPError as exc:
             if exc.code == PAYMENT_REQUIRED:
+                # not counted against the tool: a refused payment may be this agent's fault
                 reqs = [Requirement.from_json(r) for r in (exc.data or {}).get("accepts", [])]
-                self._record(t.tool_id, failed=True)
                 raise PaymentRequired(f"{t.provider} refused the payment: {exc.message}", reqs)
             if exc.code == INVALID_PARAMS:
                 raise InputError(f"{t.name}: {exc.message}", fix="check the arguments against the tool's schema")

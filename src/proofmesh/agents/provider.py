@@ -269,7 +269,9 @@ class ToolProvider:
         if payment.get("network") != f"eip155:{self.chain.chain_id}":
             raise self._refuse(t, "network", f"payment for network {payment.get('network')!r}, "
                                              f"this tool is paid on eip155:{self.chain.chain_id}")
-        payload = payment.get("payload") or {}
+        payload = payment.get("payload")
+        if not isinstance(payload, dict):
+            raise self._refuse(t, "malformed", "payment payload must be a JSON object")
         if scheme == SCHEME_VOUCHER:
             return await self._call_with_voucher(t, args, payload)
         return await self._call_with_exact(t, args, payload)
