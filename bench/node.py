@@ -124,7 +124,10 @@ def main() -> None:
     n_naive = 0
     for name in chain.addresses:
         for ev in [e["name"] for e in compile_contract(name).abi if e.get("type") == "event"]:
-            n_naive += len(chain.events(name, ev, from_block=0))
+            try:
+                n_naive += len(chain.events(name, ev, from_block=0))
+            except Exception:  # a contract source edited since deployment: its new events are not on chain
+                continue
     t_naive = time.perf_counter() - t0
 
     t0 = time.perf_counter()
