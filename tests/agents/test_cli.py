@@ -66,6 +66,12 @@ def test_agents_cli_end_to_end(cli, home, chain, accounts):
         provider.stop()
     settled = json.loads(cli("agents", "settle", "--json").stdout)
     assert settled["redeemed"] == 2 * MESH // 100
+    # --node: hand the tools to the node daemon's service (config written, nothing served here)
+    cfg = json.loads(cli("agents", "publish", "tests.agents.tooldemo:reverse", "--price", "0.03", "--node",
+                         "--json").stdout)
+    written = json.loads((home.path / "agents" / "tools.json").read_text())
+    assert written["tools"] == ["tests.agents.tooldemo:reverse"] and written["price"] == "0.03"
+    assert cfg["tools"] == ["reverse"]
     bad = cli("agents", "publish", "tests.agents.tooldemo:nope", "--price", "0.01", "--once", ok=False)
     assert "no attribute" in bad.output
     bad = cli("agents", "publish", "tests.agents.tooldemo:reverse", "--price", "-1", "--once", ok=False)

@@ -52,6 +52,8 @@ def publish(
     endpoint: Optional[str] = typer.Option(None, help="public URL to register (default http://HOST:PORT/mcp)"),
     settle_every: float = typer.Option(300.0, help="redeem vouchers and report usage every N seconds (0 = never)"),
     once: bool = typer.Option(False, "--once", help="register and exit without serving (for scripts)"),
+    node: bool = typer.Option(False, "--node", help="let the node daemon serve them: write "
+                              "<home>/agents/tools.json and exit (restart `proofmesh node start`)"),
     account: AccountOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -65,12 +67,27 @@ def publish(
         raise InputError(f"{len(names)} --name for {len(functions)} functions", fix="give one --name per function")
     specs = [tool_from_function(load_function(ref), name=names[i] if names else None)
              for i, ref in enumerate(functions)]
+    price_wei = parse_mesh(price, "price")
+    if node:
+        # Checked above (functions load, schemas build, price parses); the daemon's tools
+        # service registers them with its own endpoint when it starts.
+        import json as _json
+        import os
+        cfg = {"tools": functions, "names": names, "price": price, "builtin": builtin, "port": port,
+               "settle_every": settle_every}
+        f = home.dir("agents") / "tools.json"
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(_json.dumps(cfg, indent=2))
+        os.replace(tmp, f)
+        output({"config": str(f), "tools": [s.name for s in specs] + (["(builtin)"] if builtin else []),
+                "next": "restart the node: proofmesh node start"}, json_, title="tools for the node daemon")
+        return
     if builtin:
         from proofmesh.agents.builtin import builtin_tools
         specs += builtin_tools(home, chain)
     if not specs:
         raise InputError("nothing to publish", fix="pass module:function arguments and/or --builtin")
-    provider = ToolProvider(chain, specs, parse_mesh(price, "price"), state_dir=home.dir("agents") / "provider",
+    provider = ToolProvider(chain, specs, price_wei, state_dir=home.dir("agents") / "provider",
                             schemes=tuple(scheme), host=host, port=port)
     store = _store(home)
     ids = provider.publish(store, endpoint=endpoint)
