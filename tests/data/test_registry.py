@@ -305,3 +305,15 @@ def test_index_rebuilds_from_chain_and_store(world, accounts, home):
         assert rb.root == rb0.root and rb.report["dropped"] == rb0.report["dropped"]
     finally:
         fresh.close()
+
+
+def test_publish_reverted_on_chain_leaves_index_and_batch_unchanged(world, accounts):
+    chain, client, store, index, tmp = world
+    poor = accounts[7]                       # owns a source but has no stake to bond
+    sid = client.register_source("s://poor", "MIT", sender=poor)
+    ingest([CORPUS / "eval.jsonl"], tmp / "e", IngestConfig(), index=index)
+    with pytest.raises(ContractRevert, match="NodeRegistry: insufficient free stake|free stake"):
+        publish(chain, store, index, tmp / "e", sid, sender=poor)
+    assert len(index) == 0 and index.batch_ids() == []
+    assert json.loads((tmp / "e" / "batch.json").read_text())["published"] is None
+    assert client.batch_count() == 0

@@ -89,8 +89,7 @@ class IngestConfig:
 class Sketch:
     """The map step's output for one raw batch."""
 
-    file: str
-    lines: np.ndarray
+    origins: list[str]         # file:line of each record
     hashed: HashedBatch
     shingled: ShingledBatch
 
@@ -100,7 +99,7 @@ def sketch(raw: RawBatch, cfg: IngestConfig, hasher: MinHasher | None = None) ->
     hasher = hasher or MinHasher(cfg.num_perm, cfg.shingle_size, cfg.seed)
     hb = hash_column(raw.texts, cfg.norm)
     data, offsets = arrow_buffers(hb.normalized)
-    return Sketch(raw.file, raw.lines, hb, hasher.shingle(data, offsets))
+    return Sketch(raw.origins(), hb, hasher.shingle(data, offsets))
 
 
 def _subset(sb: ShingledBatch, idx: np.ndarray) -> ShingledBatch:
@@ -208,7 +207,7 @@ def _ingest(sketches: Iterator[Sketch], out_dir: Path, work: Path, cfg: IngestCo
     near_pub_hits: dict[int, tuple[bytes, float]] = {}
     for sk in sketches:
         hb, n = sk.hashed, len(sk.hashed)
-        origins = [f"{sk.file}:{ln}" if ln else sk.file for ln in sk.lines.tolist()]
+        origins = sk.origins
         base = len(cand_hash)
         ex = exact.add_hashed(hb)
         for i in np.flatnonzero(ex.first >= 0).tolist():

@@ -50,7 +50,14 @@ class RawBatch:
 
     texts: pa.Array            # large_string
     file: str
-    lines: np.ndarray          # int64, 1-based line or row of each text
+    lines: np.ndarray          # int64, 1-based line or row of each text (0: the whole file)
+    files: list[str] | None = None   # per-record file names (a folder of text files)
+
+    def origins(self) -> list[str]:
+        """``file:line`` (or the file alone) of every record, for manifests and errors."""
+        if self.files is not None:
+            return list(self.files)
+        return [f"{self.file}:{ln}" if ln else self.file for ln in self.lines.tolist()]
 
 
 @dataclass
@@ -111,9 +118,9 @@ def read_records(path: str | Path, text_field: str = "text", on_error: str = "fa
 
 
 def _text_files_batch(texts: list[str], files: list[str]) -> Iterator[RawBatch]:
-    # One record per file: the "line" of each is 0 and the file names it.
-    for name, text in zip(files, texts):
-        yield RawBatch(pa.array([text], pa.large_string()), name, np.zeros(1, dtype=np.int64))
+    # One record per file, many files per batch (per-batch work has a fixed cost).
+    yield RawBatch(pa.array(texts, pa.large_string()), files[0], np.zeros(len(texts), dtype=np.int64),
+                   files=list(files))
 
 
 def _read_text_file(f: Path, opts: ReadOptions) -> str | None:
