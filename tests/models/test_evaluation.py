@@ -52,7 +52,7 @@ def test_commit_reveal_rules(client, chain, accounts, tiny, tmp_path: Path) -> N
     client.reveal_eval_set(esid)
     es = client.eval_set(esid)
     assert es["root"] == "0x" + root.hex() and es["size"] == len(RECORDS) and es["revealed_block"] > 0
-    assert client.blobs.get(es["cid"]) == f.read_bytes()
+    assert client.get_blob(es["cid"]) == f.read_bytes()
     with pytest.raises(ContractRevert, match="already revealed"):
         client.reveal_eval_set(esid)
 

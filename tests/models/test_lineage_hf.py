@@ -92,7 +92,7 @@ def test_trainer_callback_registers_each_checkpoint(client, tiny, tmp_path: Path
     first, second = (client.version(v) for v in cb.registered)
     assert first.parent == base.id and second.parent == first.id
     assert second.data_batches == ["0x" + "cc" * 32]
-    config = json.loads(client.blobs.get(second.config_cid))
+    config = json.loads(client.get_blob(second.config_cid))
     assert config["global_step"] == 4 and config["model_config"]["n_layer"] == 2
     ckpt = tmp_path / "out" / "checkpoint-4"
     fm = read_model_card(ckpt)

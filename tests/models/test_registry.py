@@ -20,7 +20,7 @@ def test_register_show_and_duplicate_refused(client, gpt2_dir: Path, owner) -> N
     assert rec.id == 1 and rec.parent == 0 and rec.kind == "full" and rec.owner == owner.address
     assert rec.weights_root == "0x" + manifest(gpt2_dir).root.hex()
     assert rec.data_batches == ["0x" + "ab" * 32]
-    assert client.blobs.get(rec.config_cid) == (gpt2_dir / "config.json").read_bytes()
+    assert client.get_blob(rec.config_cid) == (gpt2_dir / "config.json").read_bytes()
     assert tx.gas_used > 0
     # the client refuses before sending...
     with pytest.raises(InputError, match="already registered as version 1"):
@@ -112,3 +112,26 @@ def test_registrar_registers_for_owner(client, chain, gpt2_dir: Path, tiny, tmp_
 def test_name_id_matches_contract(client, gpt2_dir: Path) -> None:
     rec, _ = client.register_version("lineage-x", gpt2_dir)
     assert client.chain.call(client.registry.functions.name_id_of(rec.id)) == name_id("lineage-x")
+
+
+def test_verify_from_another_home_fetches_manifest_over_http(client, chain, gpt2_dir: Path, tmp_path: Path) -> None:
+    """An evaluator with an empty store gets the manifest from the registering node's blob
+    server (a real HTTP server on 127.0.0.1) and still names the changed tensor."""
+    from proofmesh.store.api import serve_blobs
+    from proofmesh.store.blobstore import BlobStore
+
+    rec, _ = client.register_version("served", gpt2_dir)
+    t = load_file(str(gpt2_dir / "model.safetensors"))
+    t["transformer.ln_f.bias"] = t["transformer.ln_f.bias"].copy()
+    t["transformer.ln_f.bias"][3] = 7.0
+    save_file(t, str(tmp_path / "edited.safetensors"))
+    with serve_blobs(client.blobs) as url:
+        other = ModelRegistryClient(chain, blobs=BlobStore(tmp_path / "other-store"), peers=[url])
+        assert not other.blobs.has(rec.manifest_cid)
+        report = other.verify(tmp_path / "edited.safetensors", rec.id)
+    assert report.changed == ["transformer.ln_f.bias"] and report.proofs[0].accepted_on_chain
+    assert other.blobs.has(rec.manifest_cid)
+    # a peer serving nothing useful: a clear error naming the peer
+    with pytest.raises(Exception, match="could not fetch"):
+        ModelRegistryClient(chain, blobs=BlobStore(tmp_path / "third"), peers=["http://127.0.0.1:9"]).verify(
+            tmp_path / "edited.safetensors", rec.id)

@@ -212,7 +212,7 @@ def eval_(version: Annotated[int, typer.Argument(help="Version id.")],
     es_info = client.eval_set(eval_set)
     raw_path = eval_file
     if raw_path is None:
-        raw = client.blobs.get(es_info["cid"])
+        raw = client.get_blob(es_info["cid"])
         raw_path = client.chain.home.dir("models") / f"evalset-{eval_set}.jsonl"
         raw_path.write_bytes(raw)
     es = E.load(raw_path)

@@ -25,6 +25,8 @@ from proofmesh.errors import ChainError, InputError, VerificationError
 from proofmesh.models import attestation as att_mod
 from proofmesh.models import evalset as evalset_mod
 from proofmesh.models.weights import WeightsManifest, diff, manifest
+from proofmesh.store.blobstore import BlobStore
+from proofmesh.store.fetch import fetch
 
 KIND_FULL, KIND_LORA = 0, 1
 KIND_NAMES = {KIND_FULL: "full", KIND_LORA: "lora"}
@@ -120,47 +122,39 @@ class Evaluation:
     values: dict[str, float]
 
 
-class LocalBlobs:
-    """Content-addressed blobs (manifests, configs, eval sets) in a home directory.
-
-    Files are named by their CIDv1 (raw leaves) and re-hashed on read, so a corrupted
-    or swapped file is detected. TODO(store): the shared ``proofmesh.store`` replaces this.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-
-    def put(self, data: bytes) -> str:
-        cid = cid_of_bytes(data)
-        path = self.directory / cid
-        if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
-        return cid
-
-    def get(self, cid: str) -> bytes:
-        path = self.directory / cid
-        if not path.exists():
-            raise InputError(f"blob {cid} is not in {self.directory}",
-                             fix="fetch it from the node that registered it, or pass the file explicitly")
-        data = path.read_bytes()
-        if cid_of_bytes(data) != cid:
-            raise VerificationError(f"blob {cid} is corrupted on disk", fix=f"delete {path} and fetch it again")
-        return data
-
-
 class ModelRegistryClient:
     """Register, verify, evaluate, release and walk model versions."""
 
-    def __init__(self, chain, blobs: LocalBlobs | None = None) -> None:
+    def __init__(self, chain, blobs: BlobStore | None = None, peers: Sequence[str] | None = None) -> None:
+        """``blobs``: where manifests, configs and eval sets are kept (default: the home's
+        store); ``peers``: node URLs to fetch missing blobs from (default: the endpoints in
+        NodeRegistry)."""
         self.chain = chain
         self.registry = chain.contract("ModelRegistry")
         self.evaluation = chain.contract("ModelEvaluation")
         if blobs is None and getattr(chain, "home", None) is not None:
-            blobs = LocalBlobs(chain.home.dir("models") / "blobs")
+            blobs = BlobStore(chain.home.store_dir)
         self.blobs = blobs
+        self.peers = list(peers) if peers is not None else None
+
+    # ------------------------------------------------------------------ blobs
+    def put_blob(self, data: bytes) -> str:
+        """Keep ``data`` in the blob store (CIDv1); without a store, only compute its CID."""
+        return self.blobs.put_bytes(data) if self.blobs is not None else cid_of_bytes(data)
+
+    def get_blob(self, cid: str) -> bytes:
+        """A blob from the local store, else fetched from peers (re-hashed on arrival)."""
+        if self.blobs is None:
+            raise InputError(f"blob {cid} needed but this client has no blob store",
+                             fix="create the client with a BlobStore (or a chain with a home)")
+        if not self.blobs.has(cid):
+            peers = self.peers
+            if peers is None:
+                from proofmesh.chain.core import Registry
+
+                peers = [n.endpoint for n in Registry(self.chain).nodes() if n.endpoint.startswith("http")]
+            fetch(cid, peers, self.blobs, timeout=10.0)
+        return self.blobs.get_bytes(cid)
 
     # ------------------------------------------------------------------ reads
     def version_count(self) -> int:
@@ -204,10 +198,10 @@ class ModelRegistryClient:
     def manifest_of(self, version_id: int) -> WeightsManifest:
         """The registered per-tensor manifest, checked against the on-chain root."""
         rec = self.version(version_id)
-        if not rec.manifest_cid or self.blobs is None:
-            raise InputError(f"version {version_id} has no manifest available here",
-                             fix="fetch the manifest blob from the registering node")
-        m = WeightsManifest.from_json(json.loads(self.blobs.get(rec.manifest_cid)))
+        if not rec.manifest_cid:
+            raise InputError(f"version {version_id} was registered without a manifest",
+                             fix="the differing tensors cannot be named; compare roots only")
+        m = WeightsManifest.from_json(json.loads(self.get_blob(rec.manifest_cid)))
         if "0x" + m.root.hex() != rec.weights_root:
             raise VerificationError(f"manifest {rec.manifest_cid} does not match the root of version {version_id}",
                                     fix="the manifest blob is not this version's; fetch it again")
@@ -246,9 +240,8 @@ class ModelRegistryClient:
         config_cid = ""
         if config is not None:
             raw = config if isinstance(config, bytes) else Path(config).read_bytes()
-            config_cid = self.blobs.put(raw) if self.blobs else cid_of_bytes(raw)
-        manifest_bytes = m.to_bytes()
-        manifest_cid = self.blobs.put(manifest_bytes) if self.blobs else cid_of_bytes(manifest_bytes)
+            config_cid = self.put_blob(raw)
+        manifest_cid = self.put_blob(m.to_bytes())
         fn = self.registry.functions.register(name, m.root, parent, kind, base, batches, job_id,
                                               config_cid, manifest_cid)
         tx = self.chain.transact(fn, sender=sender)
@@ -316,8 +309,7 @@ class ModelRegistryClient:
             path = path or secret["path"]
             salt = salt or bytes.fromhex(secret["salt"])
         es = evalset_mod.load(path)
-        raw = Path(path).read_bytes()
-        cid = self.blobs.put(raw) if self.blobs else cid_of_bytes(raw)
+        cid = self.put_blob(Path(path).read_bytes())
         return self.chain.transact(self.evaluation.functions.reveal_eval_set(eval_set_id, es.root, salt, cid, es.size),
                                    sender=sender)
 
