@@ -17,6 +17,7 @@ from typing import Sequence
 from transformers import TrainerCallback
 
 from proofmesh.errors import InputError
+from proofmesh.models.weights import manifest
 
 CARD_FILE = "README.md"
 
@@ -112,11 +113,19 @@ class ProofmeshCallback(TrainerCallback):
         if adapter_config.exists():
             config["adapter_config"] = json.loads(adapter_config.read_text())
         parent = self.registered[-1] if self.registered else self.parent
-        record, _ = self.client.register_version(
-            self.name, folder, parent=parent, base=self.base if adapter_config.exists() else 0,
-            data_batches=self.data_batches, job_id=self.job_id,
-            config=json.dumps(config, sort_keys=True).encode())
-        self.registered.append(record.id)
+        m = manifest(folder)
+        existing = self.client.version_of_root(m.root)
+        if existing:
+            # e.g. a final save of weights that did not change since the last checkpoint:
+            # the lineage already has them, so point at that version instead of failing training.
+            record = self.client.version(existing)
+        else:
+            record, _ = self.client.register_version(
+                self.name, m, parent=parent, base=self.base if adapter_config.exists() else 0,
+                data_batches=self.data_batches, job_id=self.job_id,
+                config=json.dumps(config, sort_keys=True).encode())
+        if not self.registered or self.registered[-1] != record.id:
+            self.registered.append(record.id)
         write_model_card(folder, record, base_model=self.base_model, datasets=self.datasets,
                          registry_address=self.client.registry.address, chain_id=self.client.chain.chain_id)
         return control
