@@ -204,7 +204,6 @@ def py_shingles(text: str) -> set[str]:
 def run_proofmesh(texts: list[str], threshold: float, threads: int):
     import pyarrow as pa
 
-    from proofmesh.data.clusters import connected_components
     from proofmesh.data.minhash import arrow_buffers
     from proofmesh.data.neardup import NearDupDetector
     from proofmesh.data.normalize import normalize_column

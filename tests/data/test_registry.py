@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from proofmesh.chain.core import MESH, EmissionClient, Registry, Token
-from proofmesh.data.batch import batch_tree, record_leaf
+from proofmesh.data.batch import batch_tree
 from proofmesh.data.client import DataRegistryClient, DuplicateSourceError, open_index, publish, verify_record
 from proofmesh.data.exact import record_hash
 from proofmesh.data.pipeline import IngestConfig, ingest

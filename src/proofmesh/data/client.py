@@ -8,7 +8,6 @@ manifest into the content-addressed store (idempotent, harmless if the rest fail
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from proofmesh.data.batch import LocalBatch, record_leaf
 from proofmesh.data.exact import record_hash as compute_record_hash
 from proofmesh.data.index import CrossBatchIndex
 from proofmesh.data.normalize import Normalization, normalize_text
-from proofmesh.errors import ContractRevert, InputError, ProofmeshError
+from proofmesh.errors import InputError, ProofmeshError
 
 ATTESTATION_TYPES = {
     "Attestation": [

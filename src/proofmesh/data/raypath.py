@@ -10,13 +10,11 @@ so the kept set is the same as a local run (tested).
 
 from __future__ import annotations
 
-import io
 import pickle
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 
 from proofmesh.data.pipeline import IngestConfig, Sketch, sketch
 from proofmesh.data.readers import JSONL_SUFFIXES, ReadOptions, input_files

@@ -13,7 +13,6 @@ record is left out — never silently.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Iterator

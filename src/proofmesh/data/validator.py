@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from proofmesh.chain.client import Chain
 from proofmesh.data.batch import batch_tree
 from proofmesh.data.client import DataRegistryClient
