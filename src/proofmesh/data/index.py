@@ -57,11 +57,13 @@ class CrossBatchIndex:
 
     def _load_prefilters(self) -> None:
         # Sorted in-memory arrays answer "certainly new" without touching LMDB.
+        # LMDB keeps keys sorted and big-endian 8-byte keys sort like the integers, so the
+        # joined key bytes are already a sorted uint64 array.
         with self.env.begin() as txn:
-            xs = [int.from_bytes(k, "big") for k in txn.cursor(db=self.xxh).iternext_nodup(keys=True, values=False)]
-            bs = [int.from_bytes(k, "big") for k in txn.cursor(db=self.band).iternext_nodup(keys=True, values=False)]
-        self._xxh = np.array(sorted(xs), dtype=np.uint64)
-        self._band = np.array(sorted(bs), dtype=np.uint64)
+            xs = b"".join(txn.cursor(db=self.xxh).iternext_nodup(keys=True, values=False))
+            bs = b"".join(txn.cursor(db=self.band).iternext_nodup(keys=True, values=False))
+        self._xxh = np.frombuffer(xs, dtype=">u8").astype(np.uint64)
+        self._band = np.frombuffer(bs, dtype=">u8").astype(np.uint64)
 
     def close(self) -> None:
         self.env.close()
