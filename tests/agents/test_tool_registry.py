@@ -159,3 +159,17 @@ def test_only_provider_settles_exact_and_only_governance_sets_parameters(chain, 
         reg.settle_exact(tid, low, sender=accounts[1])
     with pytest.raises(ContractRevert):
         chain.transact(reg.contract.functions.set_parameters(accounts[0].address, 0, 0, 1), sender=accounts[0])
+
+
+def test_payer_counts_once_it_stakes_and_only_for_new_value(chain, accounts):
+    p = _node(chain, accounts[1], ROLES["tools"])
+    payer = accounts[5]
+    reg = ToolRegistry(p)
+    tid = reg.register("t", CID, "http://x/mcp", 10, 3, sender=accounts[1])
+    _pay_exact(chain, payer, p, tid, 50)
+    reg.report_usage(_usage(reg, tid, payer, 2, 0, 20, 1))          # not staked yet: recorded, not counted
+    assert (reg.get(tid).calls, reg.get(tid).payers) == (0, 0)
+    _node(chain, payer, ROLES["data"])
+    reg.report_usage(_usage(reg, tid, payer, 5, 0, 50, 2))          # staked now: only the increase counts
+    rec = reg.get(tid)
+    assert (rec.calls, rec.paid, rec.payers, rec.score) == (3, 30, 1, 30)

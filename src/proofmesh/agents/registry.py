@@ -93,7 +93,7 @@ class ToolRegistry:
     # --- views ----------------------------------------------------------------
     def usage_seq(self, tool_id: bytes, payer: str) -> tuple[int, int, int, int]:
         """(seq, calls, failures, paid) of the last accepted usage report."""
-        seq, calls, failures, paid, _ = self.chain.call(self.contract.functions.usage(
+        seq, calls, failures, paid, _credited, _ = self.chain.call(self.contract.functions.usage(
             tool_id, to_checksum_address(payer)))
         return seq, calls, failures, paid
 

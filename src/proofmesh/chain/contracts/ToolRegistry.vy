@@ -97,6 +97,7 @@ struct PayerUsage:
     calls: uint256
     failures: uint256
     paid: uint256
+    credited: uint256   # the part of `paid` that counted towards reputation (staked, backed)
     disputed: bool
 
 
@@ -399,22 +400,24 @@ def report_usage(tool_id: bytes32, payer: address, calls: uint256, failures: uin
     d_paid: uint256 = paid - u.paid
     counted: bool = payer != t.provider and \
         staticcall INodeRegistry(node_registry).stake_of(payer) >= self.min_payer_stake
+    credited: uint256 = u.credited
     if counted and d_paid > 0:
         # Paid value must be backed by money that really moved to this provider.
         new_credit: uint256 = self.credited[payer][t.provider] + d_paid
         assert new_credit <= self._settled_total(payer, t.provider), "ToolRegistry: paid exceeds settled value"
         self.credited[payer][t.provider] = new_credit
+        credited = u.credited + d_paid
     self.usage[tool_id][payer] = PayerUsage(seq=seq, calls=calls, failures=failures, paid=paid,
-                                            disputed=u.disputed)
+                                            credited=credited, disputed=u.disputed)
     if counted:
         cap: uint256 = self.payer_value_cap
         rep: Reputation = self.reputation[tool_id]
-        if u.paid == 0 and paid > 0:
+        if u.credited == 0 and credited > 0:
             rep.payers += 1
         rep.calls += d_calls
         rep.failures += d_failures
         rep.paid += d_paid
-        rep.weighted_paid += min(paid, cap) - min(u.paid, cap)
+        rep.weighted_paid += min(credited, cap) - min(u.credited, cap)
         self.reputation[tool_id] = rep
     log UsageReported(tool_id=tool_id, payer=payer, seq=seq, calls=calls, failures=failures, paid=paid,
                       counted=counted)
@@ -437,7 +440,7 @@ def dispute(tool_id: bytes32, args_hash: bytes32, result_hash: bytes32, payment:
     t: Tool = self.tools[tool_id]
     assert t.provider != empty(address), "ToolRegistry: unknown tool"
     u: PayerUsage = self.usage[tool_id][msg.sender]
-    assert u.paid > 0, "ToolRegistry: no paid usage reported"
+    assert u.credited > 0, "ToolRegistry: no paid usage reported"
     assert not u.disputed, "ToolRegistry: already disputed"
     assert staticcall INodeRegistry(node_registry).stake_of(msg.sender) >= self.min_payer_stake, "ToolRegistry: payer not staked"
     struct_hash: bytes32 = keccak256(abi_encode(_RECEIPT_TYPEHASH, tool_id, args_hash, result_hash, msg.sender,
