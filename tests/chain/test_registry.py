@@ -146,3 +146,24 @@ def test_emission_never_crosses_cap(chain, accounts):
     assert chain.call(E.functions.total_emitted()) == 150 * MESH
     chain.increase_time(100)
     assert chain.call(E.functions.distribute()) == 0
+
+
+def test_active_list_holds_only_staked_nodes(any_chain, accounts):
+    """Draws enumerate `active_at`: unstaked registrations (free sybils) never enter it."""
+    R = any_chain.contract("NodeRegistry")
+    reg = Registry(any_chain)
+    min_stake = any_chain.call(R.functions.min_stake())
+    for a in accounts[1:5]:
+        reg.register("", 2, sender=a)
+    reg.stake(min_stake, sender=accounts[1])
+    reg.stake(min_stake - 1, sender=accounts[2])       # below the minimum: not active
+    reg.stake(min_stake * 2, sender=accounts[3])
+
+    def active():
+        return {any_chain.call(R.functions.active_at(i)) for i in range(any_chain.call(R.functions.active_count()))}
+
+    assert active() == {accounts[1].address, accounts[3].address}
+    reg.request_unstake(min_stake, sender=accounts[1])  # drops below: swapped out
+    assert active() == {accounts[3].address}
+    reg.stake(1, sender=accounts[2])
+    assert active() == {accounts[3].address, accounts[2].address}

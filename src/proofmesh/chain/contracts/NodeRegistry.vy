@@ -43,6 +43,14 @@ nodes: public(HashMap[address, Node])
 # @notice Registered nodes, in registration order (for enumeration).
 node_at: public(HashMap[uint256, address])
 node_count: public(uint256)
+# @notice Nodes staked at least `min_stake`, compact (swap-and-pop), for draws:
+#         registering costs nothing, so enumerating `node_at` lets unstaked sybils
+#         crowd out real candidates; enumerating `active_at` does not. Entries are
+#         refreshed whenever a node's stake changes (and by `poke` after a
+#         `min_stake` change): callers must still check `is_active`.
+active_at: public(HashMap[uint256, address])
+active_count: public(uint256)
+_active_slot: HashMap[address, uint256]  # index + 1; 0 = not in the list
 # @notice Stake locked by `domain` for `node`.
 bonded_by: public(HashMap[address, HashMap[address, uint256]])
 # @notice Domain contracts allowed to bond and slash.
@@ -99,6 +107,10 @@ event Slashed:
     burned: uint256
     paid: uint256
     recipient: address
+
+event ActiveChanged:
+    node: indexed(address)
+    active: bool
 
 event DomainSet:
     domain: indexed(address)
@@ -178,6 +190,7 @@ def stake(amount: uint256):
     assert amount > 0, "NodeRegistry: zero amount"
     assert self.nodes[msg.sender].registered, "NodeRegistry: not registered"
     self.nodes[msg.sender].stake += amount
+    self._refresh_active(msg.sender)
     log Staked(node=msg.sender, amount=amount, total=self.nodes[msg.sender].stake)
     assert extcall token.transferFrom(msg.sender, self, amount), "NodeRegistry: transfer failed"
 
@@ -195,6 +208,7 @@ def request_unstake(amount: uint256):
     self.nodes[msg.sender].stake -= amount
     self.nodes[msg.sender].unbonding += amount
     self.nodes[msg.sender].unbond_at = block.timestamp + self.unbonding_period
+    self._refresh_active(msg.sender)
     log UnstakeRequested(node=msg.sender, amount=amount, unbond_at=self.nodes[msg.sender].unbond_at)
 
 
@@ -259,6 +273,7 @@ def slash(node: address, amount: uint256, challenger: address) -> (uint256, uint
     self.bonded_by[msg.sender][node] -= amount
     self.nodes[node].bonded -= amount
     self.nodes[node].stake -= amount
+    self._refresh_active(node)
     burned: uint256 = amount * self.slash_burn_bps // _BPS
     paid: uint256 = amount - burned
     recipient: address = challenger
@@ -270,6 +285,35 @@ def slash(node: address, amount: uint256, challenger: address) -> (uint256, uint
     if paid > 0:
         assert extcall token.transfer(recipient, paid), "NodeRegistry: transfer failed"
     return burned, paid
+
+
+@external
+def poke(node: address):
+    """
+    @notice Re-evaluate whether `node` belongs in the active list (after a
+            `min_stake` change). Anyone may call.
+    @param node The node to refresh.
+    """
+    self._refresh_active(node)
+
+
+@internal
+def _refresh_active(node: address):
+    should: bool = self.nodes[node].registered and self.nodes[node].stake >= self.min_stake
+    slot: uint256 = self._active_slot[node]
+    if should and slot == 0:
+        self.active_at[self.active_count] = node
+        self.active_count += 1
+        self._active_slot[node] = self.active_count
+        log ActiveChanged(node=node, active=True)
+    elif not should and slot != 0:
+        last: address = self.active_at[self.active_count - 1]
+        self.active_at[slot - 1] = last
+        self._active_slot[last] = slot
+        self.active_at[self.active_count - 1] = empty(address)
+        self.active_count -= 1
+        self._active_slot[node] = 0
+        log ActiveChanged(node=node, active=False)
 
 
 # ---------------------------------------------------------------------- views
