@@ -263,3 +263,22 @@ def test_improvement_released_with_real_evaluation(client, chain, evaluators, ti
     with pytest.raises(ContractRevert, match="regression"):
         client.release(v3.id, esid)
     assert [client.version(v).released for v in (v1.id, v2.id, v3.id)] == [True, True, False]
+
+
+def test_fork_under_another_name_has_its_own_history(client, chain, lineage, evaluators, accounts, tiny,
+                                                     tmp_path) -> None:
+    """A fork of v1 under another name is gated by its own lineage's releases, not v1's;
+    and only a version's or lineage's owner can spend evaluators' work on it."""
+    run_quorum(client, lineage["v1"], lineage["es"], lambda a: 20.0, evaluators)
+    client.release(lineage["v1"], lineage["es"])
+    forker = ModelRegistryClient(chain.with_account(accounts[8]))
+    fork, _ = forker.register_version("fork", tiny.save(tiny.gpt2(seed=8), tmp_path / "fork"), parent=lineage["v1"])
+    es, _, _ = forker.commit_eval_set("fork", tiny.write_jsonl(tmp_path / "fork-eval.jsonl", RECORDS[:4]))
+    forker.set_policy("fork", "perplexity", higher_is_better=False, tolerance=0.0, quorum=3)
+    forker.reveal_eval_set(es)
+    with pytest.raises(ContractRevert, match="only the version or lineage owner may request"):
+        client.request_evaluation(fork.id, es)
+    run_quorum(forker, fork.id, es, lambda a: 25.0, evaluators)
+    assert forker.check_release(fork.id, es) == {"ok": True, "reason": "", "median": 25.0, "best_ancestor": None,
+                                                 "best_ancestor_value": None}
+    forker.release(fork.id, es)

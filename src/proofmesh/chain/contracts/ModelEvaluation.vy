@@ -320,7 +320,9 @@ def request_evaluation(version_id: uint256, eval_set_id: uint256) -> uint256:
     """
     @notice Ask for an evaluation of a version on a revealed eval set of its lineage,
             with the lineage policy's metric and quorum. The evaluators are drawn later
-            from the hash of block `block.number + SEED_DELAY`.
+            from the hash of block `block.number + SEED_DELAY`. Only the version's owner
+            or the lineage owner may ask (evaluations cost evaluators work and the pool
+            rewards: no one else can spend them).
     @param version_id The version under test.
     @param eval_set_id A revealed eval set of the same lineage.
     @return The request id.
@@ -329,6 +331,7 @@ def request_evaluation(version_id: uint256, eval_set_id: uint256) -> uint256:
     es: EvalSet = self.eval_sets[eval_set_id]
     assert es.revealed_block != 0, "ModelEvaluation: eval set not revealed"
     name_id: bytes32 = staticcall registry.name_id_of(version_id)
+    assert msg.sender == staticcall registry.owner_of(version_id) or msg.sender == staticcall registry.name_owner(name_id), "ModelEvaluation: only the version or lineage owner may request"
     assert es.name_id == name_id, "ModelEvaluation: eval set belongs to another lineage"
     assert staticcall registry.registered_block_of(version_id) < es.revealed_block, "ModelEvaluation: version registered after the eval set was revealed"
     policy: Policy = self.policies[name_id]
@@ -542,9 +545,11 @@ def _gate(version_id: uint256, eval_set_id: uint256) -> (bool, String[400], uint
     best_anc: uint256 = 0
     best: uint256 = 0
     nearest_checked: bool = False
+    # Ancestors within the lineage only: a fork under another name has its own owner,
+    # policy and eval sets, and starts its own release history.
     a: uint256 = staticcall registry.parent_of(version_id)
     for _: uint256 in range(MAX_ANCESTORS):
-        if a == 0:
+        if a == 0 or staticcall registry.name_id_of(a) != name_id:
             break
         if self.released[a]:
             ar: Result = self.results[a][eval_set_id]
