@@ -104,7 +104,7 @@ def start_node(chain, reg, acct, version, onnx, workdir, **cfg):
 
 # ------------------------------------------------------------------ 1. node overhead
 
-def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool) -> dict:
+def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = True) -> dict:
     import httpx
     import onnxruntime as ort
 
@@ -113,6 +113,8 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool) -> dict:
 
     onnx = export_mlp(tmp / "serve.onnx", (512, 2048, 2048, 10))
     version = publish_model(chain, "bench-serve", onnx).version
+    if not report:
+        return {"version": version, "onnx": onnx}
     node, srv = start_node(chain, reg, accounts[3], version, onnx, tmp / "nodes")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -126,15 +128,27 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool) -> dict:
     for batch, n in ((1, 100 if quick else 300), (32, 30 if quick else 100)):
         x = np.random.default_rng(batch).random((batch, 512), dtype=np.float32)
         xl = x.tolist()
-        t_raw = timeit(lambda: raw.run(None, {"x": x}), n)
-        t_node = timeit(lambda: node.infer({"version": version, "input": xl, "nonce": next(nonce)}), n)
         xt = {"x": encode_tensor(x)}      # the router's wire form: base64 little-endian bytes
-        t_http = timeit(lambda: client.post(srv.url + "/v1/infer",
-                                            json={"version": version, "input": xt, "nonce": next(nonce)}), n)
-        t_json = timeit(lambda: client.post(srv.url + "/v1/infer",
-                                            json={"version": version, "input": xl, "nonce": next(nonce)}), n // 3)
-        med = {k: statistics.median(v) for k, v in (("raw", t_raw), ("node", t_node), ("http", t_http),
-                                                     ("json", t_json))}
+        calls = {
+            "raw": lambda: raw.run(None, {"x": x}),
+            "node": lambda: node.infer({"version": version, "input": xl, "nonce": next(nonce)}),
+            "http": lambda: client.post(srv.url + "/v1/infer",
+                                        json={"version": version, "input": xt, "nonce": next(nonce)}),
+            "json": lambda: client.post(srv.url + "/v1/infer",
+                                        json={"version": version, "input": xl, "nonce": next(nonce)}),
+        }
+        for f in calls.values():
+            for _ in range(5):
+                f()
+        # interleaved (raw, node, http, json, raw, ...) so load from other processes on this
+        # machine hits every variant alike
+        times: dict[str, list[float]] = {k: [] for k in calls}
+        for _ in range(n):
+            for k, f in calls.items():
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
         over_node, over_http = med["node"] - med["raw"], med["http"] - med["raw"]
         results[batch] = med
         print(f"batch {batch:>2}: raw onnxruntime {ms(med['raw'])} | node (in-process) {ms(med['node'])} "
@@ -173,7 +187,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool) -> dict:
 
 # ------------------------------------------------------------------ 2. ezkl overhead
 
-def bench_ezkl(tmp: Path, cache: Path, quick: bool):
+def bench_ezkl(tmp: Path, cache: Path, quick: bool, compare: bool = True):
     import ezkl
 
     from proofmesh.inference.zk import Circuit
@@ -184,6 +198,8 @@ def bench_ezkl(tmp: Path, cache: Path, quick: bool):
     print(f"\n== 2. ezkl through proofmesh vs ezkl directly (MLP 4-8-3, logrows {c.logrows}) ==")
     print(f"circuit build (cached per model after the first time): {time.perf_counter() - t0:.1f} s")
     x = np.random.default_rng(0).random((1, 4), dtype=np.float32)
+    if not compare:   # only a proof is needed (for the gas section)
+        return onnx, c, c.prove(c.witness(x, tmp / "w"), tmp / "pm.json")
     reps = 2 if quick else 3
     pm_prove, raw_prove, pm_verify, raw_verify = [], [], [], []
     proof = None
@@ -230,7 +246,8 @@ def bench_gas(chain, accounts, reg, onnx, circuit, proof, cache: Path, batch_b: 
     reg.post_bond(reg.min_bond(), sender=node)
     rc = Receipt(v1, proof.instances[0].to_bytes(32, "big"), instances_hash(proof.instances[1:]), 1, 0,
                  COMMIT_ZK).signed(node, reg.domain)
-    verify_gas = vc.functions.verifyProof(proof.proof, proof.instances).estimate_gas()
+    # a real transaction to the verifier (estimate_gas pads its guess)
+    verify_gas = chain.transact(vc.functions.verifyProof(proof.proof, proof.instances), sender=accounts[5]).gas_used
     single = reg.submit_proof(rc, proof.proof, proof.instances, sender=accounts[5]).gas_used
     print(f"verifier bytecode {len(bytecode):,} bytes; verifyProof alone: {verify_gas:,} gas (tx incl. calldata)")
     print(f"single proof via InferenceRegistry.submit_proof (receipt signature + instance checks): {single:,} gas "
@@ -249,7 +266,8 @@ def bench_gas(chain, accounts, reg, onnx, circuit, proof, cache: Path, batch_b: 
         onnx_b = export_mlp(tmp / "zk_batch.onnx", (4, 8, 3), seed=1)
         vb = publish_model(chain, "bench-zk-batch", onnx_b).version
         t = time.perf_counter()
-        cb = Circuit.build(onnx_b, cache, batch=batch_b, dev=True)
+        # more rows, fewer columns: keeps the generated verifier under the 24,576-byte limit
+        cb = Circuit.build(onnx_b, cache, batch=batch_b, dev=True, max_logrows=16)
         print(f"batched circuit B={batch_b}: logrows {cb.logrows}, build {time.perf_counter() - t:.1f} s")
         x = np.random.default_rng(1).random((batch_b, 4), dtype=np.float32)
         w = cb.witness(x, tmp / "wb")
@@ -279,8 +297,9 @@ def bench_gas(chain, accounts, reg, onnx, circuit, proof, cache: Path, batch_b: 
 def bench_router(chain, accounts, reg, onnx, version, tmp: Path, quick: bool) -> None:
     from proofmesh.inference.router import Router
 
-    print("\n== 4. router throughput, 3 nodes vs 1 (each node one request at a time, 10 ms service latency) ==")
-    n_req = 60 if quick else 200
+    print("\n== 4. router throughput, 3 nodes vs 1 (each node runs one request at a time and takes >= 100 ms, "
+          "like an accelerator-bound model; router and nodes share this process) ==")
+    n_req = 45 if quick else 90
     x = np.random.default_rng(3).random((1, 512), dtype=np.float32).tolist()
     rates = {}
     started = []
@@ -288,7 +307,7 @@ def bench_router(chain, accounts, reg, onnx, version, tmp: Path, quick: bool) ->
         while len(started) < n_nodes:
             acct = accounts[5 + len(started)]
             started.append(start_node(chain, reg, acct, version, onnx, tmp / "rnodes", max_concurrency=1,
-                                      delay_ms=10))
+                                      delay_ms=100))
         live = {s[0].address for s in started[:n_nodes]}
         router = Router(chain, version, account=accounts[9])
         router.discover()
@@ -315,6 +334,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--skip-zk", action="store_true", help="skip the ezkl and gas sections")
     ap.add_argument("--batch-circuit", type=int, default=16, help="inputs per proof in the batched circuit (0: skip)")
+    ap.add_argument("--sections", default="overhead,ezkl,gas,router", help="comma-separated subset to run")
     ap.add_argument("--cache", type=Path, default=Path(os.path.expanduser("~/.cache/proofmesh/bench-circuits")))
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pm-bench-inf-"))
@@ -326,11 +346,14 @@ def main() -> None:
     from proofmesh.inference.registry import InferenceRegistry
 
     reg = InferenceRegistry(chain)
-    served = bench_overhead(chain, accounts, reg, tmp, args.quick)
-    if not args.skip_zk:
-        onnx, circuit, proof = bench_ezkl(tmp, args.cache, args.quick)
-        bench_gas(chain, accounts, reg, onnx, circuit, proof, args.cache, args.batch_circuit, tmp)
-    bench_router(chain, accounts, reg, served["onnx"], served["version"], tmp, args.quick)
+    sections = set(args.sections.split(","))
+    served = bench_overhead(chain, accounts, reg, tmp, args.quick, report="overhead" in sections)
+    if not args.skip_zk and sections & {"ezkl", "gas"}:
+        onnx, circuit, proof = bench_ezkl(tmp, args.cache, args.quick, compare="ezkl" in sections)
+        if "gas" in sections:
+            bench_gas(chain, accounts, reg, onnx, circuit, proof, args.cache, args.batch_circuit, tmp)
+    if "router" in sections:
+        bench_router(chain, accounts, reg, served["onnx"], served["version"], tmp, args.quick)
 
 
 if __name__ == "__main__":
