@@ -46,8 +46,8 @@ def register(path: Annotated[Path, typer.Argument(help="A .safetensors file, a (
     if config is not None and not config.is_file():
         raise InputError(f"{config}: no such config file", fix="pass an existing file to --config")
     client = _client(account)
-    entries, _ = list_tensors(path)
-    with progress_bar("hashing tensors", total=sum(e.length for e in entries)) as advance:
+    total = None if path.suffix == ".onnx" else sum(e.length for e in list_tensors(path)[0])
+    with progress_bar("hashing tensors", total=total) as advance:
         m = manifest(path, progress=advance)
     rec, tx = client.register_version(name, m, parent=parent, base=base, data_batches=data or [], job_id=job,
                                       config=config)

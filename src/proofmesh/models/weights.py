@@ -253,7 +253,7 @@ def resolve_files(path: str | Path) -> tuple[list[Path], str]:
         if p.name == INDEX_FILE:
             return resolve_files(p.parent)
         if p.suffix != ".safetensors":
-            raise InputError(f"{p}: not a .safetensors file",
+            raise InputError(f"{p}: not a .safetensors (or .onnx) file",
                              fix="convert the weights with safetensors.torch.save_file or save_pretrained()")
         return [p], "lora" if p.name == ADAPTER_FILE else "full"
     if (p / ADAPTER_CONFIG).exists():
@@ -379,8 +379,36 @@ def hash_tensors(entries: Iterable[TensorEntry], *, threads: int | None = None,
     return out
 
 
+def onnx_tensor_hashes(path: str | Path) -> tuple[list[TensorHash], int]:
+    """Per-initializer hashes of an ONNX model (dtype = ONNX type name, bytes = the
+    little-endian array bytes), so an ONNX export can be registered and evaluated with
+    onnxruntime. ONNX files are protobufs (< 2 GB) and are parsed in memory."""
+    import onnx
+    from onnx import numpy_helper
+
+    p = Path(path)
+    try:
+        model = onnx.load(str(p), load_external_data=True)
+    except Exception as exc:  # onnx raises DecodeError / ValidationError / OSError
+        raise InputError(f"{p}: not a readable ONNX model ({exc.__class__.__name__})",
+                         fix="export it again with torch.onnx.export") from exc
+    out, total = [], 0
+    for t in model.graph.initializer:
+        arr = numpy_helper.to_array(t, base_dir=str(p.parent))
+        raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        total += len(raw)
+        out.append(TensorHash(t.name, onnx.TensorProto.DataType.Name(t.data_type), tuple(int(d) for d in t.dims),
+                              hashlib.sha256(raw).digest()))
+    return out, total
+
+
 def manifest(path: str | Path, *, threads: int | None = None, progress=None) -> WeightsManifest:
     """Hash every tensor of the model at ``path``: the full per-tensor manifest."""
+    if Path(path).suffix == ".onnx" and Path(path).is_file():
+        hashes, total = onnx_tensor_hashes(path)
+        if progress:
+            progress(total)
+        return WeightsManifest(hashes, kind="full", total_bytes=total, files=[str(path)])
     entries, kind = list_tensors(path)
     hashes = hash_tensors(entries, threads=threads, progress=progress)
     return WeightsManifest(hashes, kind=kind, total_bytes=sum(e.length for e in entries),
