@@ -153,15 +153,17 @@ class Circuit:
     # --- building -----------------------------------------------------------------
     @classmethod
     def build(cls, onnx_path: str | Path, cache_dir: str | Path, *, batch: int = 1, scale: int = 7,
-              max_logrows: int = 14, srs: str | Path | None = None, dev: bool = False,
-              calibration: np.ndarray | None = None, seed: int = 0) -> "Circuit":
+              max_logrows: int = 14, min_logrows: int | None = None, srs: str | Path | None = None,
+              dev: bool = False, calibration: np.ndarray | None = None, seed: int = 0) -> "Circuit":
         """Build (or load from cache) the circuit of ``onnx_path`` proving ``batch`` rows.
 
         ``srs``: a ceremony SRS file for production; without it a local SRS is generated,
         which requires ``dev=True`` (it is insecure) and marks the circuit ``dev_srs``.
         ``max_logrows``: fewer rows means more columns and a bigger generated verifier;
         for the small MLP, logrows 12 gives a 27 KB verifier (over the 24,576-byte
-        EIP-170 limit) while 14 gives 19.8 KB, hence the default.
+        EIP-170 limit) while 14 gives 19.8 KB, hence the default. ``min_logrows`` forces
+        at least that many (calibration picks the fewest that fit), e.g. for batched
+        circuits whose verifier would otherwise be too big to deploy.
         """
         import ezkl
 
@@ -176,7 +178,8 @@ class Circuit:
                                         "or enable dev mode to generate an insecure local SRS")
         srs_hash = _sha256_file(Path(srs)).hex() if srs is not None else "dev"
         onnx_hash = file_sha256(onnx_path)
-        key = hashlib.sha256(json.dumps([CIRCUIT_FORMAT, onnx_hash.hex(), batch, scale, max_logrows, srs_hash])
+        key = hashlib.sha256(json.dumps([CIRCUIT_FORMAT, onnx_hash.hex(), batch, scale, max_logrows, srs_hash]
+                                        + ([min_logrows] if min_logrows else []))
                              .encode()).hexdigest()[:24]
         directory = Path(cache_dir) / key
         if (directory / "circuit.json").exists():
@@ -213,6 +216,11 @@ class Circuit:
                                                            for i in range(0, len(cal_rows), batch)]}))
             ezkl.calibrate_settings(str(cal_file), str(onnx_path), s, "resources", scales=[scale],
                                     max_logrows=max_logrows)
+            if min_logrows:
+                doc = json.loads(Path(s).read_text())
+                if doc["run_args"]["logrows"] < min_logrows:
+                    doc["run_args"]["logrows"] = int(min_logrows)
+                    Path(s).write_text(json.dumps(doc))
             ezkl.compile_circuit(str(onnx_path), c, s)
             logrows = int(json.loads(Path(s).read_text())["run_args"]["logrows"])
             if srs is not None:
