@@ -203,7 +203,7 @@ class Device:
                 if code in _DONE_CODES:
                     done += 1
                     self.counts["sent_ok"] += 1
-                elif code in ("unknown_nonce", "timestamp_in_future", "unknown_or_revoked_key"):
+                elif code in ("timestamp_in_future", "unknown_or_revoked_key"):
                     # May succeed later (gateway restarted with a lagging view); keep a bounded time.
                     if time.time() - decode_record(rec).timestamp < 120:
                         keep.append(rec)

@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+
 from proofmesh.crypto.cid import cid_of_bytes
 from proofmesh.edge.beacon import Beacons
 from proofmesh.edge.epoch_tree import EpochCommitment
@@ -48,6 +51,7 @@ from proofmesh.errors import InputError, ProofmeshError
 log = logging.getLogger("proofmesh.edge.gateway")
 
 MAX_FUTURE_SKEW = 5          # seconds a device clock may run ahead
+MAX_AGE_EPOCHS = 2           # readings older than this many epochs are refused as closed
 _BIG = 2**64 - 1
 
 
@@ -136,6 +140,7 @@ class GatewayCore:
         self.log = ReadingLog(self.dir / "readings.log")
         self._recover()
         self.pool = VerifierPool(config.workers)
+        self.last_publish_error = ""
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -176,7 +181,9 @@ class GatewayCore:
                 if g["slashed"]:
                     raise ProofmeshError("this gateway was slashed in EdgeEpochs",
                                          fix="a slashed gateway cannot publish again; use a new node key")
-                first = max(self.edge.chain.timestamp(), int(time.time())) // self.epoch_length
+                now = max(self.edge.chain.timestamp(), int(time.time()))
+                # Start with the current epoch unless it ends before the enrolment can be mined.
+                first = now // self.epoch_length + (1 if now % self.epoch_length > self.epoch_length - 4 else 0)
                 self.edge.enroll(first, self.beacons.seed_hash(first), sender=self.key.account)
                 g = self.edge.gateway(self.key.address)
             self.first_epoch = g["next_epoch"]
@@ -240,7 +247,8 @@ class GatewayCore:
                ) -> tuple[list[bytes], list[str], list[tuple[bytes, int, int, int]]]:
         el, il = self.epoch_length, self.interval_length
         current_epoch = int(now) // el
-        lo_epoch = max(self.closed_through + 1, self.first_epoch)
+        # Only the current epoch and the MAX_AGE_EPOCHS before it can still take readings.
+        lo_epoch = max(self.closed_through + 1, self.first_epoch, current_epoch - MAX_AGE_EPOCHS)
         self.beacons.prepare(lo_epoch * el // il, (current_epoch + 1) * el // il)
         horizon = now + self.config.max_future_skew
         devices, last, stats = self.devices, self.last, self.stats
@@ -336,11 +344,12 @@ class GatewayCore:
                     continue
                 e = g["next_epoch"]
                 end = (e + 1) * self.epoch_length
-                if time.time() >= end + self.config.grace and self.edge.chain.timestamp() >= end:
+                if time.time() >= end + self.config.grace:
                     rec = self.publish_epoch(e)
                     log.info("published epoch %d: %s", e, rec)
             except Exception as exc:  # retry next tick; the epoch stays closed, its file is rebuilt
                 self.stats["publish_errors"] += 1
+                self.last_publish_error = f"{type(exc).__name__}: {exc}"
                 log.warning("publishing failed: %s", exc)
 
     # ------------------------------------------------------------------ queries
@@ -368,14 +377,11 @@ class GatewayCore:
             open_counts = {str(e): len(b.entries) for e, b in self.open.items()}
         return {"gateway": self.key.address, "counts": dict(self.stats), "devices_seen": len(self.last),
                 "open_epochs": open_counts, "published": {str(k): v for k, v in self.published.items()},
-                "known_keys": len(self.devices.keys)}
+                "known_keys": len(self.devices.keys), "last_publish_error": self.last_publish_error}
 
 
 def make_router(core: GatewayCore, prefix: str = "/edge") -> Any:
     """The gateway's HTTP API as a FastAPI ``APIRouter`` (the node daemon can include it)."""
-    from fastapi import APIRouter, HTTPException, Request
-    from fastapi.responses import JSONResponse
-
     router = APIRouter(prefix=prefix)
 
     @router.get("/beacon")

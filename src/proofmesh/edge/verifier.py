@@ -101,17 +101,18 @@ def _worker_verify(prefix: bytes, chunk: bytes, offsets: list[int]) -> bytes:
 class VerifierPool:
     """A process pool that verifies spans of a batch in parallel.
 
-    Uses the ``forkserver`` start method: the gateway runs threads (uvicorn, chain
-    polling) and forking a threaded process is unsafe.
+    Uses the ``spawn`` start method (the gateway runs threads, and forking a threaded
+    process is unsafe); each worker asks the kernel to kill it when the gateway dies, so a
+    gateway killed with SIGKILL leaves no orphans behind.
     """
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers if workers is not None else (os.cpu_count() or 1)
         self._pool = None
         if self.workers > 0:
-            ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["proofmesh.edge.verifier"])
-            self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            ctx = mp.get_context("spawn")
+            self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                                initializer=_die_with_parent)
             # Start the workers now so the first batch does not pay for it.
             list(self._pool.map(_noop, range(self.workers)))
 
@@ -139,3 +140,14 @@ class VerifierPool:
 
 def _noop(_: int) -> int:
     return 0
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when its parent (the gateway) dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pool's own EOF detection still applies
+        pass
