@@ -51,8 +51,12 @@ def test_bad_parent_base_and_name_rules(client, chain, gpt2_dir: Path, lora_dir:
     # another account cannot add versions to a lineage it does not own
     other = ModelRegistryClient(chain.with_account(accounts[8]))
     d2 = tiny.save(tiny.gpt2(seed=5), tmp_path / "g5")
-    with pytest.raises(ContractRevert, match="name is owned by another account"):
+    with pytest.raises(InputError, match="lineage 'm' is owned by"):
         other.register_version("m", d2, parent=v1.id)
+    m2 = manifest(d2)     # the contract refuses on its own too
+    with pytest.raises(ContractRevert, match="name is owned by another account"):
+        chain.transact(client.registry.functions.register("m", m2.root, v1.id, 0, 0, [], 0, "", ""),
+                       sender=accounts[8])
     v2, _ = other.register_version("their-finetune", d2, parent=v1.id)   # forking under its own name is fine
     assert client.children(v1.id) == [v2.id]
     assert client.versions_of("m") == [1] and client.versions_of("their-finetune") == [2]

@@ -234,6 +234,11 @@ class ModelRegistryClient:
             raise InputError("--base is only for LoRA adapters", fix="drop --base for full weights")
         if base and not self.exists(base):
             raise InputError(f"base version {base} does not exist", fix="register the base model first")
+        account = sender or self.chain.account
+        current = self.chain.call(self.registry.functions.name_owner(name_id(name)))
+        if account is not None and int(current, 16) != 0 and current != account.address:
+            raise InputError(f"lineage {name!r} is owned by {current}",
+                             fix="register under your own --name (a fork may still name this version as --parent)")
         batches = [_b32(b) for b in data_batches]
         if len(batches) > MAX_BATCHES:
             raise InputError(f"{len(batches)} data batches (max {MAX_BATCHES})", fix="merge batches before training")
