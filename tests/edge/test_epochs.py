@@ -118,7 +118,7 @@ def test_gateway_rejects_replay_future_revoked_forged(net, tmp_path):
     assert ans["codes"] == ["ok", "replayed_seq", "unknown_or_revoked_key", "timestamp_in_future"]
     ans = _submit(net, [bad_nonce], now=t0 + 2)
     assert ans["codes"] == ["bad_signature"] or ans["codes"] == ["unknown_or_revoked_key"]
-    assert ans["receipts"] == []
+    assert ans["receipt"] is None
     # revoke d1's key on chain: its readings are refused from then on
     net["edge"].revoke_key(d1.address, owner=net["owner"])
     core.devices.refresh()
@@ -215,8 +215,8 @@ def test_acknowledged_reading_left_out_is_proven(net, accounts):
     core, t0 = net["core"], net["start"]
     dev = net["devices"][0]
     ans = _submit(net, [_reading(net, dev, s, t0 + s) for s in (1, 2, 3)], now=t0 + 4)
-    receipt = ans["receipts"][0]
-    assert (receipt["firstSeq"], receipt["lastSeq"]) == (1, 3)
+    receipt = ans["receipt"]
+    assert receipt["runs"] == [["0x" + dev.address_bytes.hex(), net["epoch"], 1, 3]]
     bucket = core.open[net["epoch"]]
     dropped = bucket.entries.pop(1)          # the gateway silently drops seq 2
     c, _ = _publish(net)

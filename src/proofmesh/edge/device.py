@@ -195,9 +195,9 @@ class Device:
                 self.counts["send_failures"] += 1
                 return done
             codes = answer["codes"]
-            with (self.dir / "receipts.jsonl").open("a") as f:
-                for rc in answer["receipts"]:
-                    f.write(json.dumps(rc) + "\n")
+            if answer.get("receipt"):
+                with (self.dir / "receipts.jsonl").open("a") as f:
+                    f.write(json.dumps(answer["receipt"]) + "\n")
             keep = []
             for rec, code in zip(batch, codes):
                 if code in _DONE_CODES:

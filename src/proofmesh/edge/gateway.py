@@ -11,8 +11,8 @@ Pipeline of one HTTP batch (``POST /edge/readings``, wire format of
    gateway's beacons for that epoch and not later than the timestamp; every rejection is
    counted by reason in ``/edge/stats``;
 4. append the accepted readings to the :class:`~proofmesh.edge.readlog.ReadingLog` and
-   ``fsync`` once, then answer with signed EIP-712 receipts (one per run of consecutive
-   accepted seqs of a device in an epoch).
+   ``fsync`` once, then answer with a signed EIP-712 receipt (covering every run of consecutive
+   accepted seqs of a device in an epoch; one signature per batch over their Merkle root).
 
 A publisher thread closes each epoch (after a grace period for late batches), builds the
 :class:`~proofmesh.edge.epoch_tree.EpochCommitment`, writes it to
@@ -43,7 +43,8 @@ from proofmesh.crypto.cid import cid_of_bytes
 from proofmesh.edge.beacon import Beacons
 from proofmesh.edge.epoch_tree import EpochCommitment
 from proofmesh.edge.identity import KeyHolder
-from proofmesh.edge.reading import RECORD, ReadingDomain, decode_record, sign_digest, split_batch
+from proofmesh.crypto.merkle import MerkleTree
+from proofmesh.edge.reading import RECORD, ReadingDomain, decode_record, run_leaf, sign_digest, split_batch
 from proofmesh.edge.readlog import ReadingLog
 from proofmesh.edge.verifier import OK, STATUS_NAMES, VerifierPool
 from proofmesh.errors import InputError, ProofmeshError
@@ -239,9 +240,9 @@ class GatewayCore:
         if entries:
             # One fsync per batch, off the event loop; acknowledged only once durable.
             await asyncio.get_running_loop().run_in_executor(None, self.log.sync)
-        receipts = [self._receipt(*run) for run in runs]
         accepted = sum(1 for c in codes if c == "ok")
-        return {"accepted": accepted, "rejected": len(codes) - accepted, "codes": codes, "receipts": receipts}
+        return {"accepted": accepted, "rejected": len(codes) - accepted, "codes": codes,
+                "receipt": self._receipt(runs) if runs else None}
 
     def _judge(self, body: bytes, offsets: list[int], results: bytes, now: float
                ) -> tuple[list[bytes], list[str], list[tuple[bytes, int, int, int]]]:
@@ -295,10 +296,16 @@ class GatewayCore:
         stats["batches"] += 1
         return entries, codes, runs
 
-    def _receipt(self, device: bytes, epoch: int, first: int, last: int) -> dict[str, Any]:
-        r, s, v = sign_digest(self.key.private_key, self.domain.receipt_digest(device, epoch, first, last))
-        return {"device": "0x" + device.hex(), "epoch": epoch, "firstSeq": first, "lastSeq": last,
-                "signature": "0x" + (r + s + bytes([v])).hex()}
+    def _receipt(self, runs: list[tuple[bytes, int, int, int]]) -> dict[str, Any]:
+        """One signature per batch: EIP-712 Receipt over the Merkle root of its accepted runs.
+
+        Each run is (device, epoch, firstSeq, lastSeq) of consecutive accepted seqs. Anyone
+        holding the receipt rebuilds the tree from ``runs`` to prove a run on chain.
+        """
+        tree = MerkleTree([run_leaf(*r) for r in runs])
+        r, s, v = sign_digest(self.key.private_key, self.domain.receipt_digest(tree.root))
+        return {"runsRoot": "0x" + tree.root.hex(), "signature": "0x" + (r + s + bytes([v])).hex(),
+                "runs": [["0x" + d.hex(), e, a, b] for d, e, a, b in runs]}
 
     # ------------------------------------------------------------------ epochs
     def close_epoch(self, epoch: int) -> EpochCommitment:

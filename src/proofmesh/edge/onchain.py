@@ -172,17 +172,27 @@ class EdgeChain:
 
     def challenge_omission(self, gateway: str, c: EpochCommitment, receipt: dict[str, Any], reading: Leaf, *,
                            sender: LocalAccount | None = None) -> TxResult:
-        """Prove a receipted reading is missing: find the gap it would sit in."""
+        """Prove a receipted reading is missing: its run in the batch receipt, and the gap it would sit in."""
+        from proofmesh.crypto.merkle import MerkleTree
+        from proofmesh.edge.reading import run_leaf
+
+        runs = [(bytes.fromhex(d[2:]), e, a, b) for d, e, a, b in receipt["runs"]]
+        k = next((i for i, (d, e, a, b) in enumerate(runs)
+                  if d == reading.device and e == c.epoch and a <= reading.seq <= b), None)
+        if k is None:
+            raise InputError(f"the receipt does not cover seq {reading.seq} of that device in epoch {c.epoch}",
+                             fix="use the receipt the gateway returned for that batch")
+        tree = MerkleTree([run_leaf(*r) for r in runs])
         key = (reading.device, reading.seq)
-        below = [k for k, lf in enumerate(c.leaves) if (lf.device, lf.seq) < key]
+        below = [i for i, lf in enumerate(c.leaves) if (lf.device, lf.seq) < key]
         i = below[-1] if below else None
         j = (i + 1) if i is not None else 0
         j = j if j < len(c.leaves) else None
         sig = bytes.fromhex(receipt["signature"].removeprefix("0x"))
+        _, _, first, last = runs[k]
         return self.chain.transact(self.epochs.functions.challenge_omission(
-            Web3.to_checksum_address(gateway), c.epoch, reading.as_tuple(),
-            receipt["firstSeq"], receipt["lastSeq"], sig[64], sig[:32], sig[32:64], *self._pair(c, i, j)),
-            sender=sender)
+            Web3.to_checksum_address(gateway), c.epoch, reading.as_tuple(), first, last, tree.root, tree.proof(k),
+            sig[64], sig[:32], sig[32:64], *self._pair(c, i, j)), sender=sender)
 
     def challenge_empty_slot(self, gateway: str, c: EpochCommitment, index: int, *,
                              sender: LocalAccount | None = None) -> TxResult:

@@ -33,7 +33,7 @@ from proofmesh.errors import InputError
 
 READING_TYPE = ("Reading(address device,uint64 seq,bytes32 nonce,uint64 timestamp,"
                 "bytes32 payloadHash,bytes32 modelVersion,bytes32 outputHash)")
-RECEIPT_TYPE = "Receipt(address device,uint64 epoch,uint64 firstSeq,uint64 lastSeq)"
+RECEIPT_TYPE = "Receipt(bytes32 runsRoot)"
 READING_TYPEHASH = keccak256(READING_TYPE.encode())
 RECEIPT_TYPEHASH = keccak256(RECEIPT_TYPE.encode())
 DOMAIN_TYPEHASH = keccak256(
@@ -47,9 +47,7 @@ READING_TYPES = {"Reading": [
     {"name": "nonce", "type": "bytes32"}, {"name": "timestamp", "type": "uint64"},
     {"name": "payloadHash", "type": "bytes32"}, {"name": "modelVersion", "type": "bytes32"},
     {"name": "outputHash", "type": "bytes32"}]}
-RECEIPT_TYPES = {"Receipt": [
-    {"name": "device", "type": "address"}, {"name": "epoch", "type": "uint64"},
-    {"name": "firstSeq", "type": "uint64"}, {"name": "lastSeq", "type": "uint64"}]}
+RECEIPT_TYPES = {"Receipt": [{"name": "runsRoot", "type": "bytes32"}]}
 
 MAGIC = b"PMRB"
 VERSION = 1
@@ -128,16 +126,20 @@ class ReadingDomain:
         return keccak256(self.prefix + keccak256(struct_bytes(device, seq, nonce, timestamp, payload_hash,
                                                               model_version, output_hash)))
 
-    def receipt_digest(self, device: bytes, epoch: int, first_seq: int, last_seq: int) -> bytes:
-        """The digest a gateway signs to acknowledge seqs first..last of a device in an epoch."""
-        body = b"".join((RECEIPT_TYPEHASH, _Z12, device, _Z24, epoch.to_bytes(8, "big"), _Z24,
-                         first_seq.to_bytes(8, "big"), _Z24, last_seq.to_bytes(8, "big")))
-        return keccak256(self.prefix + keccak256(body))
+    def receipt_digest(self, runs_root: bytes) -> bytes:
+        """The digest a gateway signs for one batch: ``Receipt(runsRoot)``."""
+        return keccak256(self.prefix + keccak256(RECEIPT_TYPEHASH + runs_root))
 
     def eip712_domain(self) -> dict:
         """The domain as an eth_account ``domain_data`` dict."""
         return {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": self.chain_id,
                 "verifyingContract": "0x" + self.verifying_contract.hex()}
+
+
+def run_leaf(device: bytes, epoch: int, first_seq: int, last_seq: int) -> bytes:
+    """OpenZeppelin leaf of a receipt run ``(address, uint64, uint64, uint64)``."""
+    return keccak256(keccak256(b"".join((_Z12, device, _Z24, epoch.to_bytes(8, "big"), _Z24,
+                                         first_seq.to_bytes(8, "big"), _Z24, last_seq.to_bytes(8, "big")))))
 
 
 def sign_digest(private_key: coincurve.PrivateKey, digest: bytes) -> tuple[bytes, bytes, int]:

@@ -126,9 +126,7 @@ MAX_DEPTH: constant(uint256) = 32
 READING_TYPEHASH: public(constant(bytes32)) = keccak256(
     "Reading(address device,uint64 seq,bytes32 nonce,uint64 timestamp,bytes32 payloadHash,bytes32 modelVersion,bytes32 outputHash)"
 )
-RECEIPT_TYPEHASH: public(constant(bytes32)) = keccak256(
-    "Receipt(address device,uint64 epoch,uint64 firstSeq,uint64 lastSeq)"
-)
+RECEIPT_TYPEHASH: public(constant(bytes32)) = keccak256("Receipt(bytes32 runsRoot)")
 _MAX_S: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168
 
 node_registry: public(immutable(INodeRegistry))
@@ -356,12 +354,14 @@ def challenge_count(gateway: address, epoch: uint64, device: address, uptime: ui
 
 @external
 def challenge_omission(gateway: address, epoch: uint64, reading: Leaf, first_seq: uint64, last_seq: uint64,
-                       rv: uint8, rr: bytes32, rs: bytes32,
+                       runs_root: bytes32, run_proof: DynArray[bytes32, 255], rv: uint8, rr: bytes32, rs: bytes32,
                        has_a: bool, a: Leaf, a_proof: DynArray[bytes32, MAX_DEPTH],
                        has_b: bool, b: Leaf, b_proof: DynArray[bytes32, MAX_DEPTH]):
     """
-    @notice Prove that the gateway acknowledged a valid reading (signed EIP-712 Receipt
-            for the device, epoch and a seq range) but left it out of the root: its
+    @notice Prove that the gateway acknowledged a valid reading but left it out of the
+            root. A batch receipt is an EIP-712 Receipt(runsRoot) signed by the gateway,
+            where runsRoot is a sorted-pair Merkle root of (device, epoch, firstSeq, lastSeq)
+            runs of consecutive accepted seqs (one signature per batch). The reading's
             (device, seq) sorts strictly between the adjacent leaves a and b. The reading
             itself must be valid (device signature, key, beacon), so a gateway never has
             to include an invalid reading it acknowledged by mistake.
@@ -370,6 +370,8 @@ def challenge_omission(gateway: address, epoch: uint64, reading: Leaf, first_seq
     @param reading The omitted reading (index, credit and last_credit_interval are ignored).
     @param first_seq First sequence number the receipt acknowledges.
     @param last_seq Last sequence number the receipt acknowledges.
+    @param runs_root The receipt's runs root.
+    @param run_proof Proof of (device, epoch, first_seq, last_seq) in runs_root.
     @param rv Receipt signature v.
     @param rr Receipt signature r.
     @param rs Receipt signature s.
@@ -383,7 +385,9 @@ def challenge_omission(gateway: address, epoch: uint64, reading: Leaf, first_seq
     e: Epoch = self._open_epoch(gateway, epoch)
     assert first_seq <= reading.seq and reading.seq <= last_seq, "EdgeEpochs: seq outside the receipt"
     assert convert(rs, uint256) <= _MAX_S, "EdgeEpochs: malleable signature"
-    receipt_hash: bytes32 = keccak256(abi_encode(RECEIPT_TYPEHASH, reading.device, epoch, first_seq, last_seq))
+    run_leaf: bytes32 = keccak256(keccak256(abi_encode(reading.device, epoch, first_seq, last_seq)))
+    assert merkle._verify(run_proof, runs_root, run_leaf), "EdgeEpochs: run not in the receipt"
+    receipt_hash: bytes32 = keccak256(abi_encode(RECEIPT_TYPEHASH, runs_root))
     assert ecrecover(eip712._hash_typed_data_v4(receipt_hash), rv, rr, rs) == gateway, "EdgeEpochs: receipt not signed by gateway"
     assert self._reading_valid(e, epoch, reading), "EdgeEpochs: omitted reading is not valid"
     self._check_pair(e, has_a, a, a_proof, has_b, b, b_proof)
