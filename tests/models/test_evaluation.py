@@ -128,10 +128,18 @@ def test_attestation_attacks_revert(client, chain, lineage, evaluators, tiny) ->
         client.submit_attestation(rid, client.make_attestation(rid, 11.0, e1))
     # after the window closes nothing is accepted
     late = client.make_attestation(rid, 10.0, e2, deadline=chain.timestamp() + 10 * 86400)
+    with pytest.raises(ContractRevert, match="window still open"):
+        client.chain.transact(client.evaluation.functions.expire(rid))
     tiny.advance_to(chain, client.request(rid)["deadline"] + 1)
     with pytest.raises(ContractRevert, match="attestation window closed"):
         client.submit_attestation(rid, late)
     assert client.request(rid)["count"] == 1
+    # the two no-shows lose reputation, the one that attested does not; once only
+    client.chain.transact(client.evaluation.functions.expire(rid))
+    assert client.reputation(e1.address) == 0
+    assert [client.reputation(a) for a in drawn[1:]] == [-1, -1]
+    with pytest.raises(ContractRevert, match="already expired"):
+        client.chain.transact(client.evaluation.functions.expire(rid))
     # an expired request can be replaced by a fresh one
     rid2 = client.request_evaluation(lineage["v1"], lineage["es"])
     assert rid2 == rid + 1

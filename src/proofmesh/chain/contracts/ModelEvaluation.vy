@@ -117,6 +117,8 @@ reputation: public(HashMap[address, int256])
 released: public(HashMap[uint256, bool])
 released_on: public(HashMap[uint256, uint256])
 released_count: public(HashMap[bytes32, uint256])
+# @notice Requests whose no-shows have been penalised (after the window closed without a quorum).
+expired: public(HashMap[uint256, bool])
 # @notice Seconds evaluators have after the draw to attest.
 attest_window: public(uint256)
 # @notice An attestation further than this from the median (bps of the median, or
@@ -523,6 +525,25 @@ def _finalize(request_id: uint256):
             for e: address in honest:
                 log EvaluatorRewarded(evaluator=e, request_id=request_id, amount=reward)
                 extcall emission.pay_reward(POOL_EVALUATION, e, reward)
+
+
+@external
+def expire(request_id: uint256):
+    """
+    @notice After a request's window closed without a quorum, every drawn evaluator that
+            did not attest loses one reputation point. Anyone may call, once per request.
+    @param request_id The expired request.
+    """
+    req: Request = self.requests[request_id]
+    assert req.drawn, "ModelEvaluation: evaluators not drawn"
+    assert not req.finalized, "ModelEvaluation: evaluation finalized"
+    assert block.timestamp > req.deadline, "ModelEvaluation: attestation window still open"
+    assert not self.expired[request_id], "ModelEvaluation: already expired"
+    self.expired[request_id] = True
+    for e: address in self._drawn_list[request_id]:
+        if not self.has_attested[request_id][e]:
+            self.reputation[e] -= 1
+            log ReputationChanged(evaluator=e, request_id=request_id, delta=-1, reputation=self.reputation[e])
 
 
 # ---------------------------------------------------------------- release gate
