@@ -163,3 +163,18 @@ def test_binary_tensor_input(network, accounts, x1):
     wrong = encode_tensor(x1.astype(np.float64))
     r = httpx.post(n.url + "/v1/infer", json={"version": network.version, "input": {"x": wrong}, "nonce": 4})
     assert r.status_code == 422 and "float64" in r.json()["error"]
+
+
+def test_cached_key_signature_is_identical(accounts):
+    import os
+
+    from coincurve import PrivateKey
+
+    from proofmesh.inference.receipt import receipt_domain
+
+    d = receipt_domain(31337, "0x" + "22" * 20)
+    sk = PrivateKey(bytes(accounts[3].key))
+    for i in range(20):
+        r = Receipt(i, os.urandom(32), os.urandom(32), i, i, i % 2)
+        assert r.signed_with(sk, d).signature == r.signed(accounts[3], d).signature
+        assert r.signed_with(sk, d).signer(d) == accounts[3].address

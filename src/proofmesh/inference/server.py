@@ -84,6 +84,8 @@ class InferenceNode:
         self.config = config
         self.account = account
         self.address = account.address
+        from coincurve import PrivateKey
+        self._key = PrivateKey(bytes(account.key))   # built once: receipts are signed per request
         self.domain = domain                      # receipts' EIP-712 domain
         self.registry = registry                  # InferenceRegistry client (None: offline)
         self.ledger = ledger                      # payments Ledger (None: free node)
@@ -240,7 +242,7 @@ class InferenceNode:
             w = self.circuit.witness(x, self.workdir / "witness")
             answer = w.answer
             receipt = Receipt(self.config.version, w.input_hash_bytes, w.output_hash, nonce, price, COMMIT_ZK)
-            receipt = receipt.signed(self.account, self.domain)
+            receipt = receipt.signed_with(self._key, self.domain)
             digest = receipt.digest(self.domain)
             with self._lock:
                 self._proofs[digest] = None
@@ -255,7 +257,7 @@ class InferenceNode:
                 outputs = [o + np.asarray(self.config.tamper, dtype=o.dtype) for o in outputs]
             values = output_values(outputs)
             receipt = Receipt(self.config.version, input_hash(inputs), values_hash(values), nonce, price,
-                              COMMIT_VALUES).signed(self.account, self.domain)
+                              COMMIT_VALUES).signed_with(self._key, self.domain)
             with self._lock:
                 if cid is not None:
                     self._channels[cid].unpaid += price
