@@ -41,11 +41,12 @@ from proofmesh.errors import InputError, ProofmeshError
 
 DEFAULT_PASSWORD = "devnet"
 # Roles and stake per node index (cycled): every capability has at least one node
-# from 4 nodes on, and two nodes can compute so replicated jobs have workers.
-ROLE_PLAN = ["data,evaluator,tools", "compute,evaluator", "compute,inference", "gateway,inference,evaluator"]
+# from 4 nodes on, and three nodes compute, so a replicated job (3 replicas) posted by
+# node0 finds its workers.
+ROLE_PLAN = ["data,evaluator,tools", "compute,evaluator", "compute,inference", "compute,gateway,inference"]
 STAKE_STEP = 1_000            # node i stakes (i + 1) * STAKE_STEP MESH
 EXTRA_MESH = 10_000           # working balance on top of the stake
-START_TIMEOUT = 90.0
+START_TIMEOUT = 180.0        # generous: on a loaded 2-core machine one import of web3+torch takes 10-20 s
 
 
 class DevnetError(ProofmeshError):
@@ -219,7 +220,7 @@ def _start_daemons(record: DevnetRecord, log: Callable[[str], None]) -> None:
                 tail = _tail(Path(node.home) / "node" / "stdout.log")
                 raise DevnetError(f"{node.name} exited at start (code {popen.returncode}): {tail}",
                                   fix=f"see {node.home}/node/stdout.log")
-            h = daemon_health(node.url, timeout=1.0)
+            h = daemon_health(node.url, timeout=5.0)  # a busy node (training) answers slowly, not never
             if h is not None and h.get("url"):
                 log(f"{node.name} healthy")
                 break
