@@ -259,9 +259,11 @@ class JobMarketClient:
     def finalize_replicated(self, job_id: int, sender: Any = None):
         return self._tx(self.c.functions.finalize_replicated(job_id), sender)
 
-    def rule_replicated(self, job_id: int, accepted: Sequence[str], sender: Any = None):
+    def rule_replicated(self, job_id: int, accepted: Sequence[str], manifest_cid: str = "", result_cid: str = "",
+                        sender: Any = None):
+        """Referee's ruling; the CIDs are accepted[0]'s (registered with the result)."""
         return self._tx(self.c.functions.rule_replicated(
-            job_id, [Web3.to_checksum_address(a) for a in accepted]), sender)
+            job_id, [Web3.to_checksum_address(a) for a in accepted], manifest_cid, result_cid), sender)
 
     def reassign(self, job_id: int, sender: Any = None):
         return self._tx(self.c.functions.reassign(job_id), sender)

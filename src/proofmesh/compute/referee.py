@@ -85,6 +85,7 @@ class Referee:
     # -------------------------------------------------------------- replicated
     def judge_replicated(self, job_id: int) -> list[str]:
         """Revealed replicas whose result survives re-execution of the first disputed segment."""
+        self.locators: dict[str, tuple[str, str]] = {}
         trainer, info = self._trainer(job_id)
         revealed = {e["args"]["worker"]: e["args"] for e in self.client.chain.events(
             "JobMarket", "Revealed", argument_filters={"job_id": job_id})}
@@ -102,6 +103,7 @@ class Referee:
                     Trace.from_json(b.trace).root != ev["trace_root"]:
                 continue
             bundles[w] = b
+            self.locators[w] = (b.manifest_cid, ev["result_cid"])
         alive = dict(bundles)
         n = info.n_segments
         # Walk to the first divergence among the survivors and re-execute that segment.
@@ -136,7 +138,8 @@ class Referee:
 
     def rule_replicated(self, job_id: int) -> list[str]:
         accepted = self.judge_replicated(job_id)
-        self.client.rule_replicated(job_id, accepted)
+        manifest_cid, result_cid = self.locators[accepted[0]] if accepted else ("", "")
+        self.client.rule_replicated(job_id, accepted, manifest_cid, result_cid)
         return accepted
 
     # -------------------------------------------------------------- optimistic

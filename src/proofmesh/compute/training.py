@@ -17,7 +17,7 @@ checkpoint alone — which is all a referee has to do to settle a dispute.
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
 import math
 import os
@@ -201,11 +201,16 @@ def _canonical(obj: Any) -> bytes:
 
 # --------------------------------------------------------------------------- hashing
 def tensor_leaf(name: str, t: torch.Tensor) -> bytes:
-    """keccak(name, dtype, shape, little-endian bytes) of one tensor."""
+    """keccak(name, dtype, shape, sha256(little-endian bytes)) of one tensor.
+
+    sha256 over the bulk (hashlib: ~1.3 GB/s, no copy) like the models capability's
+    per-tensor hashes; keccak only over the short header, so checkpointing stays cheap.
+    """
     t = t.detach().contiguous().cpu()
     header = _canonical([name, str(t.dtype).removeprefix("torch."), list(t.shape)])
     # numpy's buffer is the native (little-endian on every supported CPU) byte order.
-    return keccak(header + t.reshape(-1).numpy().tobytes())
+    digest = hashlib.sha256(t.reshape(-1).numpy().data if t.dim() else t.reshape(1).numpy().data).digest()
+    return keccak(header + digest)
 
 
 def state_hash(tensors: dict[str, torch.Tensor], step: int) -> bytes:

@@ -563,7 +563,8 @@ def finalize_replicated(job_id: uint256):
 
 @external
 @nonreentrant
-def rule_replicated(job_id: uint256, accepted: DynArray[address, MAX_REPLICAS]):
+def rule_replicated(job_id: uint256, accepted: DynArray[address, MAX_REPLICAS], manifest_cid_: String[128],
+                    result_cid_: String[128]):
     """
     @notice Referee's ruling on a replicated dispute, after re-executing the first
             segment where the revealed traces diverge: `accepted` lists the
@@ -572,6 +573,8 @@ def rule_replicated(job_id: uint256, accepted: DynArray[address, MAX_REPLICAS]):
             its slash paid to the accepted replicas in turn. Referee only.
     @param job_id The job.
     @param accepted Revealed replicas found correct (may be empty: all wrong).
+    @param manifest_cid_ Weights manifest CID of accepted[0]'s result (registered with it).
+    @param result_cid_ Result bundle CID of accepted[0] (as in its Revealed event).
     """
     assert msg.sender == self.referee, "caller is not the referee"
     job: Job = self.jobs[job_id]
@@ -594,6 +597,8 @@ def rule_replicated(job_id: uint256, accepted: DynArray[address, MAX_REPLICAS]):
         self._refund(job_id, "referee rejected all")
         return
     best: Slot = self.slots[job_id][accepted[0]]
+    self.manifest_cid[job_id] = manifest_cid_
+    self.result_cid[job_id] = result_cid_
     self._settle(job_id, best.weights_root, best.trace_root)
 
 
