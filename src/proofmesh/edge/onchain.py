@@ -82,7 +82,8 @@ class EdgeChain:
             raise InputError(f"device class {device_class!r} must be 1-32 characters", fix="e.g. --class sensor")
         cell_index = parse_cell(cell)
         deadline, v, r, s = key_proof(key, device=key.address, owner=owner.address, nonce=0,
-                                      chain_id=self.chain.chain_id, registry=self.registry.address)
+                                      chain_id=self.chain.chain_id, registry=self.registry.address,
+                                      deadline=self.chain.timestamp() + 3600)
         Token(self.chain).ensure_allowance(self.registry.address, stake, sender=owner)
         return self.chain.transact(self.registry.functions.register(
             key.address, device_class, cell_index, stake, deadline, v, r, s), sender=owner)
@@ -91,7 +92,8 @@ class EdgeChain:
         owner = owner or self.chain.account
         info = self.device(device)
         deadline, v, r, s = key_proof(new_key, device=info.device, owner=owner.address, nonce=info.nonce,
-                                      chain_id=self.chain.chain_id, registry=self.registry.address)
+                                      chain_id=self.chain.chain_id, registry=self.registry.address,
+                                      deadline=self.chain.timestamp() + 3600)
         return self.chain.transact(self.registry.functions.rotate_key(info.device, new_key.address, deadline, v, r, s),
                                    sender=owner)
 
