@@ -236,3 +236,47 @@ def test_domain_services_run_inside_the_daemon(chain: Chain, home: Home, account
     finally:
         d.request_stop()
         t.join(timeout=60)
+
+
+def test_data_validator_service_attests_drawn_batches(chain: Chain, home: Home, accounts: list,
+                                                      tmp_path: Path) -> None:
+    """A DATA_VALIDATOR node's daemon draws the committee of a new batch and attests it."""
+    from proofmesh.data.client import DataRegistryClient, open_index, publish
+    from proofmesh.data.pipeline import IngestConfig, ingest
+    from proofmesh.store.blobstore import BlobStore
+
+    if "DataRegistry" not in chain.addresses:
+        pytest.skip("the data capability is not deployed")
+    validator, contributor = accounts[7], accounts[6]
+    Registry(chain.with_account(validator)).register("http://127.0.0.1:2", 1)
+    Registry(chain.with_account(validator)).stake(1_000 * MESH)
+    Registry(chain.with_account(contributor)).register("http://127.0.0.1:3", 2)
+    Registry(chain.with_account(contributor)).stake(1_000 * MESH)
+    client = DataRegistryClient(chain)
+    sid = client.register_source("https://example.org/validated", "CC0-1.0", "t", sender=contributor)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"line {i} of a small corpus, words a{i} b{i * 5} c{i * 11}"}) + "\n"
+                              for i in range(40)))
+    cfg = IngestConfig()
+    index = open_index(home, cfg.index_params())
+    ingest([corpus], tmp_path / "batch", cfg, index=index)
+    batch_id = publish(chain, BlobStore(home.store_dir), index, tmp_path / "batch", sid, sender=contributor)["batch_id"]
+    d = NodeDaemon(home, port=0, chain=chain.with_account(validator), log_stderr=False,
+                   services=["proofmesh.data.service"]).start()
+    assert [s.service.name for s in d.services] == ["store", "validator"]
+    t = serve_in_thread(d)
+    try:
+        c = chain.contract("DataRegistry")
+        deadline = time.monotonic() + 60
+        while not chain.call(c.functions.attested(batch_id, validator.address)):
+            assert time.monotonic() < deadline, httpx.get(f"{d.url}/svc/validator/status").json()
+            chain.mine()  # the committee's seed block must be in the past
+            time.sleep(0.5)
+        assert validator.address in client.committee(batch_id)
+        status = httpx.get(f"{d.url}/svc/validator/status").json()
+        assert batch_id in status["attested"] and status["errors"] == 0
+        ev = [e for e in chain.events("DataRegistry", "Attested") if e["args"]["batch_id"] == batch_id]
+        assert ev[0]["args"]["validator"] == validator.address and ev[0]["args"]["available"] is True
+    finally:
+        d.request_stop()
+        t.join(timeout=60)
