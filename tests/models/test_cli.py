@@ -40,7 +40,7 @@ def js(result):
     return json.loads(result.stdout)
 
 
-def test_model_cli_end_to_end(cli, tiny, tmp_path: Path) -> None:
+def test_model_cli_end_to_end(cli, tiny, evaluators, tmp_path: Path) -> None:
     d1 = tiny.save(tiny.gpt2(seed=0), tmp_path / "v1")
     v1 = js(cli("model", "register", d1, "--name", "cli-lm", "--config", d1 / "config.json", "--json"))
     assert v1["id"] == 1 and v1["tensors"] > 10 and v1["gas"] > 0
@@ -71,6 +71,11 @@ def test_model_cli_end_to_end(cli, tiny, tmp_path: Path) -> None:
     for vid, folder in ((1, d1), (2, d2)):
         req = js(cli("model", "request", vid, "--eval-set", es, "--json"))
         assert len(req["evaluators"]) == 3
+        if vid == 1:   # an evaluator that was not drawn is refused before anything runs or is signed
+            outsider = next(a.address for a in evaluators if a.address not in req["evaluators"])
+            r = cli("model", "eval", vid, "--eval-set", es, "--weights", folder,
+                    "--account", f"ev-{outsider[2:8].lower()}", ok=False)
+            assert "was not drawn" in " ".join(r.output.split())
         for addr in req["evaluators"]:
             out = js(cli("model", "eval", vid, "--eval-set", es, "--weights", folder,
                          "--account", f"ev-{addr[2:8].lower()}", "--json"))
