@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -195,6 +196,7 @@ def bench_gas() -> dict[str, int]:
         return gas
     finally:
         close_embedded(home.chain_dir)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
