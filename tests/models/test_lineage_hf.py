@@ -98,3 +98,30 @@ def test_trainer_callback_registers_each_checkpoint(client, tiny, tmp_path: Path
     fm = read_model_card(ckpt)
     assert fm["proofmesh"]["version_id"] == second.id and fm["base_model"] == f"proofmesh:v{first.id}"
     assert client.verify(ckpt, second.id).match
+
+
+def test_trainer_callback_with_peft_registers_lora_children(client, tiny, tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    base, _ = client.register_version("lora-run", tiny.save(tiny.gpt2(seed=0), tmp_path / "base"))
+
+    class Counting(torch.utils.data.Dataset):
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            ids = torch.tensor([(i + j) % 7 for j in range(8)])
+            return {"input_ids": ids, "labels": ids}
+
+    model = get_peft_model(tiny.gpt2(seed=0), LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"]))
+    cb = ProofmeshCallback(client, "lora-run", parent=base.id, base=base.id, base_model="proofmesh:v1")
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=2, save_steps=2, per_device_train_batch_size=4,
+                             learning_rate=1e-2, report_to=[], logging_strategy="no", use_cpu=True, seed=0,
+                             save_only_model=True, disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=Counting(), callbacks=[cb]).train()
+    (vid,) = cb.registered
+    rec = client.version(vid)
+    assert (rec.kind, rec.base, rec.parent) == ("lora", base.id, base.id)
+    assert "adapter_config" in json.loads(client.get_blob(rec.config_cid))
+    assert read_model_card(tmp_path / "out" / "checkpoint-2")["library_name"] == "peft"
