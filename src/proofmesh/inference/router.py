@@ -122,7 +122,7 @@ class Router:
                 continue
             try:
                 t0 = time.perf_counter()
-                info = self.http.get(n.endpoint.rstrip("/") + "/v1/info", timeout=3.0).json()
+                info = self.http.get(n.endpoint.rstrip("/") + "/v1/info", timeout=10.0).json()
                 rtt = time.perf_counter() - t0
             except (httpx.HTTPError, ValueError):
                 continue
@@ -246,8 +246,11 @@ class Router:
         while True:
             cands = [h for h in self.ranked(zk=mode == "zk") if h.address not in tried]
             if not cands:
+                known = len(self.nodes)
+                with_zk = sum(1 for h in self.nodes.values() if h.zk)
                 raise NoNodeError(f"no live node serves version {self.version}"
-                                  + (" with a zk circuit" if mode == "zk" else ""),
+                                  + (" with a zk circuit" if mode == "zk" else "")
+                                  + f" ({known} found, {with_zk} with zk, {len(tried)} tried and failed)",
                                   fix="start one with `proofmesh serve VERSION` or check the node registry")
             with self._lock:   # pick under the lock so concurrent callers see each other's inflight
                 node = max(cands, key=lambda h: h.score())

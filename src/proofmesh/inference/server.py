@@ -339,7 +339,9 @@ class InferenceNode:
         return epoch
 
     def close(self) -> None:
+        """Stop the prover after the proofs already queued."""
         self._jobs.put(None)
+        self._prover.join(timeout=600)
 
 
 class PaymentRequired(ProofmeshError):
