@@ -9,7 +9,6 @@ import pytest
 from proofmesh.errors import InputError
 from proofmesh.inference.pipeline import Pipeline, candidate_cuts, split_model
 from proofmesh.inference.publish import publish_model
-from proofmesh.inference.receipt import Receipt
 from proofmesh.inference.router import Router
 from proofmesh.inference.server import InferenceNode, NodeConfig, ServerHandle, create_app
 from tests.inference.conftest import INFERENCE, export_mlp

@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from proofmesh.errors import InputError, NotAvailableError, VerificationError
+from proofmesh.errors import NotAvailableError, VerificationError
 from proofmesh.inference.model import file_sha256
 from proofmesh.inference.receipt import COMMIT_VALUES, Receipt, input_hash, values_hash
 from proofmesh.inference.router import Router
@@ -80,7 +80,7 @@ def test_node_refuses_to_start_with_other_weights(network, accounts, tmp_path):
 
 
 def test_router_rejects_tampered_receipt_and_output(network, accounts, x1):
-    n = network.start_node(accounts[3])
+    network.start_node(accounts[3])
     router = Router(network.chain, network.version)
     router.discover()
     node = router.nodes[accounts[3].address]

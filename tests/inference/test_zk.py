@@ -9,7 +9,6 @@ and one proof are shared."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,7 +113,6 @@ def test_zk_request_end_to_end_with_conditional_payment(network, accounts, zk):
     with pytest.raises(ContractRevert, match="not in epoch root"):
         reg.settle_from_epoch(epoch, ans.receipt, b"\x01" * 32, [], sender=accounts[3])
     # another node cannot vouch for this receipt in its own epoch
-    from proofmesh.chain.core import MESH
     other = network.start_node(accounts[4])
     from proofmesh.crypto.merkle import MerkleTree, leaf_hash
     fake_leaf = leaf_hash(["bytes32", "bytes32"], [ans.receipt_digest, proof.proof_hash])

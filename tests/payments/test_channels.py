@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proofmesh.chain.core import MESH, Token
+from proofmesh.chain.core import Token
 from proofmesh.errors import ContractRevert, InputError, VerificationError
 from proofmesh.payments import Ledger, PaymentChannels, Voucher, Wallet, recover_voucher, sign_voucher
 

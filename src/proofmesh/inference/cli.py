@@ -192,7 +192,6 @@ def infer(version: int, input_json: Annotated[Path, typer.Argument(help="JSON: a
         rec = router.registry.circuit(version)
         out["dev_srs"] = rec.dev_srs
         if wait_proof:
-            from proofmesh.inference.model import file_sha256  # noqa: F401  (local circuit lookup below)
             local = None
             cache = _circuits_dir()
             if cache.exists():
