@@ -40,6 +40,25 @@ def world(chain, accounts, home, tmp_path):
     index.close()
 
 
+@pytest.fixture
+def world_any(any_chain, accounts, tmp_path):
+    """The same world on both backends (embedded py-evm and anvil)."""
+    chain = any_chain
+    for a in accounts[1:3]:
+        _stake(chain, a, 2)
+    for a in accounts[3:6]:
+        _stake(chain, a, 1)
+    index = open_index_at(tmp_path / "index")
+    yield chain, DataRegistryClient(chain), BlobStore(tmp_path / "store"), index, tmp_path
+    index.close()
+
+
+def open_index_at(path):
+    from proofmesh.data.index import CrossBatchIndex
+
+    return CrossBatchIndex(path, IngestConfig().index_params())
+
+
 def _hashes(n: int, tag: str = "r") -> list[bytes]:
     return [record_hash(f"{tag} record number {i} with some words in it") for i in range(n)]
 
@@ -86,8 +105,8 @@ def test_publish_verify_proof_accepted_and_forged_rejected(world, accounts):
     assert chain.call(chain.contract("NodeRegistry").functions.bonded_by(client.c.address, accounts[1].address)) == 10 * MESH
 
 
-def test_duplicate_fraud_proof_across_and_within_batches(world, accounts):
-    chain, client, store, _index, _ = world
+def test_duplicate_fraud_proof_across_and_within_batches(world_any, accounts):
+    chain, client, store, _index, _ = world_any
     sa = client.register_source("s://a", "MIT", sender=accounts[1])
     sb = client.register_source("s://b", "MIT", sender=accounts[2])
     ha = _hashes(8, "a")
@@ -157,8 +176,8 @@ def _attest_all(chain, client, bid, root, validators, quality=9000, dup=0):
     return members
 
 
-def test_committee_attestations_and_rewards(world, accounts):
-    chain, client, store, _index, _ = world
+def test_committee_attestations_and_rewards(world_any, accounts):
+    chain, client, store, _index, _ = world_any
     sa = client.register_source("s://a", "MIT", sender=accounts[1])
     hashes = _hashes(10)
     bid, _ = _publish_hashes(client, store, accounts[1], sa, hashes, tokens=5000)
