@@ -55,6 +55,8 @@ def test_data_cli_end_to_end(cli, tmp_path):
     ing_b = json.loads(cli("data", "ingest", str(CORPUS / "contributor_b.jsonl"), "--source", sid_b,
                            "--out", tmp_path / "b", "--json").stdout)
     assert ing_b["dropped_published-exact"] + ing_b["dropped_published-near"] >= 25   # 20 copies + near ones
+    bl = json.loads(cli("data", "batches", "--json").stdout)
+    assert [b["batch_id"] for b in bl] == [1] and bl[0]["root"] == pub["root"]
     lst = json.loads(cli("data", "source", "list", "--json").stdout)
     assert [s["source_id"] for s in lst] == [1, 2]
     # takedown of one record by the owner

@@ -207,6 +207,16 @@ def batch_show(batch_id: int, json_: JsonOpt = False) -> None:
     output(d, json_, title=f"batch #{batch_id}")
 
 
+@app.command("batches")
+def batches_list(json_: JsonOpt = False) -> None:
+    """Every published batch (id, source, root, counts, state)."""
+    c = _client(signer=False)
+    rows = [c.batch(i).as_dict() for i in range(1, c.batch_count() + 1)]
+    output(rows, json_, title="data batches",
+           columns=["batch_id", "source_id", "contributor", "root", "record_count", "token_count",
+                    "duplicates", "finalized", "reward"])
+
+
 @app.command("overlap")
 def overlap_cmd(a: Annotated[str, typer.Argument(help="Batch folder, input path, or batch:<id>.")],
                 b: Annotated[str, typer.Argument(help="Batch folder, input path, or batch:<id>.")],
