@@ -26,7 +26,8 @@ try:
 except ProofmeshError:
     HAVE_ANVIL = False
 
-pytestmark = pytest.mark.skipif(not HAVE_ANVIL, reason="anvil (npm @foundry-rs/anvil) is not installed")
+pytestmark = [pytest.mark.slow, pytest.mark.anvil,
+              pytest.mark.skipif(not HAVE_ANVIL, reason="anvil (npm @foundry-rs/anvil) is not installed")]
 
 
 def _status_cli(d: Path) -> list[dict]:

@@ -8,7 +8,6 @@ the checks are on the rendered DOM and screenshot, not on HTTP status codes.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
