@@ -101,6 +101,7 @@ def test_devices_gateway_kill_restart_epochs(edge_net, accounts, tmp_path):
     gw = _cli(home, *gw_args)
     devs = []
     before_kill: dict = {}
+    proof = None
     try:
         _wait_http(f"{url}/edge/beacon", gw)
         devs = [_cli(home, "--json", "edge", "device", "run", "--dir", str(d), "--gateway", url, "--every", "0.5s",
@@ -129,6 +130,12 @@ def test_devices_gateway_kill_restart_epochs(edge_net, accounts, tmp_path):
                 break
             time.sleep(0.5)
         stats = httpx.get(f"{url}/edge/stats").json()
+        # a third party proves one reading against the chain (what `proofmesh edge verify` prints)
+        from proofmesh.edge.cli import verify_reading
+
+        first_pub = json.loads((gw_dir / "epochs" / f"{min(map(int, stats['published']))}.json").read_text())
+        some = next((lf for lf in first_pub["leaves"]), None)
+        proof = verify_reading(edge, url, some["device"], some["seq"]) if some else None
     finally:
         gw.send_signal(signal.SIGTERM)
         try:
@@ -158,3 +165,5 @@ def test_devices_gateway_kill_restart_epochs(edge_net, accounts, tmp_path):
         assert res["pending"] == 0                        # the buffer drained after the restart
         assert res["sent_ok"] + res["rejected"] == res["made"] == 24
     assert sum(r["sent_ok"] for r in results) == len(in_roots)
+    if proof is not None:
+        assert proof["key_valid"] and not proof["faulty"] and proof["root"] == published[proof["epoch"]]["root"]

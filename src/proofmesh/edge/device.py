@@ -217,8 +217,10 @@ class Device:
                 return done
         return done
 
-    def run(self, source: Iterator[bytes], every: float, count: int | None = None) -> dict[str, Any]:
-        """The device loop: one reading per ``every`` seconds, ``count`` times (None: forever)."""
+    def run(self, source: Iterator[bytes], every: float, count: int | None = None,
+            drain_timeout: float = 60.0) -> dict[str, Any]:
+        """The device loop: one reading per ``every`` seconds, ``count`` times (None: forever),
+        then up to ``drain_timeout`` seconds to hand the queue over."""
         made = 0
         next_tick = time.monotonic()
         while count is None or made < count:
@@ -230,11 +232,12 @@ class Device:
             self.flush()
             next_tick += every
             time.sleep(max(0.0, next_tick - time.monotonic()))
-        for _ in range(20):      # final drain, bounded
-            if not self.pending or (self.refresh_beacon() and not self.flush() and not self.pending):
-                break
+        deadline = time.monotonic() + drain_timeout     # final drain: the gateway may be restarting
+        while self.pending and time.monotonic() < deadline:
+            self.refresh_beacon()
+            self.flush()
             if self.pending:
-                time.sleep(0.25)
+                time.sleep(0.5)
         return dict(self.counts, pending=len(self.pending), next_seq=self.state.next_seq)
 
 

@@ -189,9 +189,29 @@ class GatewayCore:
                 g = self.edge.gateway(self.key.address)
             self.first_epoch = g["next_epoch"]
             self.closed_through = max(self.closed_through, g["next_epoch"] - 1)
+            self._reconcile_published()
             self._spawn(self._directory_loop)
             if self.config.publish:
                 self._spawn(self._publisher_loop)
+
+    def _reconcile_published(self) -> None:
+        """Adopt epochs whose publish transaction landed although the gateway died before
+        recording it: the epoch file is written before publishing, so its root can be
+        matched against the chain."""
+        for path in sorted((self.dir / "epochs").glob("*.json")):
+            e = int(path.stem)
+            if e in self.published:
+                continue
+            onchain = self.edge.epoch(self.key.address, e)
+            data = json.loads(path.read_text())
+            if onchain["published_at"] and "0x" + onchain["root"].hex() == data["root"]:
+                self.published[e] = {"root": data["root"], "counts_root": data["counts_root"],
+                                     "leaves": data["leaf_count"], "total_uptime": data["total_uptime"],
+                                     "cid": cid_of_bytes(path.read_bytes()), "tx": None, "gas": None,
+                                     "recovered": True}
+                self.open.pop(e, None)
+                self.stats["epochs_reconciled"] += 1
+        self._save_published()
 
     def _spawn(self, fn: Any) -> None:
         t = threading.Thread(target=fn, daemon=True, name=fn.__name__)
