@@ -77,10 +77,6 @@ class Leaf:
                    b(d["payload_hash"]), b(d["model_version"]), b(d["output_hash"]), d["v"], b(d["r"]),
                    b(d["s"]), d["credit"], d["last_credit_interval"])
 
-    @property
-    def empty(self) -> "Leaf":  # pragma: no cover - convenience for challenge calls
-        return EMPTY_LEAF
-
 
 EMPTY_LEAF = Leaf(0, bytes(20), 0, _ZERO, 0, 0, _ZERO, _ZERO, _ZERO, 0, _ZERO, _ZERO, 0, 0)
 

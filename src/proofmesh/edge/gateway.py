@@ -142,6 +142,7 @@ class GatewayCore:
         self._recover()
         self.pool = VerifierPool(config.workers)
         self.last_publish_error = ""
+        self._last_cid = ""
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
