@@ -232,3 +232,27 @@ def test_wrong_seed_and_out_of_order_publish_refused(net):
     _fill(net)
     with pytest.raises(ContractRevert, match="seed does not match"):
         _publish(net, seed=os.urandom(32))
+
+
+def test_rotated_key_takes_over_and_old_key_is_refused(net, tmp_path):
+    core, edge, owner = net["core"], net["edge"], net["owner"]
+    d0 = net["devices"][0]
+    new = create_key(tmp_path / "rot" / "device.key", "pw")
+    edge.rotate_key(d0.address, new, owner=owner)
+    core.devices.refresh()
+    ts = net["chain"].timestamp() + 1
+    nonce = core.beacons.nonce(ts // core.interval_length)
+    old_signed = make_reading(d0.private_key, core.domain, device=d0.address_bytes, seq=1, nonce=nonce, timestamp=ts,
+                              payload=b"a")
+    new_signed = make_reading(new.private_key, core.domain, device=d0.address_bytes, seq=2, nonce=nonce, timestamp=ts,
+                              payload=b"b")
+    core.first_epoch = min(core.first_epoch, ts // core.epoch_length)
+    ans = _submit(net, [old_signed, new_signed], now=ts)
+    assert ans["codes"] == ["unknown_or_revoked_key", "ok"]
+    # the old key stays valid for what it signed before the rotation; a reused key is refused
+    old_from, until = edge.key_record(d0.address)[1:]
+    assert until <= ts and old_from < until
+    with pytest.raises(ContractRevert, match="key already used"):
+        edge.rotate_key(d0.address, new, owner=owner)
+    with pytest.raises(ContractRevert, match="not the owner"):
+        edge.revoke_key(d0.address, owner=net["gw"])
