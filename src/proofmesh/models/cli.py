@@ -231,6 +231,28 @@ def eval_(version: Annotated[int, typer.Argument(help="Version id.")],
 
 
 @app.command()
+def contamination(version: Annotated[int, typer.Argument(help="Version id.")],
+                  eval_set: Annotated[Optional[int], typer.Option("--eval-set", "-e", help="Revealed eval set id.")] = None,
+                  eval_file: Annotated[Optional[Path], typer.Option(help="A JSONL eval set (e.g. before committing it).")] = None,
+                  threshold: Annotated[float, typer.Option(help="Near-duplicate Jaccard threshold.")] = 0.8,
+                  json_: JsonOpt = False) -> None:
+    """Exact and near overlap between the version's training batches and an eval set."""
+    from proofmesh.models import evalset as E
+    from proofmesh.models.contamination import check
+
+    client = _client(signer=False)
+    if eval_file is None:
+        if eval_set is None:
+            raise InputError("give --eval-set ID or --eval-file PATH", fix="e.g. --eval-set 1")
+        eval_file = client.chain.home.dir("models") / f"evalset-{eval_set}.jsonl"
+        eval_file.write_bytes(client.get_blob(client.eval_set(eval_set)["cid"]))
+    res = check(client.chain, client.blobs, version, E.load(eval_file).records, threshold=threshold)
+    output(res, json_, title=f"contamination of version {version}")
+    if res["exact_overlap"] or res["near_overlap"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def release(version: Annotated[int, typer.Argument(help="Version id.")],
             eval_set: Annotated[int, typer.Option("--eval-set", "-e", help="Eval set whose quorum median gates the release.")],
             account: AccountOpt = None, json_: JsonOpt = False) -> None:
