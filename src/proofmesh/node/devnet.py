@@ -192,7 +192,7 @@ def _create_nodes(record: DevnetRecord, n: int, base_port: int | None, log: Call
 
 
 def _start_daemons(record: DevnetRecord, log: Callable[[str], None]) -> None:
-    from proofmesh.node.daemon import daemon_health, running_daemon
+    from proofmesh.node.daemon import running_daemon
 
     started = []
     for node in record.nodes:
@@ -213,6 +213,26 @@ def _start_daemons(record: DevnetRecord, log: Callable[[str], None]) -> None:
         node.pid = popen.pid
         started.append((node, popen))
         log(f"{node.name} starting on {node.url} (pid {popen.pid})")
+    try:
+        _wait_healthy(started, log)
+    except BaseException:
+        # a node that failed to come up must not linger half-started (it would take its
+        # lock and port later, behind the user's back): stop every process this call started
+        for _node, popen in started:
+            if popen.poll() is None:
+                popen.terminate()
+        for _node, popen in started:
+            try:
+                popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait(timeout=5)
+        raise
+
+
+def _wait_healthy(started: list[tuple[NodeRecord, subprocess.Popen]], log: Callable[[str], None]) -> None:
+    from proofmesh.node.daemon import daemon_health
+
     deadline = time.monotonic() + START_TIMEOUT
     for node, popen in started:
         while True:
@@ -273,9 +293,12 @@ def devnet_down(directory: Path | None = None, *, purge: bool = False, timeout: 
     stopped = []
     for node in record.nodes:
         info = running_daemon(Home.resolve(node.home))
-        if info is not None and info.pid > 0:
+        pid = info.pid if info is not None and info.pid > 0 else 0
+        if not pid and _alive(node.pid, node.home):
+            pid = node.pid  # still starting (importing, not holding its lock yet)
+        if pid:
             with _suppress_lookup():
-                os.kill(info.pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
             stopped.append(node.name)
     deadline = time.monotonic() + timeout
     for node in record.nodes:
