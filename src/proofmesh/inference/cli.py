@@ -157,7 +157,7 @@ def serve(version: int,
     info = node.info()
     console.print(f"serving version {version} as {acct.address} on http://{host}:{port} "
                   f"(zk: {info['zk']}{', DEV SRS' if info['dev_srs'] else ''}; price {price} MESH)")
-    uvicorn.run(create_app(node), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(node), host=host, port=port, log_level="warning", timeout_keep_alive=75)
 
 
 def infer(version: int, input_json: Annotated[Path, typer.Argument(help="JSON: a nested list, or {input name: list}.")],

@@ -57,6 +57,7 @@ class NodeHandle:
     bad: int = 0
     down_until: float = 0.0
     inflight: int = 0              # requests this router has open at the node now
+    last_error: str = ""
 
     @property
     def reputation(self) -> float:
@@ -168,7 +169,12 @@ class Router:
         try:
             body = self._body(node, data, mode, nonce)
             t0 = time.perf_counter()
-            r = self.http.post(node.endpoint + "/v1/infer", json=body)
+            try:
+                r = self.http.post(node.endpoint + "/v1/infer", json=body)
+            except httpx.RemoteProtocolError:
+                # a pooled keep-alive connection the server had just closed: retry once on a
+                # fresh connection (a dead node then fails with ConnectError and we fail over)
+                r = self.http.post(node.endpoint + "/v1/infer", json=body)
         finally:
             with self._lock:
                 node.inflight -= 1
@@ -250,7 +256,9 @@ class Router:
                 with_zk = sum(1 for h in self.nodes.values() if h.zk)
                 raise NoNodeError(f"no live node serves version {self.version}"
                                   + (" with a zk circuit" if mode == "zk" else "")
-                                  + f" ({known} found, {with_zk} with zk, {len(tried)} tried and failed)",
+                                  + f" ({known} found, {with_zk} with zk, {len(tried)} tried and failed"
+                                  + "".join(f"; {a[:10]}: {self.nodes[a].last_error}" for a in tried
+                                            if a in self.nodes and self.nodes[a].last_error) + ")",
                                   fix="start one with `proofmesh serve VERSION` or check the node registry")
             with self._lock:   # pick under the lock so concurrent callers see each other's inflight
                 node = max(cands, key=lambda h: h.score())
@@ -259,13 +267,15 @@ class Router:
             try:
                 out = self._send(node, inputs, mode, reserved=True)   # releases the reservation
                 ans = self._check(node, out, inputs, mode)
-            except (httpx.TransportError, httpx.TimeoutException):
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
                 node.down_until = time.monotonic() + 30   # died mid-request: fail over
                 node.bad += 1
+                node.last_error = f"{type(exc).__name__}: {exc}"
                 failovers += 1
                 continue
-            except VerificationError:
+            except VerificationError as exc:
                 node.bad += 1
+                node.last_error = exc.message
                 failovers += 1
                 continue
             node.good += 1

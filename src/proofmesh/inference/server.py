@@ -457,8 +457,10 @@ class ServerHandle:
                 s.bind((host, 0))
                 port = s.getsockname()[1]
         self.url = f"http://{host}:{port}"
+        # keep-alive longer than clients idle between calls, so pooled connections are
+        # not closed under them (uvicorn's default is 5 s)
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    access_log=False))
+                                                    access_log=False, timeout_keep_alive=75))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self, timeout: float = 20.0) -> "ServerHandle":
