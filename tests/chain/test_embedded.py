@@ -142,3 +142,19 @@ def test_event_cursor_survives_reorg(anvil_chain, accounts) -> None:
     removed, added = cursor.poll()
     assert [e["args"]["value"] for e in removed] == [1, 2]
     assert [e["args"]["value"] for e in added] == [5]
+
+
+def test_rpc_router_answers_json_rpc(tmp_path: Path) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from proofmesh.chain.rpcserver import rpc_router
+
+    chain = EmbeddedChain.open(tmp_path / "chain")
+    try:
+        app = FastAPI()
+        app.include_router(rpc_router(chain))
+        r = TestClient(app).post("/rpc", json={"jsonrpc": "2.0", "id": 7, "method": "eth_chainId", "params": []})
+        assert r.status_code == 200 and r.json() == {"jsonrpc": "2.0", "id": 7, "result": "0x7a69"}
+    finally:
+        chain.close()

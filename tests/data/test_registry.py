@@ -336,3 +336,34 @@ def test_publish_reverted_on_chain_leaves_index_and_batch_unchanged(world, accou
     assert len(index) == 0 and index.batch_ids() == []
     assert json.loads((tmp / "e" / "batch.json").read_text())["published"] is None
     assert client.batch_count() == 0
+
+
+def test_inflated_token_count_is_not_endorsed(world, accounts):
+    """Audit C1: rewards scale with the declared token count, so validators recount it from
+    the records and sign over it; an inflated count earns no endorsement, and a signature
+    cannot be moved to a different count."""
+    from proofmesh.data.validator import check_batch, recount_tokens
+
+    chain, client, store, _index, tmp_path = world
+    sid = client.register_source("s://inflate", "MIT", sender=accounts[1])
+    texts = [f"record number {i} has exactly eight words here" for i in range(12)]
+    hashes = [record_hash(t) for t in texts]
+    recs = "".join(json.dumps({"i": i, "record_hash": h.hex(), "tokens": 8, "text": t}) + "\n"
+                   for i, (h, t) in enumerate(zip(hashes, texts)))
+    cid = store.put_bytes(recs.encode())
+    honest_count = recount_tokens(texts, 8)
+    assert honest_count == 12 * 8
+    # the per-record bound refuses absurd counts outright
+    with pytest.raises(ContractRevert, match="per-record bound"):
+        client.publish_raw(sid, batch_tree(hashes).root, 12, 12 * 10**6 + 1, cid, cid, sender=accounts[1])
+    bid, _ = client.publish_raw(sid, batch_tree(hashes).root, 12, 10**7, cid, cid, sender=accounts[1])
+    chain.mine()
+    client.draw_committee(bid)
+    result = check_batch(chain, store, bid)
+    assert result["available"] is False and "declared 10000000 tokens" in result["reason"]
+    # a validator's signature covers the declared count: one made for another count fails
+    v = next(a for a in accounts[3:6] if a.address in client.committee(bid))
+    deadline = chain.timestamp() + 600
+    sig = client.sign_attestation(v, bid, batch_tree(hashes).root, True, 9000, 0, deadline, token_count=honest_count)
+    with pytest.raises(ContractRevert, match="not the validator"):
+        client.submit_attestation(bid, v.address, True, 9000, 0, deadline, sig)

@@ -14,6 +14,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from fastapi import APIRouter, Request
+
 from proofmesh.chain.embedded import EmbeddedChain
 
 
@@ -68,10 +70,8 @@ class RPCServer:
         self.httpd.server_close()
 
 
-def rpc_router(chain: EmbeddedChain) -> Any:
+def rpc_router(chain: EmbeddedChain) -> APIRouter:
     """A FastAPI router answering JSON-RPC at ``POST /rpc`` (for the node daemon)."""
-    from fastapi import APIRouter, Request
-
     router = APIRouter()
 
     @router.post("/rpc")

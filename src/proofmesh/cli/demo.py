@@ -28,6 +28,7 @@ DEMO_PASSWORD = "proofmesh-demo"
 
 # (step name, module); modules not built yet are skipped.
 DEMO_STEPS = [
+    ("node", "proofmesh.node.demo"),
     ("blobs", "proofmesh.store.demo"),
     ("data", "proofmesh.data.demo"),
     ("models", "proofmesh.models.demo"),

@@ -27,6 +27,7 @@ ATTESTATION_TYPES = {
     "Attestation": [
         {"name": "batchId", "type": "uint256"},
         {"name": "root", "type": "bytes32"},
+        {"name": "tokenCount", "type": "uint256"},
         {"name": "available", "type": "bool"},
         {"name": "qualityBps", "type": "uint16"},
         {"name": "duplicateBps", "type": "uint16"},
@@ -150,9 +151,13 @@ class DataRegistryClient:
         return Domain("proofmesh DataRegistry", "1", self.chain.chain_id, self.c.address)
 
     def sign_attestation(self, validator, batch_id: int, root: bytes, available: bool, quality_bps: int,
-                         duplicate_bps: int, deadline: int) -> bytes:
-        msg = {"batchId": batch_id, "root": root, "available": available, "qualityBps": quality_bps,
-               "duplicateBps": duplicate_bps, "deadline": deadline}
+                         duplicate_bps: int, deadline: int, token_count: int | None = None) -> bytes:
+        """Sign an attestation; it also endorses the batch's declared token count (which
+        the rewards scale with), so a validator signs only a count it recounted."""
+        if token_count is None:
+            token_count = self.batch(batch_id).token_count
+        msg = {"batchId": batch_id, "root": root, "tokenCount": token_count, "available": available,
+               "qualityBps": quality_bps, "duplicateBps": duplicate_bps, "deadline": deadline}
         return sign_typed(validator, self.domain(), "Attestation", ATTESTATION_TYPES, msg)
 
     def submit_attestation(self, batch_id: int, validator: str, available: bool, quality_bps: int,

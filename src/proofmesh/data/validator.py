@@ -48,6 +48,14 @@ def check_batch(chain: Chain, store, batch_id: int, min_tokens: int = 8, index=N
                 bad.append(i)
             texts.append(rec["text"])
     available = available and not bad
+    reason = None
+    if available:
+        # The reward scales with the declared token count: recount it over every record
+        # (audit C1) and refuse to endorse a batch that claims more than it holds.
+        counted = recount_tokens([r["text"] for r in records], min_tokens)
+        if b.token_count > counted:
+            available = False
+            reason = f"declared {b.token_count} tokens but the records hold {counted}"
     dup_bps = 0
     if available and index is not None and texts:
         from proofmesh.data.minhash import MinHasher, band_hashes
@@ -61,8 +69,20 @@ def check_batch(chain: Chain, store, batch_id: int, min_tokens: int = 8, index=N
                 if index.locate(h) is None or index.locate(h)[0] != batch_id]
         dup_bps = int(round(10_000 * len(hits) / len(texts)))
     return {"batch_id": batch_id, "available": available, "bad_positions": bad, "sample": sample,
+            "reason": reason,
             "quality_bps": batch_quality_bps(texts, min_tokens) if available else 0,
             "duplicate_bps": dup_bps}
+
+
+def recount_tokens(normalized_texts: list[str], min_tokens: int) -> int:
+    """Tokens of the records long enough to earn, counted exactly as the ingest pipeline does."""
+    import pyarrow as pa
+
+    from proofmesh.data.exact import hash_column
+    from proofmesh.data.normalize import Normalization
+
+    tokens = hash_column(pa.array(normalized_texts, type=pa.large_string()), Normalization()).tokens
+    return int(tokens[tokens >= min_tokens].sum())
 
 
 def index_params(index) -> dict:

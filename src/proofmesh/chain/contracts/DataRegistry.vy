@@ -52,8 +52,10 @@ MAX_PROOF: constant(uint256) = 64
 SAMPLE_SIZE: public(constant(uint256)) = 16
 BPS: constant(uint256) = 10_000
 _MAX_S: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168
+# @notice Upper bound on the average declared tokens per record.
+MAX_TOKENS_PER_RECORD: public(constant(uint256)) = 1_000_000
 ATTESTATION_TYPEHASH: public(constant(bytes32)) = keccak256(
-    "Attestation(uint256 batchId,bytes32 root,bool available,uint16 qualityBps,uint16 duplicateBps,uint256 deadline)"
+    "Attestation(uint256 batchId,bytes32 root,uint256 tokenCount,bool available,uint16 qualityBps,uint16 duplicateBps,uint256 deadline)"
 )
 
 struct Source:
@@ -296,6 +298,9 @@ def publish_batch(source_id: uint256, root: bytes32, record_count: uint256, toke
     assert not s.withdrawn, "DataRegistry: source withdrawn"
     assert root != empty(bytes32), "DataRegistry: zero root"
     assert record_count > 0, "DataRegistry: empty batch"
+    # Rewards scale with token_count; validators recount it from the records and sign
+    # over it (see attest), and this bound caps the damage of a colluding committee.
+    assert token_count <= record_count * MAX_TOKENS_PER_RECORD, "DataRegistry: token count above the per-record bound"
     assert len(records_cid) > 0, "DataRegistry: missing records cid"
     assert len(manifest_cid) > 0, "DataRegistry: missing manifest cid"
     bond: uint256 = max(self.min_batch_bond, record_count * self.bond_per_record)
@@ -461,7 +466,7 @@ def attest(batch_id: uint256, validator: address, available: bool, quality_bps: 
     assert not self.attested[batch_id][validator], "DataRegistry: already attested"
     assert convert(s, uint256) <= _MAX_S and (v == 27 or v == 28), "DataRegistry: malleable signature"
     digest: bytes32 = eip712._hash_typed_data_v4(keccak256(abi_encode(
-        ATTESTATION_TYPEHASH, batch_id, b.root, available, quality_bps, duplicate_bps, deadline)))
+        ATTESTATION_TYPEHASH, batch_id, b.root, b.token_count, available, quality_bps, duplicate_bps, deadline)))
     signer: address = ecrecover(digest, v, r, s)
     assert signer != empty(address) and signer == validator, "DataRegistry: signature is not the validator's"
     self.attested[batch_id][validator] = True
