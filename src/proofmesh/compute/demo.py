@@ -54,6 +54,13 @@ def run(ctx: Any) -> dict:
         poster_store = BlobStore(work / "poster-store")
         poster_url = stack.enter_context(serve_blobs(poster_store))
         bond = market.param("worker_bond")
+        # Workers find the poster's blobs through its registered endpoint.
+        reg = Registry(chain.with_account(poster))
+        pinfo = reg.info(poster.address)
+        if not pinfo.registered:
+            reg.register(poster_url, 1)
+        else:
+            reg.update(poster_url, pinfo.roles)
         agents = []
         for i, w in enumerate(workers):
             store = BlobStore(work / f"worker{i}-store")
