@@ -148,11 +148,21 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
                 f()
                 times[k].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
+        # CPU time (not wall time) of the in-process path: what the node's work costs this
+        # process, insensitive to other jobs stealing the cores
+        cpu = {}
+        for k in ("raw", "node"):
+            t0 = time.process_time()
+            for _ in range(n):
+                calls[k]()
+            cpu[k] = (time.process_time() - t0) / n
         over_node, over_http = med["node"] - med["raw"], med["http"] - med["raw"]
         results[batch] = med
         print(f"batch {batch:>2}: raw onnxruntime {ms(med['raw'])} | node (in-process) {ms(med['node'])} "
               f"(+{ms(over_node)}, +{100 * over_node / med['raw']:.1f}%) | node over HTTP {ms(med['http'])} "
               f"(+{ms(over_http)}, +{100 * over_http / med['raw']:.1f}%)")
+        print(f"          CPU time per request: raw {ms(cpu['raw'])}, node in-process {ms(cpu['node'])} "
+              f"(+{ms(cpu['node'] - cpu['raw'])}, +{100 * (cpu['node'] - cpu['raw']) / cpu['raw']:.1f}%)")
         print(f"          throughput: raw {batch / med['raw']:.0f} rows/s, HTTP node {batch / med['http']:.0f} rows/s; "
               f"same request with the input as a JSON list of floats: {ms(med['json'])}")
     b1 = results[1]["http"] - results[1]["raw"]
