@@ -10,7 +10,7 @@
         `max_share_bps` of the applicants' total), with that block's hash, which
         nobody knew when they applied. Two verification modes:
         - REPLICATED (odd replicas >= 3): commit keccak(abi.encode(job, worker,
-          weights_root, trace_root, salt)) -> reveal. Unanimity pays everyone;
+          weights_root, trace_root, salt)) -> reveal. Unanimous reveals by a majority pay;
           dissent goes to the referee, who re-executes the first disputed segment
           and names the replicas within tolerance; the others are slashed.
           A replica that does not commit in time loses its bond and the slot is
