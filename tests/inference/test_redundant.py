@@ -73,6 +73,16 @@ def test_dispute_attacks_are_refused(network, accounts, x1):
     rc = router._check(router.nodes[b.account.address], router._send(router.nodes[b.account.address], (x1 + 1).tolist(), "plain"), {"x": x1 + 1}, "plain")
     with pytest.raises(ContractRevert, match="different requests"):
         reg.dispute(ra.receipt, ra.values, rc.receipt, rc.values, sender=accounts[6])
+    # one wrong answer is one fault: the same receipts cannot open a second dispute (audit M2)
+    liar = network.start_node(accounts[5], tamper=0.25)
+    router.discover()
+    node_l = router.nodes[liar.account.address]
+    rl = router._check(node_l, router._send(node_l, x1.tolist(), "plain"), inputs, "plain")
+    reg.dispute(ra.receipt, ra.values, rl.receipt, rl.values, sender=accounts[6])
+    with pytest.raises(ContractRevert, match="already disputed"):
+        reg.dispute(ra.receipt, ra.values, rl.receipt, rl.values, sender=accounts[6])
+    with pytest.raises(ContractRevert, match="already disputed"):
+        reg.dispute(rb.receipt, rb.values, rl.receipt, rl.values, sender=accounts[6])
 
 
 def test_failover_when_the_chosen_node_dies_mid_request(network, accounts, x1):

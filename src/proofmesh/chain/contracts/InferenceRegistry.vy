@@ -144,6 +144,8 @@ proven: public(HashMap[bytes32, bool])             # receipt digest -> proof acc
 disputes: public(HashMap[uint256, Dispute])
 dispute_values_a: HashMap[uint256, DynArray[int256, MAX_VALUES]]
 dispute_values_b: HashMap[uint256, DynArray[int256, MAX_VALUES]]
+# @notice Receipts already used in a dispute (each backs at most one).
+receipt_disputed: public(HashMap[bytes32, bool])
 dispute_count: public(uint256)
 voted: public(HashMap[uint256, HashMap[address, bool]])
 total_deposits: public(uint256)
@@ -506,7 +508,7 @@ def _check_proof(version: uint256, input_hash: bytes32, output_hash: bytes32,
     res: Bytes[32] = b""
     # the generated verifier reverts on a bad proof: catch it as "invalid"
     ok, res = raw_call(c.verifier, abi_encode(proof, instances, method_id=VERIFY_SELECTOR),
-                       max_outsize=32, revert_on_failure=False)
+                       max_outsize=32, is_static_call=True, revert_on_failure=False)
     return ok and len(res) == 32 and convert(res, uint256) == 1
 
 
@@ -646,6 +648,13 @@ def dispute(ra: Receipt, sig_a: Bytes[65], values_a: DynArray[int256, MAX_VALUES
     node_b: address = self._signer(rb, sig_b)
     assert node_a != node_b, "InferenceRegistry: same node signed both receipts"
     assert self.service_bond[node_a] > 0 and self.service_bond[node_b] > 0, "InferenceRegistry: signer has no service bond"
+    # One fault, one slash: a receipt can back at most one dispute (audit M2).
+    digest_a: bytes32 = self._digest(ra)
+    digest_b: bytes32 = self._digest(rb)
+    assert not self.receipt_disputed[digest_a] and not self.receipt_disputed[digest_b], \
+        "InferenceRegistry: receipt already disputed"
+    self.receipt_disputed[digest_a] = True
+    self.receipt_disputed[digest_b] = True
     did: uint256 = self.dispute_count + 1
     self.dispute_count = did
     deadline: uint256 = block.timestamp + self.vote_window
