@@ -192,6 +192,12 @@ class Chain:
         with self._nonce_lock:
             try:
                 params["nonce"] = self.w3.eth.get_transaction_count(sender.address, "pending")
+                if "gas" not in params:
+                    # Pad the estimate: nodes estimate without the 63/64 call-gas rule's
+                    # slack or refunds in some paths (seen on anvil), and a transaction
+                    # given exactly the estimate can run out of gas. Unused gas is refunded.
+                    estimate = fn.estimate_gas({"from": sender.address, "value": value})
+                    params["gas"] = min(estimate * 6 // 5 + 20_000, 30_000_000)
                 tx = fn.build_transaction(params)
             except (ContractLogicError, ContractCustomError, ContractPanicError) as exc:
                 raise ContractRevert(_reason(exc), contract=contract_name, function=fn_name) from None
