@@ -199,3 +199,25 @@ def test_wallet_persists_nonces(chain, pc, parties, tmp_path):
     w2 = Wallet(pc, payer, tmp_path / "wallet.json")  # a restarted payer never re-uses a nonce
     v = w2.pay(payee.address, PRICE)
     assert v.nonce == 2 and v.cumulative == 2 * PRICE
+
+
+def test_audit_m4_payer_cannot_close_before_a_conditional_voucher_can_settle(chain, pc, parties):
+    """Audit M4: a payer takes a ZK answer paid with a conditional voucher and requests its
+    withdrawal at once. The channel must stay open until the receipt's epoch could be
+    committed and settled past InferenceRegistry's challenge + response windows."""
+    payer, payee = parties
+    reg = chain.contract("InferenceRegistry")
+    settle_by = chain.call(reg.functions.challenge_window()) + chain.call(reg.functions.response_window())
+    # a delay shorter than the settlement window is refused at deployment (it was 3600 s)
+    with pytest.raises(Exception, match="withdraw delay too short"):
+        chain.deploy("PaymentChannels", Token(chain).c.address, 3600)
+    wallet = Wallet(pc, payer)
+    cid = wallet.ensure_channel(payee.address, 10 * PRICE)
+    wallet.pay(payee.address, 2 * PRICE, oracle=reg.address, condition=b"\x42" * 32)
+    start = chain.timestamp()
+    unlock_at = pc.request_withdrawal(cid, sender=payer)           # the attack: close at once
+    assert unlock_at - start >= settle_by + 600                    # + one node epoch (600 s default)
+    advance_to(chain, start + settle_by + 600)
+    with pytest.raises(ContractRevert, match="delay not over"):
+        pc.withdraw(cid, sender=payer)
+    assert pc.state(cid).open                                      # the payee can still redeem

@@ -53,7 +53,10 @@ VOUCHER_TYPEHASH: public(constant(bytes32)) = keccak256(
     "Voucher(bytes32 channel,uint256 cumulative,uint256 nonce,address oracle,bytes32 condition)"
 )
 MAX_BATCH: constant(uint256) = 64
-MIN_WITHDRAW_DELAY: constant(uint256) = 60
+# Audit M4: a payer's close must wait out the longest settlement window a payee needs
+# (InferenceRegistry: a 24 h challenge window + 1 h response window), or a conditional
+# voucher dies with the channel before its condition can be fulfilled.
+MIN_WITHDRAW_DELAY: public(constant(uint256)) = 90000
 
 token: public(immutable(IERC20))
 withdraw_delay: public(immutable(uint256))
@@ -107,7 +110,8 @@ def __init__(token_: address, withdraw_delay_: uint256):
     """
     @param token_ The MESH token channels are denominated in.
     @param withdraw_delay_ Seconds between a withdrawal request and the refund;
-           the payee's window to redeem its latest voucher.
+           the payee's window to redeem its latest voucher (>= MIN_WITHDRAW_DELAY,
+           at least the oracles' challenge + response windows).
     """
     assert token_ != empty(address), "PaymentChannels: token is zero"
     assert withdraw_delay_ >= MIN_WITHDRAW_DELAY, "PaymentChannels: withdraw delay too short"
