@@ -11,12 +11,12 @@ a failed deployment leaves the home's book unchanged.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from proofmesh.chain.client import Chain
 from proofmesh.errors import ChainError
+from proofmesh.plugins import import_optional
 
 MESH = 10**18
 
@@ -76,13 +76,9 @@ def load_domain_specs() -> list[ContractSpec]:
     """Contract specs of every domain that ships a ``deployment`` module."""
     specs: list[ContractSpec] = []
     for module_name in DOMAIN_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # this domain ships no contracts
-            raise
-        specs.extend(module.CONTRACTS)
+        module = import_optional(module_name)
+        if module is not None:  # a domain without a deployment module ships no contracts
+            specs.extend(module.CONTRACTS)
     return specs
 
 

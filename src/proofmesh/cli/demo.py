@@ -9,7 +9,6 @@ summary rows. Steps share results through ``ctx.data`` (e.g. a batch id).
 
 from __future__ import annotations
 
-import importlib
 import os
 import tempfile
 import time
@@ -23,6 +22,7 @@ from rich.table import Table
 from proofmesh.chain.client import Chain
 from proofmesh.cli.context import console, output
 from proofmesh.config import Home
+from proofmesh.plugins import import_optional
 
 DEMO_PASSWORD = "proofmesh-demo"
 
@@ -140,12 +140,9 @@ def run_demo(*, devnet: bool = False, keep: bool = True, only: list[str] | None 
         for name, module_name in DEMO_STEPS:
             if only and name not in only:
                 continue
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError as exc:
-                if exc.name == module_name:
-                    continue
-                raise
+            module = import_optional(module_name)
+            if module is None:
+                continue
             if not json_out:
                 console.print(Panel.fit(f"[bold]{name}[/bold]", border_style="cyan"))
             t0 = time.monotonic()

@@ -17,6 +17,7 @@ from proofmesh.cli.context import (
     AccountOpt, JsonOpt, console, ctx_account, ctx_chain, ctx_home, output, password_for, print_error, reset_state,
 )
 from proofmesh.errors import InputError, ProofmeshError
+from proofmesh.plugins import import_optional
 
 
 class _Group(TyperGroup):
@@ -383,22 +384,12 @@ def demo(
 
 def _add_domains() -> None:
     for module_name, group in _DOMAIN_GROUPS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
+        module = import_optional(module_name)
         sub = getattr(module, "app", None)
         if sub is not None:
             app.add_typer(sub, name=group)
     for module_name, fn_name in _DOMAIN_COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
+        module = import_optional(module_name)
         fn = getattr(module, fn_name, None)
         if fn is not None:
             app.command(fn_name)(fn)

@@ -24,7 +24,6 @@ seconds), ``health()`` and ``metrics()`` (numbers exported as Prometheus gauges
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from proofmesh.config import Home
 from proofmesh.errors import ProofmeshError
+from proofmesh.plugins import import_optional
 
 # Optional domain service modules, in start order (stopped in reverse).
 SERVICE_MODULES = [
@@ -111,12 +111,12 @@ def load_services(ctx: NodeContext, modules: list[str] | None = None) -> tuple[l
     skipped: list[dict[str, Any]] = []
     for module_name in SERVICE_MODULES if modules is None else modules:
         try:
-            module = importlib.import_module(module_name)
+            module = import_optional(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # the domain ships no service (yet)
             raise ServiceError(f"{module_name} failed to import: {exc}",
                                fix=f"install what {exc.name} needs, or remove it from SERVICE_MODULES") from exc
+        if module is None:
+            continue  # the domain ships no service
         create = getattr(module, "create", None)
         if create is None:
             raise ServiceError(f"{module_name} has no create(ctx) factory",
