@@ -265,6 +265,10 @@ class JobMarketClient:
         return self._tx(self.c.functions.rule_replicated(
             job_id, [Web3.to_checksum_address(a) for a in accepted], manifest_cid, result_cid), sender)
 
+    def timeout_dispute(self, job_id: int, sender: Any = None):
+        """Void a replicated dispute the referee let lapse: bonds released, poster refunded."""
+        return self._tx(self.c.functions.timeout_dispute(job_id), sender)
+
     def reassign(self, job_id: int, sender: Any = None):
         return self._tx(self.c.functions.reassign(job_id), sender)
 

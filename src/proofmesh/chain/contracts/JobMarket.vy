@@ -602,6 +602,24 @@ def rule_replicated(job_id: uint256, accepted: DynArray[address, MAX_REPLICAS], 
     self._settle(job_id, best.weights_root, best.trace_root)
 
 
+@external
+@nonreentrant
+def timeout_dispute(job_id: uint256):
+    """
+    @notice Void a replicated dispute the referee did not rule on within its window:
+            release every revealer's bond and refund the poster. Anyone may call.
+    @param job_id The job.
+    """
+    job: Job = self.jobs[job_id]
+    assert job.status == DISPUTED, "no replicated dispute"
+    assert block.timestamp > job.phase_deadline, "referee window still open"
+    for w: address in self._workers[job_id]:
+        if self.slots[job_id][w].state == S_REVEALED:
+            self._release(job_id, w)
+    self.jobs[job_id].status = REFUNDED
+    self._refund(job_id, "referee timed out")
+
+
 # ================================================================ optimistic mode hooks
 # The challenge window, bisection game and audits live in OptimisticVerifier (kept
 # apart so each contract stays under the 24 KB code-size limit); it reports here.
