@@ -134,10 +134,16 @@ class DataRegistryClient:
 
     # ------------------------------------------------------------------ committee
     def draw_committee(self, batch_id: int, *, sender=None) -> list[str]:
-        """Draw the committee once the seed block (publication + 1) is in the past."""
-        publish_block = self.chain.call(self.c.functions.batches(batch_id))[8]
-        self._next_block(publish_block + 1)
-        self.chain.transact(self.c.functions.draw_committee(batch_id), sender=sender)
+        """Draw the committee once the seed block (publication + 1) is in the past.
+
+        If the seed block's hash expired (> 256 blocks), the contract re-commits to the
+        next block; wait for it and draw again."""
+        for _ in range(3):
+            seed_block = self.chain.call(self.c.functions.seed_block_of(batch_id))
+            self._next_block(seed_block)
+            self.chain.transact(self.c.functions.draw_committee(batch_id), sender=sender)
+            if self.chain.call(self.c.functions.batches(batch_id))[12] != b"\x00" * 32:
+                break
         return self.committee(batch_id)
 
     def committee(self, batch_id: int) -> list[str]:

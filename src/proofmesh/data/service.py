@@ -80,8 +80,8 @@ class ValidatorService:
                 continue
             members = self.client.committee(batch_id)
             if not members:
-                publish_block = chain.call(c.functions.batches(batch_id))[8]
-                if chain.block_number() > publish_block + 1:
+                seed_block = chain.call(c.functions.seed_block_of(batch_id))
+                if chain.block_number() > seed_block:
                     try:
                         chain.transact(c.functions.draw_committee(batch_id))
                         self.drawn.append(batch_id)

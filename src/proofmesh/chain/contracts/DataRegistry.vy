@@ -10,7 +10,8 @@
         publisher's NodeRegistry stake is locked.
      2. Once the block after publication exists, anyone draws the validator committee:
         up to `committee_size` DATA_VALIDATOR nodes, sampled stake-weighted without
-        replacement with the hash of that block as seed (unknown when the batch was
+        replacement from the active nodes and stakes snapshotted at publication,
+        with the hash of that block as seed (unknown when the batch was
         published). Committee members fetch the records at `sample_index(batch, i)`,
         check them against the root, and sign an EIP-712 Attestation (availability,
         quality score, share of near-duplicates they found); anyone submits it.
@@ -122,6 +123,15 @@ event Attested:
     quality_bps: uint16
     duplicate_bps: uint16
 
+event CandidatesSnapshot:
+    batch_id: indexed(uint256)
+    count: uint256
+    total_stake: uint256
+
+event SeedRecommitted:
+    batch_id: indexed(uint256)
+    seed_block: uint256
+
 event ProofCommitted:
     commitment: indexed(bytes32)
     sender: indexed(address)
@@ -177,6 +187,12 @@ duplicate_at: public(HashMap[uint256, HashMap[uint256, bool]])   # batch -> inde
 taken_down_at: public(HashMap[uint256, HashMap[uint256, bool]])
 tombstone: public(HashMap[bytes32, bool])             # record_hash -> withdrawn by its owner
 commitments: public(HashMap[bytes32, uint256])         # commitment -> block number
+# @notice Committee candidates and their stakes, fixed when the batch is published
+#         (before the seed exists), so nobody can join or stake after seeing the seed.
+snapshot_nodes: HashMap[uint256, DynArray[address, MAX_SCAN]]
+snapshot_stakes: HashMap[uint256, DynArray[uint256, MAX_SCAN]]
+# @notice Block whose hash seeds the draw (publish block + 1, or a later re-commit).
+seed_block_of: public(HashMap[uint256, uint256])
 
 
 @deploy
@@ -316,6 +332,8 @@ def publish_batch(source_id: uint256, root: bytes32, record_count: uint256, toke
     log BatchPublished(batch_id=bid, source_id=source_id, contributor=msg.sender, root=root,
                        record_count=record_count, token_count=token_count,
                        manifest_cid=manifest_cid, records_cid=records_cid, bond=bond)
+    self._snapshot(bid, msg.sender)
+    self.seed_block_of[bid] = block.number + 1
     extcall node_registry.lock_bond(msg.sender, bond)
     return bid
 
@@ -356,23 +374,55 @@ def _check_leaf(batch_id: uint256, index: uint256, record_hash: bytes32,
 
 # ---------------------------------------------------------------- validator committee
 
+@internal
+def _snapshot(batch_id: uint256, exclude: address):
+    """Record the active DATA_VALIDATORs (staked >= min_stake) and their stakes now."""
+    cands: DynArray[address, MAX_SCAN] = []
+    weights: DynArray[uint256, MAX_SCAN] = []
+    total: uint256 = 0
+    n: uint256 = min(staticcall node_registry.active_count(), MAX_SCAN)
+    for i: uint256 in range(n, bound=MAX_SCAN):
+        node: address = staticcall node_registry.active_at(i)
+        if node == exclude or node == empty(address):
+            continue
+        if not staticcall node_registry.has_role(node, DATA_VALIDATOR_ROLE):
+            continue
+        if not staticcall node_registry.is_active(node):
+            continue
+        w: uint256 = staticcall node_registry.stake_of(node)
+        if w == 0:
+            continue
+        cands.append(node)
+        weights.append(w)
+        total += w
+    self.snapshot_nodes[batch_id] = cands
+    self.snapshot_stakes[batch_id] = weights
+    log CandidatesSnapshot(batch_id=batch_id, count=len(cands), total_stake=total)
+
+
 @external
 def draw_committee(batch_id: uint256):
     """
     @notice Fix the batch's validator committee from the hash of the block after its
-            publication (unknown to the publisher when it published).
+            publication (unknown to the publisher when it published), among the
+            candidates snapshotted at publication. If that hash is no longer available
+            (more than 256 blocks old), re-commit to the next block instead (emits
+            SeedRecommitted; call again once it is mined).
     @param batch_id The batch.
     """
     b: Batch = self.batches[batch_id]
     assert b.root != empty(bytes32), "DataRegistry: unknown batch"
     assert b.seed == empty(bytes32), "DataRegistry: committee already drawn"
-    assert block.number > b.publish_block + 1, "DataRegistry: wait one block after publication"
-    seed_block: uint256 = b.publish_block + 1
+    seed_block: uint256 = self.seed_block_of[batch_id]
+    assert block.number > seed_block, "DataRegistry: wait one block after publication"
     if block.number - seed_block > 256:
-        # blockhash only reaches 256 blocks back; fall back to the latest one (documented)
-        seed_block = block.number - 1
+        # blockhash only reaches 256 blocks back: commit to a future block, never to one
+        # the caller could have timed
+        self.seed_block_of[batch_id] = block.number + 1
+        log SeedRecommitted(batch_id=batch_id, seed_block=block.number + 1)
+        return
     seed: bytes32 = keccak256(abi_encode(blockhash(seed_block), batch_id))
-    members: DynArray[address, MAX_COMMITTEE] = self._sample(seed, b.contributor)
+    members: DynArray[address, MAX_COMMITTEE] = self._sample(seed, batch_id)
     self.batches[batch_id].seed = seed
     self.committee[batch_id] = members
     log CommitteeDrawn(batch_id=batch_id, seed=seed, members=members)
@@ -380,23 +430,12 @@ def draw_committee(batch_id: uint256):
 
 @view
 @internal
-def _sample(seed: bytes32, exclude: address) -> DynArray[address, MAX_COMMITTEE]:
-    """Stake-weighted sampling without replacement among active DATA_VALIDATORs."""
-    cands: DynArray[address, MAX_SCAN] = []
-    weights: DynArray[uint256, MAX_SCAN] = []
+def _sample(seed: bytes32, batch_id: uint256) -> DynArray[address, MAX_COMMITTEE]:
+    """Stake-weighted sampling without replacement among the batch's snapshot."""
+    cands: DynArray[address, MAX_SCAN] = self.snapshot_nodes[batch_id]
+    weights: DynArray[uint256, MAX_SCAN] = self.snapshot_stakes[batch_id]
     total: uint256 = 0
-    n: uint256 = min(staticcall node_registry.node_count(), MAX_SCAN)
-    for i: uint256 in range(n, bound=MAX_SCAN):
-        node: address = staticcall node_registry.node_at(i)
-        if node == exclude:
-            continue
-        if not staticcall node_registry.has_role(node, DATA_VALIDATOR_ROLE):
-            continue
-        if not staticcall node_registry.is_active(node):
-            continue
-        w: uint256 = staticcall node_registry.stake_of(node)
-        cands.append(node)
-        weights.append(w)
+    for w: uint256 in weights:
         total += w
     out: DynArray[address, MAX_COMMITTEE] = []
     k: uint256 = min(self.committee_size, len(cands))
@@ -520,6 +559,8 @@ def reveal_duplicate(batch_a: uint256, index_a: uint256, proof_a: DynArray[bytes
     b: Batch = self._check_leaf(batch_b, index_b, record_hash, proof_b)
     assert not b.finalized and block.timestamp < b.published_at + self.challenge_window, "DataRegistry: challenge window over"
     assert not self.duplicate_at[batch_b][index_b], "DataRegistry: duplicate already proven"
+    # a taken-down position already stopped earning (counted in taken_down): never count it twice
+    assert not self.taken_down_at[batch_b][index_b], "DataRegistry: position already taken down"
     # effects
     self.commitments[commitment] = 0
     self.duplicate_at[batch_b][index_b] = True
@@ -581,7 +622,7 @@ def _reward(batch_id: uint256) -> uint256:
     members: uint256 = len(self.committee[batch_id])
     if members == 0 or b.available_votes < members // 2 + 1:
         return 0
-    live: uint256 = b.record_count - b.duplicates - b.taken_down
+    live: uint256 = b.record_count - min(b.record_count, b.duplicates + b.taken_down)
     quality: uint256 = b.quality_sum // b.available_votes
     dup_vote: uint256 = b.duplicate_vote_sum // b.available_votes
     base: uint256 = b.token_count * self.reward_per_token * live // b.record_count
