@@ -16,7 +16,7 @@ import os
 import coincurve
 import pytest
 
-from proofmesh.chain.core import MESH, EmissionClient, Registry, Token
+from proofmesh.chain.core import MESH, EmissionClient, GovernanceClient, Registry, Token
 from proofmesh.edge.epoch_tree import EpochCommitment, PositionalTree
 from proofmesh.edge.gateway import GatewayConfig, GatewayCore
 from proofmesh.edge.identity import KeyHolder, create_key
@@ -33,6 +33,10 @@ def _holder(acct, tmp_path) -> KeyHolder:
 
 @pytest.fixture
 def net(chain, accounts, tmp_path):
+    return _make_net(chain, accounts, tmp_path)
+
+
+def _make_net(chain, accounts, tmp_path):
     edge = EdgeChain(chain)
     gw_acct, owner = accounts[1], accounts[2]
     reg = Registry(chain)
@@ -256,3 +260,32 @@ def test_rotated_key_takes_over_and_old_key_is_refused(net, tmp_path):
         edge.rotate_key(d0.address, new, owner=owner)
     with pytest.raises(ContractRevert, match="not the owner"):
         edge.revoke_key(d0.address, owner=net["gw"])
+
+
+def test_audit_m7_flash_stake_before_claim_does_not_raise_cap_and_stake_unbonds(chain, accounts, tmp_path):
+    """Audit M7: add_stake right before claim, deregister right after. The cap counts only
+    stake in place since before the epoch started, and deregistered stake unbonds."""
+    edge = EdgeChain(chain)
+    # a reward above the stake cap: 5 intervals x 10 MESH = 50 MESH vs 10% of 100 MESH = 10 MESH
+    GovernanceClient(chain).apply_now(edge.epochs.functions.set_parameters(
+        3600, chain.call(edge.epochs.functions.gateway_bond()), 10 * MESH, 1_000))
+    net = _fill(_make_net(chain, accounts, tmp_path))
+    c, _ = _publish(net)
+    owner, dev = net["owner"], net["devices"][2]
+    EmissionClient(chain).fund_pool(3, 1_000 * MESH, sender=owner)
+    chain.increase_time(3601)
+    # the attack: top up 900 MESH just before claiming (cap would become 100 MESH)
+    Token(chain).approve(edge.registry.address, 900 * MESH, sender=owner)
+    chain.transact(edge.registry.functions.add_stake(dev.address, 900 * MESH), sender=owner)
+    before = Token(chain).balance(owner.address)
+    edge.claim(net["gw"].address, c, dev.address_bytes)
+    assert Token(chain).balance(owner.address) - before == 10 * MESH     # not 50: the top-up does not count
+    # ... and deregister right after: the stake is not refunded until unbonding is over
+    before = Token(chain).balance(owner.address)
+    edge.deregister(dev.address, owner=owner)
+    assert Token(chain).balance(owner.address) == before
+    with pytest.raises(ContractRevert, match="still unbonding"):
+        edge.withdraw_stake(dev.address, owner=owner)
+    chain.increase_time(int(chain.call(edge.registry.functions.unbonding_period())) + 1)
+    edge.withdraw_stake(dev.address, owner=owner)
+    assert Token(chain).balance(owner.address) - before == 1_000 * MESH

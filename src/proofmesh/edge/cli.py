@@ -113,9 +113,16 @@ def rotate(directory: DirOpt, password: PasswordOpt = None, account: AccountOpt 
 
 @device_app.command("deregister")
 def deregister(directory: DirOpt, account: AccountOpt = None, json_: JsonOpt = False) -> None:
-    """Remove the device and refund its stake."""
+    """Remove the device; its stake is refunded by `withdraw-stake` after the unbonding period."""
     tx = _edge(account).deregister(_device_id(directory))
     output({"device": _device_id(directory), "deregistered": True, "tx": tx.tx_hash}, json_)
+
+
+@device_app.command("withdraw-stake")
+def withdraw_stake(directory: DirOpt, account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """Refund a deregistered device's stake once its unbonding period is over."""
+    tx = _edge(account).withdraw_stake(_device_id(directory))
+    output({"device": _device_id(directory), "withdrawn": True, "tx": tx.tx_hash}, json_)
 
 
 @app.command("gateway")

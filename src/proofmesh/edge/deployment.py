@@ -31,9 +31,15 @@ def interval_seconds() -> int:
     return int(os.environ.get("PROOFMESH_EDGE_INTERVAL_SECONDS", "5"))
 
 
+def unbonding_seconds() -> int:
+    """Device stake unbonding (audit M7): at least one epoch plus the challenge period."""
+    return epoch_seconds() + CHALLENGE_PERIOD
+
+
 CONTRACTS = [
     ContractSpec(name="DeviceRegistry",
-                 args=lambda book: [book["MeshToken"], MIN_DEVICE_STAKE, CROWD_RESOLUTION, CELL_CAPACITY]),
+                 args=lambda book: [book["MeshToken"], MIN_DEVICE_STAKE, CROWD_RESOLUTION, CELL_CAPACITY,
+                                    unbonding_seconds()]),
     ContractSpec(name="EdgeEpochs",
                  args=lambda book: [book["NodeRegistry"], book["Emission"], book["DeviceRegistry"],
                                     epoch_seconds(), interval_seconds(), CHALLENGE_PERIOD, GATEWAY_BOND,

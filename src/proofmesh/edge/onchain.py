@@ -105,6 +105,11 @@ class EdgeChain:
         return self.chain.transact(self.registry.functions.deregister(Web3.to_checksum_address(device)),
                                    sender=owner or self.chain.account)
 
+    def withdraw_stake(self, device: str, *, owner: LocalAccount | None = None) -> TxResult:
+        """Refund a deregistered device's stake once its unbonding period is over."""
+        return self.chain.transact(self.registry.functions.withdraw_stake(Web3.to_checksum_address(device)),
+                                   sender=owner or self.chain.account)
+
     def device(self, device: str) -> DeviceInfo:
         addr = Web3.to_checksum_address(device)
         d = self.chain.call(self.registry.functions.devices(addr))

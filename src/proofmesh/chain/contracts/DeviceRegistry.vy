@@ -35,6 +35,10 @@ struct Device:
     active: bool
     nonce: uint256
 
+struct StakePoint:
+    at: uint64
+    stake: uint256
+
 struct KeyRecord:
     device: address
     valid_from: uint64
@@ -66,6 +70,14 @@ event DeviceDeregistered:
     owner: indexed(address)
     refunded: uint256
 
+event StakeWithdrawn:
+    device: indexed(address)
+    owner: indexed(address)
+    amount: uint256
+
+event UnbondingPeriodChanged:
+    unbonding_period: uint256
+
 event ParametersChanged:
     min_stake: uint256
     crowd_resolution: uint64
@@ -75,6 +87,8 @@ KEY_PROOF_TYPEHASH: public(constant(bytes32)) = keccak256(
     "KeyProof(address key,address device,address owner,uint256 nonce,uint256 deadline)"
 )
 _MAX_UINT64: constant(uint64) = max_value(uint64)
+# How many stake changes `stake_at` looks back over (more recent changes count as 0 stake).
+_MAX_STAKE_LOOKBACK: constant(uint256) = 64
 # secp256k1n / 2: signatures with a higher s are malleable copies and are refused.
 _MAX_S: constant(uint256) = 57896044618658097711785492504343953926418782139537452191302581570759080747168
 
@@ -87,18 +101,28 @@ cell_devices: public(HashMap[uint64, uint256])
 device_count: public(uint256)
 device_at: public(HashMap[uint256, address])
 
+# Stake history (audit M7): every change appends (timestamp, stake after it), so a
+# reward for an epoch counts only stake in place since before the epoch started.
+stake_points: public(HashMap[address, HashMap[uint256, StakePoint]])
+stake_point_count: public(HashMap[address, uint256])
+# Deregistered stake is refunded only after this many seconds (>= epoch + challenge period).
+unbonding_period: public(uint256)
+unbond_at: public(HashMap[address, uint256])
+
 min_stake: public(uint256)
 crowd_resolution: public(uint64)
 cell_capacity: public(uint256)
 
 
 @deploy
-def __init__(token_: address, min_stake_: uint256, crowd_resolution_: uint64, cell_capacity_: uint256):
+def __init__(token_: address, min_stake_: uint256, crowd_resolution_: uint64, cell_capacity_: uint256,
+             unbonding_period_: uint256):
     """
     @param token_ MeshToken address (stake currency).
     @param min_stake_ Minimum stake per device, in token wei.
     @param crowd_resolution_ H3 resolution at which devices are counted for crowding.
     @param cell_capacity_ Devices per crowding cell before rewards scale down.
+    @param unbonding_period_ Seconds between deregistration and the stake refund.
     """
     ownable.__init__()
     eip712.__init__("proofmesh DeviceRegistry", "1")
@@ -109,6 +133,7 @@ def __init__(token_: address, min_stake_: uint256, crowd_resolution_: uint64, ce
     self.min_stake = min_stake_
     self.crowd_resolution = crowd_resolution_
     self.cell_capacity = cell_capacity_
+    self.unbonding_period = unbonding_period_
 
 
 @external
@@ -144,6 +169,7 @@ def register(key: address, device_class: String[32], cell: uint64, stake: uint25
     self.cell_devices[crowd] += 1
     self.device_at[self.device_count] = key
     self.device_count += 1
+    self._checkpoint(key, stake)
     log DeviceRegistered(device=key, owner=msg.sender, device_class=device_class, cell=cell, stake=stake)
 
     assert extcall token.transferFrom(msg.sender, self, stake, default_return_value=True), "DeviceRegistry: transfer failed"
@@ -161,6 +187,7 @@ def add_stake(device: address, amount: uint256):
     assert msg.sender == d.owner, "DeviceRegistry: not the owner"
     assert amount > 0, "DeviceRegistry: zero amount"
     self.devices[device].stake = d.stake + amount
+    self._checkpoint(device, d.stake + amount)
     log StakeAdded(device=device, amount=amount, total=d.stake + amount)
     assert extcall token.transferFrom(msg.sender, self, amount, default_return_value=True), "DeviceRegistry: transfer failed"
 
@@ -214,7 +241,8 @@ def revoke_key(device: address):
 @external
 def deregister(device: address):
     """
-    @notice Remove a device, revoke its key and refund its stake to the owner.
+    @notice Remove a device and revoke its key. Its stake stops counting now and is
+            refunded by `withdraw_stake` after `unbonding_period` (audit M7).
     @param device The device ID.
     """
     d: Device = self.devices[device]
@@ -225,11 +253,39 @@ def deregister(device: address):
         log KeyRevoked(device=device, key=d.key)
     self.devices[device].active = False
     self.devices[device].key = empty(address)
-    self.devices[device].stake = 0
+    self._checkpoint(device, 0)
+    self.unbond_at[device] = block.timestamp + self.unbonding_period
     crowd: uint64 = self._parent(d.cell, self.crowd_resolution)
     self.cell_devices[crowd] -= 1
-    log DeviceDeregistered(device=device, owner=d.owner, refunded=d.stake)
+    log DeviceDeregistered(device=device, owner=d.owner, refunded=0)
+
+
+@external
+def withdraw_stake(device: address):
+    """
+    @notice Refund a deregistered device's stake to its owner once unbonding is over.
+    @param device The device ID.
+    """
+    d: Device = self.devices[device]
+    assert d.owner != empty(address) and not d.active, "DeviceRegistry: device not deregistered"
+    assert msg.sender == d.owner, "DeviceRegistry: not the owner"
+    assert d.stake > 0, "DeviceRegistry: nothing to withdraw"
+    assert block.timestamp >= self.unbond_at[device], "DeviceRegistry: stake still unbonding"
+    self.devices[device].stake = 0
+    log StakeWithdrawn(device=device, owner=d.owner, amount=d.stake)
     assert extcall token.transfer(d.owner, d.stake, default_return_value=True), "DeviceRegistry: transfer failed"
+
+
+@external
+def set_unbonding_period(unbonding_period_: uint256):
+    """
+    @notice Change the stake unbonding period (owner = governance timelock). Keep it at
+            least EdgeEpochs' epoch length + challenge period.
+    @param unbonding_period_ Seconds.
+    """
+    ownable._check_owner()
+    self.unbonding_period = unbonding_period_
+    log UnbondingPeriodChanged(unbonding_period=unbonding_period_)
 
 
 @external
@@ -284,11 +340,33 @@ def crowd_factor_bps(device: address) -> uint256:
 @external
 def stake_of(device: address) -> uint256:
     """
-    @notice Stake currently held for a device.
+    @notice Stake currently counting for a device (0 once deregistered, while unbonding).
     @param device The device ID.
     @return Tokens staked.
     """
+    if not self.devices[device].active:
+        return 0
     return self.devices[device].stake
+
+
+@view
+@external
+def stake_at(device: address, timestamp: uint256) -> uint256:
+    """
+    @notice Stake a device had at `timestamp` (from its stake history). Changes
+            older than the last 64 are not searched: then 0.
+    @param device The device ID.
+    @param timestamp Unix time.
+    @return Tokens staked at that time.
+    """
+    n: uint256 = self.stake_point_count[device]
+    for i: uint256 in range(_MAX_STAKE_LOOKBACK):
+        if i >= n:
+            break
+        p: StakePoint = self.stake_points[device][n - 1 - i]
+        if convert(p.at, uint256) <= timestamp:
+            return p.stake
+    return 0
 
 
 @view
@@ -345,6 +423,13 @@ def valid_cell(cell: uint64) -> bool:
     @return True if it is a well-formed H3 cell index.
     """
     return self._valid_cell(cell)
+
+
+@internal
+def _checkpoint(device: address, stake: uint256):
+    n: uint256 = self.stake_point_count[device]
+    self.stake_points[device][n] = StakePoint(at=convert(block.timestamp, uint64), stake=stake)
+    self.stake_point_count[device] = n + 1
 
 
 @view

@@ -39,6 +39,7 @@ interface IDeviceRegistry:
     def key_valid_at(device: address, key: address, timestamp: uint64) -> bool: view
     def crowd_factor_bps(device: address) -> uint256: view
     def stake_of(device: address) -> uint256: view
+    def stake_at(device: address, timestamp: uint256) -> uint256: view
     def owner_of(device: address) -> address: view
     def is_active(device: address) -> bool: view
 
@@ -420,7 +421,8 @@ def claim(gateway: address, epoch: uint64, device: address, uptime: uint256, cou
     """
     @notice Pay a device's owner for its proven uptime in an unchallenged epoch whose
             challenge period is over: uptime * reward_per_interval, scaled by the cell's
-            crowd factor, capped at stake * stake_cap_bps / 10000, limited by the pool.
+            crowd factor, capped at stake * stake_cap_bps / 10000 (the lower of the stake now
+            and at the epoch's start), limited by the pool.
             Anyone may call; the owner is paid.
     @param gateway The gateway that counted the device.
     @param epoch The epoch.
@@ -441,7 +443,10 @@ def claim(gateway: address, epoch: uint64, device: address, uptime: uint256, cou
     assert staticcall device_registry.is_active(device), "EdgeEpochs: device not active"
     owner: address = staticcall device_registry.owner_of(device)
     amount: uint256 = uptime * self.reward_per_interval * staticcall device_registry.crowd_factor_bps(device) // 10000
-    cap: uint256 = staticcall device_registry.stake_of(device) * self.stake_cap_bps // 10000
+    # Only stake in place since before the epoch started counts (audit M7: no flash top-ups).
+    stake: uint256 = min(staticcall device_registry.stake_of(device),
+                         staticcall device_registry.stake_at(device, convert(epoch, uint256) * convert(epoch_length, uint256)))
+    cap: uint256 = stake * self.stake_cap_bps // 10000
     amount = min(amount, cap)
     amount = min(amount, staticcall emission.pool_balance(EDGE_POOL))
     self.claimed[epoch][device] = True
