@@ -137,10 +137,64 @@ class PaymentChannels:
         return deposit
 
 
-def _atomic_write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+class _Journal:
+    """Append-only JSON-lines journal of ``{"k": key, "v": record}``; the last record of a
+    key wins. Every append is flushed and fsynced (a crash loses at most the torn last
+    line, which replay skips); opening replays it and compacts it to one line per key
+    with an atomic rewrite. A file in the older whole-dict format is read too."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = None
+
+    def load(self) -> dict[str, dict]:
+        records: dict[str, dict] = {}
+        if self.path.exists():
+            text = self.path.read_text()
+            try:
+                whole = json.loads(text)
+            except ValueError:
+                whole = None
+            if isinstance(whole, dict) and set(whole) != {"k", "v"}:
+                records = whole                      # older format: one JSON object of every book
+            else:
+                for line in text.splitlines():
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue                     # a write torn by a crash: never acknowledged
+                    if isinstance(rec, dict) and "k" in rec:
+                        records[rec["k"]] = rec["v"]
+        self._compact(records)
+        return records
+
+    def _compact(self, records: dict[str, dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        with open(tmp, "w") as fh:
+            for k, v in records.items():
+                fh.write(json.dumps({"k": k, "v": v}, separators=(",", ":")) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        try:
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+        if self._fh is not None:
+            self._fh.close()
+        self._fh = open(self.path, "a")
+
+    def put(self, key: str, record: dict) -> None:
+        if self._fh is None:
+            self._compact({})
+        self._fh.write(json.dumps({"k": key, "v": record}, separators=(",", ":")) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
 
 
 @dataclass
@@ -155,8 +209,8 @@ class _PayerChannel:
 class Wallet:
     """The payer's off-chain books: one channel per payee, next voucher per request.
 
-    State is persisted (``path``) after every voucher so a restarted payer never
-    re-uses a nonce or forgets what it already promised.
+    State is persisted (``path``, an fsynced append-only journal) after every voucher
+    so a restarted payer never re-uses a nonce or forgets what it already promised.
     """
 
     def __init__(self, channels: PaymentChannels, account, path: Path | None = None) -> None:
@@ -165,17 +219,18 @@ class Wallet:
         self.path = path
         self._lock = threading.Lock()
         self._books: dict[str, _PayerChannel] = {}
-        if path is not None and path.exists():
-            for payee, b in json.loads(path.read_text()).items():
+        self._journal = _Journal(path) if path is not None else None
+        if self._journal is not None:
+            for payee, b in self._journal.load().items():
                 self._books[payee] = _PayerChannel(bytes.fromhex(b["channel"]), payee, int(b["committed"]),
                                                    int(b["nonce"]), {k: int(v) for k, v in b["pending"].items()})
 
-    def _save(self) -> None:
-        if self.path is None:
+    def _save(self, payee: str) -> None:
+        if self._journal is None:
             return
-        _atomic_write_json(self.path, {p: {"channel": b.channel.hex(), "committed": str(b.committed),
-                                           "nonce": b.nonce, "pending": {k: str(v) for k, v in b.pending.items()}}
-                                       for p, b in self._books.items()})
+        b = self._books[payee]
+        self._journal.put(payee, {"channel": b.channel.hex(), "committed": str(b.committed), "nonce": b.nonce,
+                                  "pending": {k: str(v) for k, v in b.pending.items()}})
 
     def ensure_channel(self, payee: str, deposit: int) -> bytes:
         """The open channel to ``payee``, opening it with ``deposit`` if there is none."""
@@ -191,7 +246,7 @@ class Wallet:
                 # a fresh channel (or one we lost track of): resume from what the chain knows
                 book = _PayerChannel(cid, payee, committed=st.paid, nonce=st.nonce)
                 self._books[payee] = book
-                self._save()
+                self._save(payee)
             return cid
 
     def channel_of(self, payee: str) -> bytes | None:
@@ -214,7 +269,7 @@ class Wallet:
                 book.pending[condition.hex()] = amount
             else:
                 book.committed += amount
-            self._save()
+            self._save(payee)
         return sign_voucher(self.account, self.channels.domain, v)
 
     def release(self, payee: str, condition: bytes) -> int:
@@ -227,7 +282,7 @@ class Wallet:
                 raise InputError(f"no pending conditional payment {condition.hex()} to {payee}",
                                  fix="release only conditions you paid with pay(..., condition=...)")
             book.committed += amount
-            self._save()
+            self._save(payee)
             return amount
 
     def forfeit(self, payee: str, condition: bytes) -> int:
@@ -266,25 +321,26 @@ class Ledger:
         self.path = path
         self._lock = threading.Lock()
         self._books: dict[bytes, _PayeeChannel] = {}
-        if path is not None and path.exists():
+        self._journal = _Journal(path) if path is not None else None
+        if self._journal is not None:
             self._load()
 
     def _load(self) -> None:
-        for cid_hex, b in json.loads(self.path.read_text()).items():
+        for cid_hex, b in self._journal.load().items():
             best = Voucher.from_json(b["best"]) if b.get("best") else None
             cond = {k: (Voucher.from_json(v), int(p)) for k, (v, p) in b.get("conditional", {}).items()}
             self._books[bytes.fromhex(cid_hex)] = _PayeeChannel(bytes.fromhex(cid_hex), b["payer"], int(b["owed"]),
                                                                 int(b["nonce"]), int(b["deposit"]), int(b["paid"]),
                                                                 best, cond)
 
-    def _save(self) -> None:
-        if self.path is None:
+    def _save(self, channel: bytes) -> None:
+        if self._journal is None:
             return
-        _atomic_write_json(self.path, {c.hex(): {
+        b = self._books[channel]
+        self._journal.put(channel.hex(), {
             "payer": b.payer, "owed": str(b.owed), "nonce": b.nonce, "deposit": str(b.deposit),
             "paid": str(b.paid), "best": b.best.to_json() if b.best else None,
-            "conditional": {k: [v.to_json(), str(p)] for k, (v, p) in b.conditional.items()}}
-            for c, b in self._books.items()})
+            "conditional": {k: [v.to_json(), str(p)] for k, (v, p) in b.conditional.items()}})
 
     def _book(self, channel: bytes) -> _PayeeChannel:
         b = self._books.get(channel)
@@ -336,7 +392,7 @@ class Ledger:
             else:
                 b.owed = voucher.cumulative
                 b.best = voucher
-            self._save()
+            self._save(voucher.channel)
             return b.owed
 
     def fulfilled(self, channel: bytes, condition: bytes) -> None:
@@ -346,7 +402,7 @@ class Ledger:
             entry = b.conditional.get(condition.hex())
             if entry is not None:
                 b.owed += entry[1]
-                self._save()
+                self._save(channel)
 
     def owed(self, channel: bytes) -> int:
         return self._books[channel].owed
@@ -386,7 +442,7 @@ class Ledger:
                 b.paid = v.cumulative
                 for k in [k for k, (cv, _) in b.conditional.items() if cv.nonce <= v.nonce]:
                     del b.conditional[k]
-            self._save()
+                self._save(v.channel)
             return total
 
     def _condition_met(self, v: Voucher) -> bool:
