@@ -178,3 +178,30 @@ def test_cached_key_signature_is_identical(accounts):
         r = Receipt(i, os.urandom(32), os.urandom(32), i, i, i % 2)
         assert r.signed_with(sk, d).signature == r.signed(accounts[3], d).signature
         assert r.signed_with(sk, d).signer(d) == accounts[3].address
+
+
+def test_audit_m3_bond_cannot_be_withdrawn_right_after_serving(network, accounts, x1):
+    """Audit M3: a node answers (VALUES receipt), then pulls its service bond at once so a
+    later fraud proof finds nothing. Withdrawal is now request -> wait the dispute windows;
+    the bond stays slashable meanwhile and routers stop using the leaving node."""
+    from proofmesh.errors import ContractRevert
+    from tests.inference.conftest import advance_to
+
+    reg, chain = network.registry, network.chain
+    n = network.start_node(accounts[3])
+    r = httpx.post(n.url + "/v1/infer", json={"version": network.version, "input": x1.tolist(), "nonce": "9"})
+    assert r.status_code == 200, r.text
+    bond = reg.service_bond(accounts[3].address)
+    with pytest.raises(ContractRevert, match="not requested or delay not over"):
+        reg.withdraw_bond(bond, sender=accounts[3])          # the attack: withdraw right after serving
+    reg.request_bond_withdrawal(sender=accounts[3])
+    with pytest.raises(ContractRevert, match="not requested or delay not over"):
+        reg.withdraw_bond(bond, sender=accounts[3])
+    assert reg.service_bond(accounts[3].address) == bond     # still there for disputes of that receipt
+    assert accounts[3].address not in [h.address for h in Router(chain, network.version).discover()]
+    c = reg.c.functions
+    wait = chain.call(c.challenge_window()) + chain.call(c.response_window()) + chain.call(c.vote_window())
+    advance_to(chain, reg.bond_unlock_at(accounts[3].address))
+    assert reg.bond_unlock_at(accounts[3].address) - chain.timestamp() <= 0 and wait >= 86400
+    reg.withdraw_bond(bond, sender=accounts[3])
+    assert reg.service_bond(accounts[3].address) == 0

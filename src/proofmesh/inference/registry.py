@@ -78,6 +78,17 @@ class InferenceRegistry:
     def post_bond(self, amount: int, sender=None):
         return self._tx(self.c.functions.post_bond(int(amount)), sender)
 
+    def request_bond_withdrawal(self, sender=None):
+        """Start a bond withdrawal; ``withdraw_bond`` works after the dispute windows."""
+        return self._tx(self.c.functions.request_bond_withdrawal(), sender)
+
+    def bond_unlock_at(self, node: str) -> int:
+        """When a requested bond withdrawal may run (0: none requested)."""
+        return self.chain.call(self.c.functions.bond_unlock_at(to_checksum_address(node)))
+
+    def withdraw_bond(self, amount: int, sender=None):
+        return self._tx(self.c.functions.withdraw_bond(int(amount)), sender)
+
     def commit_epoch(self, root: bytes, count: int, sender=None) -> int:
         res = self._tx(self.c.functions.commit_epoch(root, int(count)), sender)
         ev = self.c.events.EpochCommitted().process_receipt(res.receipt)

@@ -121,6 +121,8 @@ class Router:
         for n in Registry(self.chain).nodes_with_role(ROLE_INFERENCE):
             if not n.endpoint.startswith("http"):
                 continue
+            if self._leaving(n.address):
+                continue   # withdrawing its service bond: its answers may no longer be slashable
             try:
                 t0 = time.perf_counter()
                 info = self.http.get(n.endpoint.rstrip("/") + "/v1/info", timeout=10.0).json()
@@ -140,6 +142,14 @@ class Router:
         with self._lock:
             self.nodes = {h.address: h for h in found}
         return found
+
+    def _leaving(self, node: str) -> bool:
+        from proofmesh.inference.registry import InferenceRegistry
+
+        try:
+            return InferenceRegistry(self.chain).bond_unlock_at(node) != 0
+        except Exception:  # noqa: BLE001 - an older deployment without the view
+            return False
 
     def ranked(self, *, zk: bool = False) -> list[NodeHandle]:
         now = time.monotonic()

@@ -121,6 +121,7 @@ model_registry: public(immutable(IModelRegistry))
 allow_dev_srs: public(immutable(bool))        # False on production networks
 
 challenge_window: public(uint256)     # how long an epoch's receipts can be challenged
+bond_unlock_at: public(HashMap[address, uint256])  # when a requested bond withdrawal may run (0: none)
 response_window: public(uint256)      # how long a node has to answer a challenge
 challenge_deposit: public(uint256)    # challenger's stake, paid to the node if it proves
 min_bond: public(uint256)             # service bond a node needs to commit epochs / vote
@@ -400,11 +401,27 @@ def post_bond(amount: uint256):
 
 
 @external
+def request_bond_withdrawal():
+    """
+    @notice Start a service-bond withdrawal (audit M3): `withdraw_bond` works only
+            after challenge + response + vote windows, so fraud proofs against
+            receipts served before now still find the bond. Clients stop using
+            the node from now on.
+    """
+    assert self.service_bond[msg.sender] > 0, "InferenceRegistry: no bond"
+    self.bond_unlock_at[msg.sender] = block.timestamp + self.challenge_window + self.response_window + self.vote_window
+
+
+@external
 def withdraw_bond(amount: uint256):
     """
-    @notice Release `amount` of the caller's service bond; only with no open
-            challenge or dispute against it and no epoch still challengeable.
+    @notice Release `amount` of the caller's service bond once a requested withdrawal
+            has waited out its delay; only with no open challenge or dispute against
+            it and no epoch still challengeable.
     """
+    unlock: uint256 = self.bond_unlock_at[msg.sender]
+    assert unlock != 0 and block.timestamp >= unlock, "InferenceRegistry: bond withdrawal not requested or delay not over"
+    self.bond_unlock_at[msg.sender] = 0
     assert amount > 0 and amount <= self.service_bond[msg.sender], "InferenceRegistry: amount exceeds bond"
     assert self.open_cases[msg.sender] == 0, "InferenceRegistry: open challenge or dispute"
     assert self.pending_epochs[msg.sender] == 0, "InferenceRegistry: epochs not finalized"
