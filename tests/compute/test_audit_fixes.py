@@ -46,3 +46,40 @@ def test_h4_disputed_job_voided_after_referee_window(market):
     with pytest.raises(ContractRevert, match="no replicated dispute"):
         market.client.timeout_dispute(job)
     market.assert_books()
+
+
+def test_h3_sybil_self_dispute_cannot_run_out_challenge_window_or_audit(market):
+    """H3: the worker's sybil holds the dispute slot until the windows would have closed;
+    they are now extended by the time disputed, so the honest challenger and the referee still act."""
+    job = market.post(mode="optimistic", replicas=1, n_segments=8)
+    (worker,) = market.assign(job, market.workers[:3])
+    W = market.account(worker)
+    others = [w for w in market.workers if w.address != worker]
+    sybil, honest = others[0], others[1]
+    trace = random_trace(8)                                   # fabricated: no training done
+    market.client.submit(job, os.urandom(32), trace, "m", "r", sender=W)
+    market.chain.mine(2)
+    market.client.draw_audit(job, sender=W)
+    g = market.client.game(job)
+    assert g["audit"]["pending"]
+    market.client.challenge(job, sender=sybil)                # sybil occupies the dispute slot
+    with pytest.raises(ContractRevert, match="no pending audit"):
+        market.client.rule_audit_fail(job, g["audit"]["segments"][0], trace, sender=market.referee)
+    market.chain.increase_time(590); market.client.bisect_reveal(job, trace, sender=W)
+    market.chain.increase_time(590); market.client.bisect_respond(job, True, sender=sybil)
+    market.chain.increase_time(590); market.client.bisect_reveal(job, trace, sender=W)
+    market.chain.increase_time(601); market.chain.mine()
+    market.client.timeout_turn(job)                           # sybil "loses" by silence
+    g2 = market.client.game(job)
+    now = market.chain.timestamp()
+    assert g2["status"] == "open"
+    assert g2["challenge_deadline"] > now and g2["audit"]["deadline"] > now
+    # The honest challenger is no longer locked out (was "challenge window closed")...
+    market.client.challenge(job, sender=honest)
+    assert market.client.game(job)["dispute"]["challenger"] == honest.address
+    market.chain.increase_time(601); market.chain.mine()
+    s0 = Registry(market.chain).info(worker).stake
+    market.client.timeout_turn(job)                           # ...and the cheating worker loses
+    assert market.client.job(job).status == "refunded"
+    assert Registry(market.chain).info(worker).stake == s0 - BOND
+    market.assert_books()

@@ -115,6 +115,8 @@ registry: public(immutable(INodeRegistry))
 games: public(HashMap[uint256, Game])
 disputes: public(HashMap[uint256, Dispute])
 audits: public(HashMap[uint256, Audit])
+# When the running dispute opened: the challenge window and audit deadline pause while disputed.
+_dispute_opened: HashMap[uint256, uint256]
 
 # --- parameters (owner = Governance timelock) ---
 challenge_bond: public(uint256)
@@ -259,6 +261,7 @@ def challenge(job_id: uint256):
                                     h_lo=g.h_first, h_hi=g.h_last, h_mid=empty(bytes32), turn=turn,
                                     turn_deadline=block.timestamp + window)
     self.games[job_id].status = G_DISPUTED
+    self._dispute_opened[job_id] = block.timestamp
     log DisputeOpened(job_id=job_id, challenger=msg.sender, bond=bond, lo=0, hi=g.n_segments)
     extcall registry.lock_bond(msg.sender, bond)
 
@@ -366,9 +369,14 @@ def _end_dispute(job_id: uint256, worker_right: bool, by_timeout: bool):
     d: Dispute = self.disputes[job_id]
     log DisputeResolved(job_id=job_id, worker_right=worker_right, segment=d.hi, by_timeout=by_timeout)
     if worker_right:
-        # Back to the (not extended) challenge window: a later challenger may still try.
+        # Back to the challenge window, extended (as the audit deadline) by the time the
+        # dispute ran: a self-dispute cannot run the clock out on challengers or the referee.
         g: Game = self.games[job_id]
+        paused: uint256 = block.timestamp - self._dispute_opened[job_id]
         self.games[job_id].status = G_OPEN
+        self.games[job_id].challenge_deadline = g.challenge_deadline + paused
+        if self.audits[job_id].drawn:
+            self.audits[job_id].deadline += paused
         self.disputes[job_id].bond = 0
         self.disputes[job_id].turn = T_NONE
         log ChallengerSlashed(job_id=job_id, challenger=d.challenger, amount=d.bond, paid_to=g.worker)
