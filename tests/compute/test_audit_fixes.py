@@ -83,3 +83,42 @@ def test_h3_sybil_self_dispute_cannot_run_out_challenge_window_or_audit(market):
     assert market.client.job(job).status == "refunded"
     assert Registry(market.chain).info(worker).stake == s0 - BOND
     market.assert_books()
+
+
+def test_h2_cheap_sybils_cannot_shut_out_a_better_staked_node(market, accounts):
+    """H2: applicants must be active (staked >= min_stake), and a full list admits a
+    better-staked node by displacing the lowest-stake applicant."""
+    from eth_account import Account
+
+    from proofmesh.chain.core import fund
+
+    chain, reg = market.chain, Registry(market.chain)
+    min_stake = chain.call(chain.contract("NodeRegistry").functions.min_stake())
+    job = market.post(mode="replicated", replicas=3)
+    cheap = Account.create()                                  # the audit's sybil: one bond of stake
+    fund(chain, cheap.address, mesh=BOND, eth=10**17, sender=accounts[9])
+    reg.register("", 2, sender=cheap)
+    reg.stake(BOND, sender=cheap)
+    with pytest.raises(ContractRevert, match="not an active node"):
+        market.client.apply(job, PROFILE, sender=cheap)
+    sybils = [Account.create() for _ in range(32)]            # each now costs min_stake
+    for s in sybils:
+        fund(chain, s.address, mesh=min_stake, eth=10**17, sender=accounts[9])
+        reg.register("", 2, sender=s)
+        reg.stake(min_stake, sender=s)
+        market.client.apply(job, PROFILE, sender=s)
+    assert len(chain.call(market.client.c.functions.applicants_of(job))) == 32
+    late = Account.create()                                   # no more stake than the sybils
+    fund(chain, late.address, mesh=min_stake, eth=10**17, sender=accounts[9])
+    reg.register("", 2, sender=late)
+    reg.stake(min_stake, sender=late)
+    with pytest.raises(ContractRevert, match="too many applicants"):
+        market.client.apply(job, PROFILE, sender=late)
+    honest = market.workers[0]                                # 1,000 MESH staked
+    market.client.apply(job, PROFILE, sender=honest)          # was "too many applicants"
+    applicants = chain.call(market.client.c.functions.applicants_of(job))
+    assert len(applicants) == 32 and honest.address in applicants
+    out = [s.address for s in sybils if s.address not in applicants]
+    assert len(out) == 1 and bonded(market, out[0]) == 0      # displaced sybil's bond released
+    assert market.client.slot(job, out[0])["state"] == "dropped"
+    market.assert_books()

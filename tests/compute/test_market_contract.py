@@ -183,7 +183,7 @@ def test_apply_rules(market, accounts):
     with pytest.raises(ContractRevert, match="not a COMPUTE node"):
         market.client.apply(job, PROFILE, sender=accounts[7])
     Registry(market.chain).register("", 2, sender=accounts[7])       # registered, no stake
-    with pytest.raises(ContractRevert, match="insufficient free stake"):
+    with pytest.raises(ContractRevert, match="not an active node"):
         market.client.apply(job, PROFILE, sender=accounts[7])
     with pytest.raises(ContractRevert, match="applications still open"):
         market.client.close_applications(job)

@@ -124,6 +124,10 @@ class Worker:
         elif info.status == "reveal" and self.keeper and info.revealed == info.replicas:
             if self._try(f"job {job_id}: finalized", lambda: self.client.finalize_replicated(job_id)):
                 out.append(f"finalized {job_id}")
+        elif info.status == "disputed" and info.mode == "replicated":
+            if self.keeper and now > info.phase_deadline:    # the referee let its window lapse
+                if self._try(f"job {job_id}: voided lapsed dispute", lambda: self.client.timeout_dispute(job_id)):
+                    out.append(f"voided {job_id}")
         elif info.mode == "optimistic" and info.status in ("submitted", "disputed") and self.me in info.workers:
             g = self.client.game(job_id)
             if g["status"] == "disputed" and g["dispute"]["turn"] == "worker":

@@ -353,6 +353,9 @@ def cancel(job_id: uint256):
 def apply(job_id: uint256, profile: bytes32):
     """
     @notice Apply to work on a job; locks `worker_bond` of the caller's free stake.
+            The caller must be an active node (staked >= min_stake). When the list is
+            full, the caller displaces the lowest-stake applicant if it has more stake
+            (that applicant's bond is released): stake, not arrival, decides the list.
     @param job_id The job.
     @param profile The caller's execution profile id (must equal the job's).
     """
@@ -363,9 +366,22 @@ def apply(job_id: uint256, profile: bytes32):
     assert profile == job.profile, "execution profile does not match the job"
     assert self.slots[job_id][msg.sender].state == S_NONE, "already applied"
     assert staticcall registry.has_role(msg.sender, ROLE_COMPUTE), "caller is not a COMPUTE node"
-    assert len(self._applicants[job_id]) < MAX_APPLICANTS, "too many applicants"
+    assert staticcall registry.is_active(msg.sender), "caller is not an active node"
     self.slots[job_id][msg.sender].state = S_APPLIED
-    self._applicants[job_id].append(msg.sender)
+    apps: DynArray[address, MAX_APPLICANTS] = self._applicants[job_id]
+    if len(apps) == MAX_APPLICANTS:
+        low: uint256 = 0
+        low_stake: uint256 = max_value(uint256)
+        for i: uint256 in range(MAX_APPLICANTS):
+            st: uint256 = self._stake(apps[i])
+            if st < low_stake:
+                low = i
+                low_stake = st
+        assert self._stake(msg.sender) > low_stake, "too many applicants"
+        self._applicants[job_id][low] = msg.sender
+        self._drop(job_id, apps[low], job.worker_bond)
+    else:
+        self._applicants[job_id].append(msg.sender)
     log Applied(job_id=job_id, node=msg.sender, bond=job.worker_bond)
     # Reverts with "insufficient free stake" for a node without enough stake.
     extcall registry.lock_bond(msg.sender, job.worker_bond)
@@ -414,7 +430,7 @@ def draw(job_id: uint256):
     weights: DynArray[uint256, MAX_APPLICANTS] = []
     total: uint256 = 0
     for a: address in applicants:
-        s: uint256 = staticcall registry.stake_of(a)
+        s: uint256 = self._stake(a)
         weights.append(s)
         total += s
     # Cap each weight so no single account holds more than max_share of the draw.
@@ -453,9 +469,7 @@ def draw(job_id: uint256):
         log WorkerAssigned(job_id=job_id, worker=w, round=job.round, phase_deadline=deadline)
     for i: uint256 in range(n, bound=MAX_APPLICANTS):
         if not picked[i]:
-            self.slots[job_id][applicants[i]].state = S_DROPPED
-            extcall registry.release_bond(applicants[i], job.worker_bond)
-            log ApplicantDropped(job_id=job_id, node=applicants[i])
+            self._drop(job_id, applicants[i], job.worker_bond)
     self._applicants[job_id] = []
     self.jobs[job_id].status = WORKING
     self.jobs[job_id].phase_deadline = deadline
@@ -749,10 +763,22 @@ def expire(job_id: uint256):
 def _release_applicants(job_id: uint256):
     bond: uint256 = self.jobs[job_id].worker_bond
     for a: address in self._applicants[job_id]:
-        self.slots[job_id][a].state = S_DROPPED
-        extcall registry.release_bond(a, bond)
-        log ApplicantDropped(job_id=job_id, node=a)
+        self._drop(job_id, a, bond)
     self._applicants[job_id] = []
+
+
+@internal
+def _drop(job_id: uint256, a: address, bond: uint256):
+    # An applicant not drawn (or displaced): bond released, may not re-apply.
+    self.slots[job_id][a].state = S_DROPPED
+    extcall registry.release_bond(a, bond)
+    log ApplicantDropped(job_id=job_id, node=a)
+
+
+@view
+@internal
+def _stake(a: address) -> uint256:
+    return staticcall registry.stake_of(a)
 
 
 @internal
