@@ -347,20 +347,28 @@ class ModelRegistryClient:
         return self.evaluation.events.EvaluationRequested().process_receipt(tx.receipt, errors=DISCARD)[0]["args"]["request_id"]
 
     def draw(self, request_id: int, *, sender=None) -> list[str]:
-        """Draw the evaluators (needs the seed block mined: on a dev chain one more block)."""
-        req = self.request(request_id)
-        # The seed block must be mined (its hash known) before the draw is estimated and sent.
+        """Draw the evaluators (needs the seed block mined: on a dev chain one more block).
+
+        If the seed block's hash expired (> 256 blocks), the contract re-commits to the
+        next block; wait for it and draw again."""
         deadline = time.monotonic() + 600
-        while self.chain.block_number() <= req["seed_block"]:
-            try:
-                self.chain.mine()            # dev chains (embedded, anvil)
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise ChainError(f"seed block {req['seed_block']} not mined after 10 minutes",
-                                     fix="check the chain is producing blocks") from None
-                time.sleep(2)                # a live network: wait for the next block
-        tx = self.chain.transact(self.evaluation.functions.draw(request_id), sender=sender)
-        return list(self.evaluation.events.EvaluatorsDrawn().process_receipt(tx.receipt, errors=DISCARD)[0]["args"]["evaluators"])
+        for _ in range(3):
+            req = self.request(request_id)
+            # The seed block must be mined (its hash known) before the draw is estimated and sent.
+            while self.chain.block_number() <= req["seed_block"]:
+                try:
+                    self.chain.mine()            # dev chains (embedded, anvil)
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise ChainError(f"seed block {req['seed_block']} not mined after 10 minutes",
+                                         fix="check the chain is producing blocks") from None
+                    time.sleep(2)                # a live network: wait for the next block
+            tx = self.chain.transact(self.evaluation.functions.draw(request_id), sender=sender)
+            drawn = self.evaluation.events.EvaluatorsDrawn().process_receipt(tx.receipt, errors=DISCARD)
+            if drawn:
+                return list(drawn[0]["args"]["evaluators"])
+        raise ChainError(f"request {request_id}: seed block re-committed but never drawn",
+                         fix="retry `draw` once the chain produced a new block")
 
     def request(self, request_id: int) -> dict:
         (vid, esid, metric, quorum, seed_block, deadline, drawn, count, finalized, median) = self.chain.call(

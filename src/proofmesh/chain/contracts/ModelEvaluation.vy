@@ -51,6 +51,9 @@ MAX_ANCESTORS: constant(uint256) = 64
 SEED_DELAY: public(constant(uint256)) = 1          # blocks between request and the seed block
 BLOCKHASH_WINDOW: constant(uint256) = 256          # the EVM only knows the last 256 block hashes
 _BPS: constant(uint256) = 10_000
+# @notice Smallest quorum whose evaluators are paid `eval_reward` (a lone evaluator is
+#         always "near the median", so smaller quorums would farm the pool).
+MIN_REWARD_QUORUM: public(constant(uint256)) = 3
 
 ATTESTATION_TYPEHASH: public(constant(bytes32)) = keccak256(
     "Attestation(uint256 version,bytes32 evalSetRoot,bytes32 metric,uint256 value,uint256 deadline,uint256 nonce)"
@@ -129,6 +132,13 @@ min_deviation: public(uint256)
 eval_reward: public(uint256)
 
 _drawn_list: HashMap[uint256, DynArray[address, MAX_QUORUM]]
+# Candidates and stakes fixed at request time (before the seed exists).
+_snap_nodes: HashMap[uint256, DynArray[address, MAX_CANDIDATES]]
+_snap_stakes: HashMap[uint256, DynArray[uint256, MAX_CANDIDATES]]
+
+event SeedRecommitted:
+    request_id: indexed(uint256)
+    seed_block: uint256
 
 event EvalSetCommitted:
     eval_set_id: indexed(uint256)
@@ -341,12 +351,33 @@ def request_evaluation(version_id: uint256, eval_set_id: uint256) -> uint256:
     assert not self.results[version_id][eval_set_id].finalized, "ModelEvaluation: already evaluated on this eval set"
     open_id: uint256 = self.request_of[version_id][eval_set_id]
     if open_id != 0:
-        # A request may be replaced only once it can no longer finish: its seed block
-        # hash is gone, or its attestation window closed without a quorum.
+        # A request may be replaced only once its attestation window closed without a
+        # quorum (an undrawn one can always still be drawn: not drawing cannot re-roll).
         old: Request = self.requests[open_id]
-        assert (not old.drawn and block.number > old.seed_block + BLOCKHASH_WINDOW) or (old.drawn and block.timestamp > old.deadline), "ModelEvaluation: an evaluation request is already open"
+        assert old.drawn and block.timestamp > old.deadline, "ModelEvaluation: an evaluation request is already open"
     rid: uint256 = self.request_count + 1
     self.request_count = rid
+    # Snapshot the candidates (active EVALUATORs other than the owner) and their stakes now.
+    owner: address = staticcall registry.owner_of(version_id)
+    candidates: DynArray[address, MAX_CANDIDATES] = []
+    weights: DynArray[uint256, MAX_CANDIDATES] = []
+    n: uint256 = min(staticcall nodes.active_count(), MAX_CANDIDATES)
+    for i: uint256 in range(n, bound=MAX_CANDIDATES):
+        node: address = staticcall nodes.active_at(i)
+        if node == owner or node == empty(address):
+            continue      # nobody judges their own model
+        if not staticcall nodes.has_role(node, ROLE_EVALUATOR):
+            continue
+        if not staticcall nodes.is_active(node):
+            continue
+        st: uint256 = staticcall nodes.stake_of(node)
+        if st == 0:
+            continue
+        candidates.append(node)
+        weights.append(st)
+    assert len(candidates) >= policy.quorum, concat("ModelEvaluation: only ", uint2str(len(candidates)), " eligible evaluators for a quorum of ", uint2str(policy.quorum))
+    self._snap_nodes[rid] = candidates
+    self._snap_stakes[rid] = weights
     self.requests[rid] = Request(version_id=version_id, eval_set_id=eval_set_id, metric=policy.metric,
                                  quorum=policy.quorum, seed_block=block.number + SEED_DELAY, deadline=0,
                                  drawn=False, count=0, finalized=False, median=0)
@@ -360,8 +391,10 @@ def request_evaluation(version_id: uint256, eval_set_id: uint256) -> uint256:
 def draw(request_id: uint256) -> DynArray[address, MAX_QUORUM]:
     """
     @notice Draw the request's evaluators, stake-weighted without replacement, from the
-            active EVALUATOR nodes other than the version's owner. Anyone may call once
-            the seed block is mined and while its hash is still available.
+            active EVALUATOR nodes other than the version's owner, as snapshotted at
+            request time. Anyone may call once the seed block is mined. If its hash is
+            gone (> 256 blocks), the request re-commits to the next block (emits
+            SeedRecommitted, returns no evaluators): call again once it is mined.
     @param request_id The request.
     @return The drawn evaluators.
     """
@@ -369,29 +402,17 @@ def draw(request_id: uint256) -> DynArray[address, MAX_QUORUM]:
     assert req.version_id != 0, "ModelEvaluation: unknown request"
     assert not req.drawn, "ModelEvaluation: already drawn"
     assert block.number > req.seed_block, "ModelEvaluation: seed block not mined yet"
-    assert block.number <= req.seed_block + BLOCKHASH_WINDOW, "ModelEvaluation: seed block too old, request again"
+    if block.number > req.seed_block + BLOCKHASH_WINDOW:
+        # never a hash the caller could time: commit to the next block instead
+        self.requests[request_id].seed_block = block.number + 1
+        log SeedRecommitted(request_id=request_id, seed_block=block.number + 1)
+        return []
     seed: bytes32 = keccak256(abi_encode(blockhash(req.seed_block), request_id))
-    owner: address = staticcall registry.owner_of(req.version_id)
-
-    candidates: DynArray[address, MAX_CANDIDATES] = []
-    weights: DynArray[uint256, MAX_CANDIDATES] = []
+    candidates: DynArray[address, MAX_CANDIDATES] = self._snap_nodes[request_id]
+    weights: DynArray[uint256, MAX_CANDIDATES] = self._snap_stakes[request_id]
     total: uint256 = 0
-    n: uint256 = min(staticcall nodes.node_count(), MAX_CANDIDATES)
-    for i: uint256 in range(n, bound=MAX_CANDIDATES):
-        node: address = staticcall nodes.node_at(i)
-        if node == owner:
-            continue      # nobody judges their own model
-        if not staticcall nodes.has_role(node, ROLE_EVALUATOR):
-            continue
-        if not staticcall nodes.is_active(node):
-            continue
-        s: uint256 = staticcall nodes.stake_of(node)
-        if s == 0:
-            continue
-        candidates.append(node)
-        weights.append(s)
-        total += s
-    assert len(candidates) >= req.quorum, concat("ModelEvaluation: only ", uint2str(len(candidates)), " eligible evaluators for a quorum of ", uint2str(req.quorum))
+    for w0: uint256 in weights:
+        total += w0
 
     chosen: DynArray[address, MAX_QUORUM] = []
     for k: uint256 in range(req.quorum, bound=MAX_QUORUM):
@@ -520,7 +541,7 @@ def _finalize(request_id: uint256):
         log ReputationChanged(evaluator=e, request_id=request_id, delta=delta, reputation=self.reputation[e])
     # Interactions last: rewards only while the pool can pay all of them (no partial payouts).
     reward: uint256 = self.eval_reward
-    if reward > 0 and len(honest) > 0:
+    if reward > 0 and len(honest) > 0 and req.quorum >= MIN_REWARD_QUORUM:
         if staticcall emission.pool_balance(POOL_EVALUATION) >= reward * len(honest):
             for e: address in honest:
                 log EvaluatorRewarded(evaluator=e, request_id=request_id, amount=reward)
