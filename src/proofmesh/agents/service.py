@@ -14,11 +14,11 @@ them (the voucher ledger is on disk under ``<home>/agents/provider`` as well).
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
 from proofmesh.errors import ConfigError
+from proofmesh.plugins import service_spec
 
 ROLES = 16  # NodeRegistry TOOL_PROVIDER
 
@@ -97,13 +97,5 @@ class ToolService:
 
 def create(ctx: Any) -> ToolService | None:
     """Serve what ``<home>/agents/tools.json`` names; decline if there is no such file."""
-    if ctx.chain is None or ctx.account is None or "ToolRegistry" not in ctx.chain.addresses:
-        return None
-    f = ctx.home.path / "agents" / "tools.json"
-    if not f.exists():
-        return None
-    try:
-        spec = json.loads(f.read_text())
-    except ValueError as exc:
-        raise ConfigError(f"{f} is not valid JSON: {exc}", fix=f"fix or delete {f}") from None
-    return ToolService(ctx, spec)
+    spec = service_spec(ctx, "ToolRegistry", "agents/tools.json")
+    return None if spec is None else ToolService(ctx, spec)

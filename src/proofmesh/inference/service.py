@@ -14,12 +14,12 @@ and call ``<endpoint>/v1/...``. Without the file the service declines (the daemo
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any
 
 from proofmesh.errors import ConfigError
+from proofmesh.plugins import service_spec
 
 ROLES = 4  # NodeRegistry INFERENCE
 
@@ -105,13 +105,5 @@ class InferenceService:
 
 def create(ctx: Any) -> InferenceService | None:
     """Serve what ``<home>/inference/serve.json`` names; decline if there is no such file."""
-    if ctx.chain is None or ctx.account is None or "InferenceRegistry" not in ctx.chain.addresses:
-        return None
-    f = ctx.home.path / "inference" / "serve.json"
-    if not f.exists():
-        return None
-    try:
-        spec = json.loads(f.read_text())
-    except ValueError as exc:
-        raise ConfigError(f"{f} is not valid JSON: {exc}", fix=f"fix or delete {f}") from None
-    return InferenceService(ctx, spec)
+    spec = service_spec(ctx, "InferenceRegistry", "inference/serve.json")
+    return None if spec is None else InferenceService(ctx, spec)
