@@ -250,6 +250,29 @@ def test_draw_is_stake_weighted_capped_and_reproducible(market, accounts):
     assert len(set(drawn)) == 3
 
 
+def test_h1_stake_added_after_the_seed_does_not_weigh_in_the_draw(market, accounts):
+    """Audit H1 (JobMarket): weights are each applicant's stake *at application*, so stake
+    added once the seed block is known cannot buy a seat."""
+    from proofmesh.compute.market import expected_draw
+
+    job = market.post()
+    applicants = [w.address for w in market.workers]
+    for w in market.workers:
+        market.client.apply(job, PROFILE, sender=w)
+    at_apply = [market.client.slot(job, a)["stake_at_apply"] for a in applicants]
+    assert at_apply == [stake(market, a) for a in applicants]
+    market.chain.increase_time(61)
+    market.client.close_applications(job)
+    seed_block = market.client.job(job).seed_block
+    market.chain.mine(3)
+    # the seed is public now: one applicant piles on stake
+    Registry(market.chain).stake(50_000 * MESH, sender=market.workers[-1])
+    drawn = market.client.draw(job)
+    seed_hash = bytes(market.chain.w3.eth.get_block(seed_block)["hash"])
+    assert drawn == expected_draw(seed_hash, job, 0, applicants, at_apply, market.client.param("max_share_bps"), 3)
+    market.assert_books()
+
+
 # ------------------------------------------------------------------ optimistic
 
 def _optimistic(market, n=8):

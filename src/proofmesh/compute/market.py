@@ -164,9 +164,9 @@ class JobMarketClient:
         return [self.job(i) for i in range(1, self.job_count() + 1)]
 
     def slot(self, job_id: int, node: str) -> dict[str, Any]:
-        state, comm, wr, tr = self.chain.call(self.c.functions.slots(job_id, Web3.to_checksum_address(node)))
+        state, comm, wr, tr, stake = self.chain.call(self.c.functions.slots(job_id, Web3.to_checksum_address(node)))
         return {"state": SLOT_STATES[state], "commitment": _hex(comm), "weights_root": _hex(wr),
-                "trace_root": _hex(tr)}
+                "trace_root": _hex(tr), "stake_at_apply": stake}
 
     def game(self, job_id: int) -> dict[str, Any]:
         """The optimistic verification game of a job: status, dispute, audit."""

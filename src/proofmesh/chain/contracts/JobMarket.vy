@@ -102,6 +102,7 @@ struct Slot:
     commitment: bytes32
     weights_root: bytes32
     trace_root: bytes32
+    stake: uint256  # stake at application: the draw's weight, fixed before the seed exists
 
 token: public(immutable(IMeshToken))
 registry: public(immutable(INodeRegistry))
@@ -300,15 +301,15 @@ def post(spec_cid_: String[128], name: String[64], base_version: uint256,
         assert b != empty(bytes32), "empty data batch root"
     if mode == MODE_REPLICATED:
         assert replicas >= 3 and replicas <= MAX_REPLICAS and replicas % 2 == 1, \
-            "replicated mode needs an odd number of replicas in 3..9"
+            "replicas: odd, 3..9"
     else:
         assert mode == MODE_OPTIMISTIC, "unknown mode"
-        assert replicas == 1, "optimistic mode has exactly one worker"
+        assert replicas == 1, "optimistic: 1 replica"
     assert n_segments > 0 and n_segments <= MAX_SEGMENTS, "n_segments must be 1..256"
     assert profile != empty(bytes32), "empty execution profile"
     assert reward >= self.min_reward, "reward below minimum"
     assert work_seconds > 0, "zero work time"
-    assert deadline > block.timestamp + apply_seconds, "deadline before applications close"
+    assert deadline > block.timestamp + apply_seconds, "deadline before apply close"
 
     job_id: uint256 = self.job_count + 1
     self.job_count = job_id
@@ -367,7 +368,9 @@ def apply(job_id: uint256, profile: bytes32):
     assert self.slots[job_id][msg.sender].state == S_NONE, "already applied"
     assert staticcall registry.has_role(msg.sender, ROLE_COMPUTE), "caller is not a COMPUTE node"
     assert staticcall registry.is_active(msg.sender), "caller is not an active node"
+    mine: uint256 = self._stake(msg.sender)
     self.slots[job_id][msg.sender].state = S_APPLIED
+    self.slots[job_id][msg.sender].stake = mine
     apps: DynArray[address, MAX_APPLICANTS] = self._applicants[job_id]
     if len(apps) == MAX_APPLICANTS:
         low: uint256 = 0
@@ -377,7 +380,7 @@ def apply(job_id: uint256, profile: bytes32):
             if st < low_stake:
                 low = i
                 low_stake = st
-        assert self._stake(msg.sender) > low_stake, "too many applicants"
+        assert mine > low_stake, "too many applicants"
         self._applicants[job_id][low] = msg.sender
         self._drop(job_id, apps[low], job.worker_bond)
     else:
@@ -430,7 +433,9 @@ def draw(job_id: uint256):
     weights: DynArray[uint256, MAX_APPLICANTS] = []
     total: uint256 = 0
     for a: address in applicants:
-        s: uint256 = self._stake(a)
+        # Weights snapshotted at application (audit H1): stake added after the seed
+        # block is known cannot buy a seat.
+        s: uint256 = self.slots[job_id][a].stake
         weights.append(s)
         total += s
     # Cap each weight so no single account holds more than max_share of the draw.
@@ -490,7 +495,7 @@ def commit(job_id: uint256, commitment: bytes32):
     assert job.mode == MODE_REPLICATED, "not a replicated job"
     assert job.status == WORKING, "job is not in its commit phase"
     assert block.timestamp <= job.phase_deadline, "commit deadline passed"
-    assert self.slots[job_id][msg.sender].state == S_ASSIGNED, "caller is not an uncommitted worker"
+    assert self.slots[job_id][msg.sender].state == S_ASSIGNED, "not an uncommitted worker"
     assert commitment != empty(bytes32), "empty commitment"
     self.slots[job_id][msg.sender].state = S_COMMITTED
     self.slots[job_id][msg.sender].commitment = commitment
@@ -524,7 +529,7 @@ def reveal(job_id: uint256, weights_root: bytes32, trace_root: bytes32, salt: by
         "reveal does not match commitment"
     assert weights_root != empty(bytes32), "empty weights root"
     self.slots[job_id][msg.sender] = Slot(state=S_REVEALED, commitment=slot.commitment,
-                                          weights_root=weights_root, trace_root=trace_root)
+                                          weights_root=weights_root, trace_root=trace_root, stake=slot.stake)
     self.jobs[job_id].revealed = job.revealed + 1
     if len(self.manifest_cid[job_id]) == 0:
         # First reveal's locators; replaced by the accepted result's if the referee rules.
@@ -658,7 +663,7 @@ def on_submit(job_id: uint256, worker: address, weights_root: bytes32, trace_roo
     assert self.slots[job_id][worker].state == S_ASSIGNED, "caller is not the assigned worker"
     assert weights_root != empty(bytes32), "empty weights root"
     self.slots[job_id][worker] = Slot(state=S_REVEALED, commitment=empty(bytes32),
-                                      weights_root=weights_root, trace_root=trace_root)
+                                      weights_root=weights_root, trace_root=trace_root, stake=0)
     self.jobs[job_id].status = SUBMITTED
     self.jobs[job_id].weights_root = weights_root
     self.jobs[job_id].trace_root = trace_root
@@ -857,14 +862,14 @@ def _register(job_id: uint256, weights_root: bytes32):
     out: Bytes[32] = b""
     # A fixed gas budget, and a check that it is there: otherwise a caller (or a gas
     # estimator) could starve the call so it fails and settle without registering.
-    assert msg.gas > _REGISTER_GAS + _REGISTER_GAS // 32, "not enough gas to register the result"
+    assert msg.gas > _REGISTER_GAS + _REGISTER_GAS // 32, "gas for registration"
     ok, out = raw_call(models.address, data, max_outsize=32, gas=_REGISTER_GAS, revert_on_failure=False)
     if ok and len(out) == 32:
         vid: uint256 = convert(out, uint256)
         self.jobs[job_id].version_id = vid
         log ResultRegistered(job_id=job_id, version_id=vid, ok=True, reason="")
     else:
-        log ResultRegistered(job_id=job_id, version_id=0, ok=False, reason="ModelRegistry.register_for reverted")
+        log ResultRegistered(job_id=job_id, version_id=0, ok=False, reason="register_for reverted")
 
 
 # ================================================================ views
@@ -948,7 +953,7 @@ def set_parameter(name: String[32], new_value: uint256):
     elif h == keccak256("referee_window"):
         self.referee_window = new_value
     elif h == keccak256("max_share_bps"):
-        assert new_value > 0 and new_value <= _BPS, "max_share_bps must be 1..10000"
+        assert new_value > 0 and new_value <= _BPS, "max_share_bps 1..10000"
         self.max_share_bps = new_value
     else:
         raise "unknown parameter"
