@@ -8,7 +8,6 @@ SIGTERM, so the next ``up`` resumes).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -65,24 +64,37 @@ class AnvilProcess:
     popen: subprocess.Popen | None = None
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (anvil dumps its state), then SIGKILL if it lingers."""
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
+        """SIGTERM (anvil dumps its state), then SIGKILL if it lingers.
+
+        The npm `anvil` is a Node.js wrapper that runs the real binary as a child and does
+        not forward signals, so the whole process group (we start it in its own session)
+        is signalled; otherwise the real anvil would outlive `chain down` and the tests.
+        """
+        if not self._signal(signal.SIGTERM):
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen is not None:
                 if self.popen.poll() is not None:
-                    return
+                    break
             else:
                 try:
                     os.kill(self.pid, 0)
                 except ProcessLookupError:
-                    return
+                    break
             time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
+        self._signal(signal.SIGKILL)  # whatever is left of the group
+
+    def _signal(self, sig: int) -> bool:
+        try:
+            os.killpg(self.pid, sig)
+            return True
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(self.pid, sig)
+                return True
+            except ProcessLookupError:
+                return False
 
 
 def start_anvil(*, port: int | None = None, chain_id: int = 31337, state_file: Path | None = None,
