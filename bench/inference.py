@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from proofmesh.inference.model import export_mlp
+
 MESH = 10**18
 
 
@@ -46,21 +48,6 @@ def timeit(fn, n: int, warmup: int = 5) -> list[float]:
         fn()
         out.append(time.perf_counter() - t0)
     return out
-
-
-def export_mlp(path: Path, sizes, seed=0) -> Path:
-    import torch
-
-    torch.manual_seed(seed)
-    layers = []
-    for i in range(len(sizes) - 1):
-        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    m = torch.nn.Sequential(*layers).eval()
-    torch.onnx.export(m, torch.rand(1, sizes[0]), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "batch_size"}, "y": {0: "batch_size"}}, dynamo=False)
-    return path
 
 
 def make_chain(tmp: Path):

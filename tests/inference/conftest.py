@@ -15,27 +15,12 @@ import numpy as np
 import pytest
 
 from proofmesh.chain.core import MESH, Registry
+from proofmesh.inference.model import export_mlp  # noqa: F401  (re-exported for the tests)
 from proofmesh.inference.publish import publish_model
 from proofmesh.inference.registry import InferenceRegistry
 from proofmesh.inference.server import InferenceNode, NodeConfig, ServerHandle, create_app
 
 INFERENCE = 4
-
-
-def export_mlp(path: Path, *, seed: int = 0, sizes=(4, 8, 3)) -> Path:
-    """A small MLP (Linear-ReLU-Linear) exported with a dynamic batch axis."""
-    import torch
-
-    torch.manual_seed(seed)
-    layers = []
-    for i in range(len(sizes) - 1):
-        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    m = torch.nn.Sequential(*layers).eval()
-    torch.onnx.export(m, torch.rand(1, sizes[0]), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "batch_size"}, "y": {0: "batch_size"}}, dynamo=False)
-    return path
 
 
 @pytest.fixture(scope="session")

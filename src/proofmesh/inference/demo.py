@@ -6,17 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def _export_classifier(path) -> None:
-    import torch
-
-    torch.manual_seed(7)
-    m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
-    torch.onnx.export(m, torch.rand(1, 4), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "batch_size"}, "y": {0: "batch_size"}}, dynamo=False)
-
-
 def run(ctx) -> dict:
     from proofmesh.chain.core import MESH, Registry
+    from proofmesh.inference.model import export_mlp
     from proofmesh.inference.publish import publish_circuit, publish_model
     from proofmesh.inference.registry import InferenceRegistry
     from proofmesh.inference.router import Router
@@ -27,7 +19,7 @@ def run(ctx) -> dict:
     work = ctx.workdir / "inference"
     work.mkdir(parents=True, exist_ok=True)
     onnx = work / "classifier.onnx"
-    _export_classifier(onnx)
+    export_mlp(onnx, (4, 8, 3), seed=7)
     pub = publish_model(chain, "demo-classifier", onnx, tolerance=1e-3)
     reg = InferenceRegistry(chain)
     log(f"published classifier as model version {pub.version} (onnx sha256 {pub.onnx_sha256.hex()[:16]}…)")

@@ -27,6 +27,23 @@ def file_sha256(path: str | Path) -> bytes:
     return h.digest()
 
 
+def export_mlp(path: str | Path, sizes: tuple[int, ...] = (4, 8, 3), *, seed: int = 0) -> Path:
+    """Export a small Linear/ReLU MLP (random init from ``seed``) to ONNX with a dynamic
+    batch axis: the model the demo, the tests and the benches serve and prove."""
+    import torch
+
+    torch.manual_seed(seed)
+    layers: list[torch.nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    m = torch.nn.Sequential(*layers).eval()
+    torch.onnx.export(m, torch.rand(1, sizes[0]), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch_size"}, "y": {0: "batch_size"}}, dynamo=False)
+    return Path(path)
+
+
 @dataclass(frozen=True)
 class InputSpec:
     name: str
