@@ -13,8 +13,8 @@ from proofmesh.errors import ContractRevert
 RECORDS = [{"input_ids": [i % 7, (i + 1) % 7, (i + 2) % 7, 3, 4]} for i in range(12)]
 
 
-def _lineage(client, tiny, tmp_path: Path, name: str, quorum: int) -> dict:
-    v1, _ = client.register_version(name, tiny.save(tiny.gpt2(seed=0), tmp_path / f"{name}-v1"))
+def _lineage(client, tiny, tmp_path: Path, name: str, quorum: int, seed: int = 0) -> dict:
+    v1, _ = client.register_version(name, tiny.save(tiny.gpt2(seed=seed), tmp_path / f"{name}-v1"))
     es_file = tiny.write_jsonl(tmp_path / f"{name}-eval.jsonl", RECORDS)
     esid, _root, _salt = client.commit_eval_set(name, es_file)
     client.set_policy(name, "perplexity", higher_is_better=False, tolerance=0.5, quorum=quorum)
@@ -67,3 +67,31 @@ def test_m6_quorum_one_cannot_farm_eval_reward(client, chain, accounts, evaluato
     assert client.request(rid)["finalized"]
     assert {a.address: token.balance(a.address) - before[a.address] for a in evaluators} == {
         a.address: 0 for a in evaluators}
+
+
+def test_l3_concurrent_requests_attest_in_any_order_and_a_lost_signature_blocks_nothing(
+        client, chain, evaluators, tiny, tmp_path) -> None:
+    """L3: with one sequential nonce per evaluator, two open requests forced an order and a
+    signed-but-never-submitted attestation blocked every later one. The request id is now in
+    the signed struct and (request, signer) is the uniqueness key."""
+    import dataclasses
+
+    a = _lineage(client, tiny, tmp_path, "l3a", 5)
+    b = _lineage(client, tiny, tmp_path, "l3b", 5, seed=1)
+    rid_a = client.request_evaluation(a["v1"], a["es"])
+    rid_b = client.request_evaluation(b["v1"], b["es"])
+    assert sorted(client.draw(rid_a)) == sorted(client.draw(rid_b)) == sorted(e.address for e in evaluators)
+    e = evaluators[0]
+    lost = client.make_attestation(rid_a, 12.0, e)          # signed first, never submitted ("lost")
+    client.submit_attestation(rid_b, client.make_attestation(rid_b, 13.0, e))   # the later request first
+    # the signature for request a cannot be spent on request b (it names its request)
+    with pytest.raises(ContractRevert, match="not a drawn evaluator|invalid signature"):
+        chain.transact(client.evaluation.functions.attest(rid_b, lost.value, lost.deadline, lost.signature))
+    # the lost one blocks nothing: a fresh signature for request a lands; then neither repeats
+    client.submit_attestation(rid_a, client.make_attestation(rid_a, 12.5, e))
+    for rid, att in ((rid_a, lost), (rid_b, client.make_attestation(rid_b, 13.0, e))):
+        with pytest.raises(ContractRevert, match="already attested"):
+            client.submit_attestation(rid, att)
+    assert client.request(rid_a)["count"] == client.request(rid_b)["count"] == 1
+    with pytest.raises(Exception, match="signed for request"):
+        client.submit_attestation(rid_b, dataclasses.replace(lost))

@@ -1,14 +1,17 @@
 """EIP-712 evaluation attestations: what an evaluator signs for ModelEvaluation.attest.
 
-The signed message names the version, the eval-set root (not just its id: a signature
-is about the exact data), the metric, the fixed-point value, a deadline and the
-evaluator's sequential nonce; the domain names the chain id and the ModelEvaluation
-contract. So a signature is valid once, on one chain, for one contract, until its deadline.
+The signed message names the evaluation request, the version, the eval-set root (not
+just its id: a signature is about the exact data), the metric, the fixed-point value
+and a deadline; the domain names the chain id and the ModelEvaluation contract. The
+contract accepts one attestation per (request, signer), so a signature counts once, for
+one request, on one chain, for one contract, until its deadline. There is no
+per-evaluator nonce: an evaluator drawn for several requests signs them in any order,
+and an attestation it never submits blocks nothing else (audit L3).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from proofmesh.crypto.eip712 import Domain, recover_typed, sign_typed
 from proofmesh.errors import InputError
@@ -19,12 +22,12 @@ VALUE_SCALE = 10**6          # fixed-point: 6 decimals
 
 ATTESTATION_TYPES = {
     "Attestation": [
+        {"name": "requestId", "type": "uint256"},
         {"name": "version", "type": "uint256"},
         {"name": "evalSetRoot", "type": "bytes32"},
         {"name": "metric", "type": "bytes32"},
         {"name": "value", "type": "uint256"},
         {"name": "deadline", "type": "uint256"},
-        {"name": "nonce", "type": "uint256"},
     ]
 }
 
@@ -57,17 +60,17 @@ def from_fixed(value: int) -> float:
 class Attestation:
     """One evaluator's signed measurement."""
 
+    request_id: int
     version: int
     eval_set_root: bytes
     metric: bytes
     value: int
     deadline: int
-    nonce: int
     signature: bytes = b""
 
     def message(self) -> dict:
-        return {"version": self.version, "evalSetRoot": self.eval_set_root, "metric": self.metric,
-                "value": self.value, "deadline": self.deadline, "nonce": self.nonce}
+        return {"requestId": self.request_id, "version": self.version, "evalSetRoot": self.eval_set_root,
+                "metric": self.metric, "value": self.value, "deadline": self.deadline}
 
 
 def domain(chain_id: int, evaluation_address: str) -> Domain:
@@ -77,7 +80,7 @@ def domain(chain_id: int, evaluation_address: str) -> Domain:
 def sign(account, chain_id: int, evaluation_address: str, att: Attestation) -> Attestation:
     """Sign ``att`` with ``account`` (an eth-account LocalAccount)."""
     sig = sign_typed(account, domain(chain_id, evaluation_address), "Attestation", ATTESTATION_TYPES, att.message())
-    return Attestation(att.version, att.eval_set_root, att.metric, att.value, att.deadline, att.nonce, sig)
+    return replace(att, signature=sig)
 
 
 def signer_of(chain_id: int, evaluation_address: str, att: Attestation) -> str:

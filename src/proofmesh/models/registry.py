@@ -383,24 +383,27 @@ class ModelRegistryClient:
     def open_request(self, version_id: int, eval_set_id: int) -> int:
         return self.chain.call(self.evaluation.functions.request_of(version_id, eval_set_id))
 
-    def make_attestation(self, request_id: int, value: float, account, *, deadline: int | None = None,
-                         nonce: int | None = None) -> att_mod.Attestation:
-        """Build and sign ``account``'s attestation of ``value`` for a request."""
+    def make_attestation(self, request_id: int, value: float, account, *,
+                         deadline: int | None = None) -> att_mod.Attestation:
+        """Build and sign ``account``'s attestation of ``value`` for a request (valid
+        until ``deadline``, by default the request's attestation window)."""
         req = self.request(request_id)
         es = self.eval_set(req["eval_set"])
-        if nonce is None:
-            nonce = self.chain.call(self.evaluation.functions.nonces(account.address))
         if deadline is None:
-            deadline = self.chain.timestamp() + 3600
-        a = att_mod.Attestation(version=req["version"], eval_set_root=bytes.fromhex(es["root"][2:]),
+            deadline = req["deadline"] or self.chain.timestamp() + 3600
+        a = att_mod.Attestation(request_id=request_id, version=req["version"],
+                                eval_set_root=bytes.fromhex(es["root"][2:]),
                                 metric=att_mod.metric_id(req["metric"]), value=att_mod.to_fixed(value),
-                                deadline=deadline, nonce=nonce)
+                                deadline=deadline)
         return att_mod.sign(account, self.chain.chain_id, self.evaluation.address, a)
 
     def submit_attestation(self, request_id: int, a: att_mod.Attestation, *, sender=None) -> Any:
         """Relay a signed attestation (any account may pay the gas)."""
-        return self.chain.transact(self.evaluation.functions.attest(request_id, a.value, a.deadline, a.nonce,
-                                                                    a.signature), sender=sender)
+        if a.request_id != request_id:
+            raise InputError(f"this attestation was signed for request {a.request_id}, not {request_id}",
+                             fix="sign a new attestation for this request")
+        return self.chain.transact(self.evaluation.functions.attest(request_id, a.value, a.deadline, a.signature),
+                                   sender=sender)
 
     def evaluation_result(self, version_id: int, eval_set_id: int) -> Evaluation | None:
         rid, median, metric, quorum, finalized = self.chain.call(

@@ -9,8 +9,10 @@
            evaluators are drawn stake-weighted from the staked EVALUATOR nodes of
            NodeRegistry with the hash of a block mined *after* the request, so
            neither the owner nor anyone at registration time knows who will judge.
-        3. Each drawn evaluator signs an EIP-712 Attestation (version, eval-set
-           root, metric, fixed-point value, deadline, nonce); anyone may submit it.
+        3. Each drawn evaluator signs an EIP-712 Attestation (request id, version,
+           eval-set root, metric, fixed-point value, deadline); anyone may submit it.
+           A signature names its request, so it counts once, for that request only:
+           no per-evaluator nonce orders an evaluator's concurrent requests.
            Non-evaluators, stale, replayed and second attestations revert. When the
            quorum is in, the median is final; evaluators far from it lose
            reputation, the others gain reputation and `eval_reward` MESH from
@@ -56,7 +58,7 @@ _BPS: constant(uint256) = 10_000
 MIN_REWARD_QUORUM: public(constant(uint256)) = 3
 
 ATTESTATION_TYPEHASH: public(constant(bytes32)) = keccak256(
-    "Attestation(uint256 version,bytes32 evalSetRoot,bytes32 metric,uint256 value,uint256 deadline,uint256 nonce)"
+    "Attestation(uint256 requestId,uint256 version,bytes32 evalSetRoot,bytes32 metric,uint256 value,uint256 deadline)"
 )
 
 struct EvalSet:
@@ -112,8 +114,6 @@ results: public(HashMap[uint256, HashMap[uint256, Result]])
 is_drawn: public(HashMap[uint256, HashMap[address, bool]])
 has_attested: public(HashMap[uint256, HashMap[address, bool]])
 attested_value: public(HashMap[uint256, HashMap[address, uint256]])
-# @notice Next attestation nonce of each evaluator (sequential: a signature is usable once).
-nonces: public(HashMap[address, uint256])
 # @notice Evaluator reputation: +1 per attestation near the median, -1 per outlier.
 reputation: public(HashMap[address, int256])
 # @notice Released versions and the eval set / value they were released on.
@@ -177,7 +177,6 @@ event Attested:
     request_id: indexed(uint256)
     evaluator: indexed(address)
     value: uint256
-    nonce: uint256
 
 event EvaluationFinalized:
     request_id: indexed(uint256)
@@ -441,39 +440,38 @@ def draw(request_id: uint256) -> DynArray[address, MAX_QUORUM]:
 
 @view
 @external
-def attestation_digest(version_id: uint256, eval_set_root: bytes32, metric: bytes32, metric_value: uint256,
-                       deadline: uint256, nonce: uint256) -> bytes32:
+def attestation_digest(request_id: uint256, version_id: uint256, eval_set_root: bytes32, metric: bytes32,
+                       metric_value: uint256, deadline: uint256) -> bytes32:
     """
     @notice The EIP-712 digest an evaluator signs.
+    @param request_id The evaluation request the attestation is for.
     @param version_id The version evaluated.
     @param eval_set_root Root of the eval set used.
     @param metric The metric.
     @param metric_value Fixed-point value.
     @param deadline Last timestamp the signature is valid.
-    @param nonce The evaluator's nonce.
     @return The digest.
     """
-    return self._digest(version_id, eval_set_root, metric, metric_value, deadline, nonce)
+    return self._digest(request_id, version_id, eval_set_root, metric, metric_value, deadline)
 
 
 @view
 @internal
-def _digest(version_id: uint256, eval_set_root: bytes32, metric: bytes32, metric_value: uint256,
-            deadline: uint256, nonce: uint256) -> bytes32:
-    struct_hash: bytes32 = keccak256(abi_encode(ATTESTATION_TYPEHASH, version_id, eval_set_root, metric,
-                                                metric_value, deadline, nonce))
+def _digest(request_id: uint256, version_id: uint256, eval_set_root: bytes32, metric: bytes32,
+            metric_value: uint256, deadline: uint256) -> bytes32:
+    struct_hash: bytes32 = keccak256(abi_encode(ATTESTATION_TYPEHASH, request_id, version_id, eval_set_root,
+                                                metric, metric_value, deadline))
     return eip712._hash_typed_data_v4(struct_hash)
 
 
 @external
-def attest(request_id: uint256, metric_value: uint256, deadline: uint256, nonce: uint256, signature: Bytes[65]):
+def attest(request_id: uint256, metric_value: uint256, deadline: uint256, signature: Bytes[65]):
     """
     @notice Submit a drawn evaluator's signed attestation (anyone may relay it). The
             last attestation of the quorum finalizes the median and the reputations.
     @param request_id The request.
     @param metric_value Fixed-point metric value.
     @param deadline Signature expiry (timestamp).
-    @param nonce The evaluator's current nonce.
     @param signature 65-byte EIP-712 signature over the Attestation.
     """
     req: Request = self.requests[request_id]
@@ -482,18 +480,17 @@ def attest(request_id: uint256, metric_value: uint256, deadline: uint256, nonce:
     assert block.timestamp <= req.deadline, "ModelEvaluation: attestation window closed"
     assert block.timestamp <= deadline, "ModelEvaluation: stale attestation (deadline passed)"
     root: bytes32 = self.eval_sets[req.eval_set_id].root
-    signer: address = ecdsa._recover_sig(self._digest(req.version_id, root, req.metric, metric_value, deadline, nonce),
-                                         signature)
+    signer: address = ecdsa._recover_sig(self._digest(request_id, req.version_id, root, req.metric, metric_value,
+                                                      deadline), signature)
     assert signer != empty(address), "ModelEvaluation: invalid signature"
     assert self.is_drawn[request_id][signer], "ModelEvaluation: signer is not a drawn evaluator"
+    # (request, signer) is the uniqueness key: a replay, or a second value, is refused here
     assert not self.has_attested[request_id][signer], "ModelEvaluation: evaluator already attested"
-    assert nonce == self.nonces[signer], "ModelEvaluation: bad nonce (replayed attestation?)"
-    self.nonces[signer] = nonce + 1
     self.has_attested[request_id][signer] = True
     self.attested_value[request_id][signer] = metric_value
     count: uint256 = req.count + 1
     self.requests[request_id].count = count
-    log Attested(request_id=request_id, evaluator=signer, value=metric_value, nonce=nonce)
+    log Attested(request_id=request_id, evaluator=signer, value=metric_value)
     if count == req.quorum:
         self._finalize(request_id)
 

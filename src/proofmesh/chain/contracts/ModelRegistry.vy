@@ -58,6 +58,11 @@ child_count: public(HashMap[uint256, uint256])
 child_at: public(HashMap[uint256, HashMap[uint256, uint256]])
 # @notice Contracts allowed to register versions on behalf of an owner.
 is_registrar: public(HashMap[address, bool])
+# @notice Where a version's weights can be fetched: the CID of its weights bundle (a
+#         JSON list of file CIDs) in the nodes' blob stores, "" if never published.
+#         Only a locator: fetchers re-hash every blob by CID and check the weights
+#         root against `versions[id].weights_root` before trusting any byte.
+weights_cid_of: public(HashMap[uint256, String[128]])
 
 _batches: HashMap[uint256, DynArray[bytes32, MAX_BATCHES]]
 
@@ -79,6 +84,11 @@ event NameClaimed:
     name_id: indexed(bytes32)
     owner: indexed(address)
     name: String[64]
+
+event WeightsPublished:
+    version_id: indexed(uint256)
+    publisher: indexed(address)
+    weights_cid: String[128]
 
 event RegistrarSet:
     registrar: indexed(address)
@@ -151,6 +161,22 @@ def register_for(owner: address, name: String[64], weights_root: bytes32, parent
     assert owner != empty(address), "ModelRegistry: owner is the zero address"
     return self._register(owner, name, weights_root, parent, kind, base, data_batches, job_id,
                           config_cid, manifest_cid)
+
+
+@external
+def publish_weights(version_id: uint256, weights_cid: String[128]):
+    """
+    @notice Say where a version's weights can be fetched (the CID of its weights
+            bundle, served by the owner's node). Only the version's owner; may be
+            updated (e.g. after moving the weights to another node).
+    @param version_id The version.
+    @param weights_cid CID of the weights bundle (non-empty).
+    """
+    assert version_id != 0 and version_id <= self.version_count, "ModelRegistry: version does not exist"
+    assert self.versions[version_id].owner == msg.sender, "ModelRegistry: caller does not own the version"
+    assert len(weights_cid) > 0, "ModelRegistry: empty weights CID"
+    self.weights_cid_of[version_id] = weights_cid
+    log WeightsPublished(version_id=version_id, publisher=msg.sender, weights_cid=weights_cid)
 
 
 @internal

@@ -63,6 +63,9 @@ unbonding_period: public(uint256)
 max_challenge_window: public(uint256)
 # @notice Share of each slash that is burned, in basis points.
 slash_burn_bps: public(uint256)
+# @notice Smallest `slash_burn_bps`: part of every slash is always burned, so a node
+#         challenging its own fault never gets its whole bond back (audit I2).
+MIN_SLASH_BURN_BPS: public(constant(uint256)) = 1_000
 # @notice Minimum stake for a node to count as active.
 min_stake: public(uint256)
 
@@ -133,11 +136,12 @@ def __init__(token_: IMeshToken, treasury_: address, unbonding_period_: uint256,
     @param treasury_ Receives slashes without a challenger.
     @param unbonding_period_ Seconds an unstake waits; must exceed max_challenge_window_.
     @param max_challenge_window_ The longest challenge window any domain may use.
-    @param slash_burn_bps_ Burned share of each slash (<= 10000).
+    @param slash_burn_bps_ Burned share of each slash (MIN_SLASH_BURN_BPS..10000).
     @param min_stake_ Minimum stake of an active node.
     """
     assert unbonding_period_ > max_challenge_window_, "NodeRegistry: unbonding must outlast challenges"
     assert slash_burn_bps_ <= _BPS, "NodeRegistry: burn share above 100%"
+    assert slash_burn_bps_ >= MIN_SLASH_BURN_BPS, "NodeRegistry: burn share below 10%"
     assert treasury_ != empty(address), "NodeRegistry: treasury is the zero address"
     ownable.__init__()
     token = token_
@@ -245,15 +249,38 @@ def lock_bond(node: address, amount: uint256):
 @external
 def release_bond(node: address, amount: uint256):
     """
-    @notice Release `amount` of a bond this domain locked. Domains only.
+    @notice Release `amount` of a bond this domain locked. Also allowed after the
+            domain was revoked: only a domain ever holds bonds (lock_bond checks
+            `is_domain`), and releasing frees the node's own stake, so a revoked
+            domain must not strand the bonds it still holds (audit L1).
     @param node The node.
     @param amount Amount in wei (<= what this domain bonded).
     """
-    assert self.is_domain[msg.sender], "NodeRegistry: caller is not a domain contract"
     assert amount <= self.bonded_by[msg.sender][node], "NodeRegistry: release exceeds bond"
-    self.bonded_by[msg.sender][node] -= amount
+    self._release(msg.sender, node, amount)
+
+
+@external
+def release_stranded_bond(domain: address, node: address):
+    """
+    @notice Release everything a *revoked* domain still holds bonded for `node`, for
+            a revoked contract whose code never calls `release_bond` again. Owner
+            (Governance) only; a live domain's bonds cannot be swept.
+    @param domain The revoked domain contract.
+    @param node The node whose bond is stranded.
+    """
+    ownable._check_owner()
+    assert not self.is_domain[domain], "NodeRegistry: domain is still authorised"
+    amount: uint256 = self.bonded_by[domain][node]
+    assert amount > 0, "NodeRegistry: no bond to release"
+    self._release(domain, node, amount)
+
+
+@internal
+def _release(domain: address, node: address, amount: uint256):
+    self.bonded_by[domain][node] -= amount
     self.nodes[node].bonded -= amount
-    log BondReleased(domain=msg.sender, node=node, amount=amount)
+    log BondReleased(domain=domain, node=node, amount=amount)
 
 
 @external
@@ -386,9 +413,10 @@ def set_max_challenge_window(seconds: uint256):
 
 @external
 def set_slash_burn_bps(bps: uint256):
-    """@notice Set the burned share of slashes (<= 10000). Owner only."""
+    """@notice Set the burned share of slashes (MIN_SLASH_BURN_BPS..10000). Owner only."""
     ownable._check_owner()
     assert bps <= _BPS, "NodeRegistry: burn share above 100%"
+    assert bps >= MIN_SLASH_BURN_BPS, "NodeRegistry: burn share below 10%"
     self.slash_burn_bps = bps
     log ParameterChanged(name="slash_burn_bps", value=bps)
 
