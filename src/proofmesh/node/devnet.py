@@ -41,9 +41,10 @@ from proofmesh.errors import InputError, ProofmeshError
 
 DEFAULT_PASSWORD = "devnet"
 # Roles and stake per node index (cycled): every capability has at least one node
-# from 4 nodes on, and three nodes compute, so a replicated job (3 replicas) posted by
-# node0 finds its workers.
-ROLE_PLAN = ["data,evaluator,tools", "compute,evaluator", "compute,inference", "compute,gateway,inference"]
+# from 4 nodes on, three nodes compute, so a replicated job (3 replicas) posted by
+# node0 finds its workers, and from 3 nodes on two nodes besides node0 evaluate, so a
+# version node0 registers meets a quorum of 2 (nobody judges their own model).
+ROLE_PLAN = ["data,evaluator,tools", "compute,evaluator", "compute,inference,evaluator", "compute,gateway,inference"]
 STAKE_STEP = 1_000            # node i stakes (i + 1) * STAKE_STEP MESH
 EXTRA_MESH = 10_000           # working balance on top of the stake
 START_TIMEOUT = 180.0        # generous: on a loaded 2-core machine one import of web3+torch takes 10-20 s

@@ -165,6 +165,33 @@ class BlobStore:
             raise self._missing(cid) from None
         return VerifyingReader(f, cid, self)
 
+    def export(self, cid: str, dest: str | os.PathLike[str]) -> Path:
+        """Put the blob's bytes at ``dest`` (a new file) without a second copy when possible.
+
+        A hard link when ``dest`` is on the store's filesystem: blobs are immutable (0444)
+        and a quarantine only renames the store's link, so ``dest`` keeps its bytes.
+        Otherwise a streamed, re-hashed copy (a mismatch raises StoreError and removes
+        ``dest``). Callers that trust the content must still check it (e.g. a weights root).
+        """
+        cid = self._cid(cid)
+        src, out = self._path(cid), Path(dest)
+        if not src.is_file():
+            raise self._missing(cid)
+        try:
+            os.link(src, out)
+            return out
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise StoreError(f"cannot write {out}: {exc.strerror or exc}", fix="check the destination folder") from exc
+        try:
+            with self.open(cid) as r, out.open("xb") as w:
+                while piece := r.read(_PIECE):
+                    w.write(piece)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        return out
+
     def verify(self, cid: str) -> bool:
         """Re-hash a stored blob (streamed). False and quarantined if corrupted."""
         try:
