@@ -205,3 +205,81 @@ def test_audit_m3_bond_cannot_be_withdrawn_right_after_serving(network, accounts
     assert reg.bond_unlock_at(accounts[3].address) - chain.timestamp() <= 0 and wait >= 86400
     reg.withdraw_bond(bond, sender=accounts[3])
     assert reg.service_bond(accounts[3].address) == 0
+
+
+def test_binary_wire_request_same_answer_and_checks(network, accounts, x1):
+    """The raw-bytes request form (wire.py) gives the JSON form's answer and keeps every check."""
+    from proofmesh.inference import wire
+
+    n = network.start_node(accounts[3])
+
+    def post(body: bytes) -> httpx.Response:
+        return httpx.post(n.url + "/v1/infer", content=body, headers={"content-type": wire.CONTENT_TYPE})
+
+    as_json = httpx.post(n.url + "/v1/infer", json={"version": network.version, "input": x1.tolist(), "nonce": 11})
+    as_bin = post(wire.encode_request({"version": network.version, "nonce": 12}, {"x": x1}))
+    assert as_bin.status_code == 200, as_bin.text
+    assert as_bin.json()["values"] == as_json.json()["values"] and as_bin.json()["output"] == as_json.json()["output"]
+    rc = Receipt.from_json(as_bin.json()["receipt"])
+    assert rc.input_hash == input_hash({"x": x1}) and rc.nonce == 12
+    assert rc.signer(network.registry.domain) == accounts[3].address
+    # nonce single use across both forms
+    again = post(wire.encode_request({"version": network.version, "nonce": 12}, {"x": x1}))
+    assert again.status_code == 422 and "nonce" in again.json()["error"]
+    bad = {
+        "float64": wire.encode_request({"version": network.version, "nonce": 13}, {"x": x1.astype(np.float64)}),
+        "shape": wire.encode_request({"version": network.version, "nonce": 14}, {"x": x1[:, :3]}),
+        "NaN": wire.encode_request({"version": network.version, "nonce": 15}, {"x": np.full_like(x1, np.nan)}),
+        "do not match": wire.encode_request({"version": network.version, "nonce": 16}, {"z": x1}),
+        "trailing": wire.encode_request({"version": network.version, "nonce": 17}, {"x": x1}) + b"\0",
+        "needs": wire.encode_request({"version": network.version, "nonce": 18}, {"x": x1})[:-4],
+        "PMI1": b"PMI0" + b"\0" * 12,
+    }
+    for needle, body in bad.items():
+        r = post(body)
+        assert r.status_code == 422 and needle in r.json()["error"], (needle, r.text)
+    wrong_version = post(wire.encode_request({"version": network.version + 5, "nonce": 19}, {"x": x1}))
+    assert wrong_version.status_code == 404
+
+
+def test_routes_work_mounted_in_another_app(network, accounts, x1):
+    """The node daemon mounts create_app's routes into its own FastAPI app: /v1/infer must
+    answer there too (through the plain Route, not NodeApp's fast path)."""
+    from fastapi import FastAPI
+
+    from proofmesh.inference import wire
+    from proofmesh.inference.server import ServerHandle, create_app
+
+    node = InferenceNode(NodeConfig(network.version, network.onnx, network.workdir / "mounted"), accounts[4],
+                         domain=network.registry.domain, registry=network.registry)
+    outer = FastAPI()
+    outer.include_router(create_app(node).router)
+    srv = ServerHandle(outer).start()
+    try:
+        r = httpx.post(srv.url + "/v1/infer", json={"version": network.version, "input": x1.tolist(), "nonce": 1})
+        assert r.status_code == 200 and Receipt.from_json(r.json()["receipt"]).signer(
+            network.registry.domain) == accounts[4].address
+        r = httpx.post(srv.url + "/v1/infer", content=wire.encode_request({"version": network.version, "nonce": 2},
+                                                                          {"x": x1}),
+                       headers={"content-type": wire.CONTENT_TYPE})
+        assert r.status_code == 200
+        r = httpx.post(srv.url + "/v1/infer", content=b"not json", headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "JSON" in r.json()["error"]
+    finally:
+        srv.stop()
+        node.close()
+
+
+def test_receipt_digest_fast_path_matches_typed_data(accounts):
+    from proofmesh.crypto.eip712 import typed_hash
+    from proofmesh.errors import InputError
+    from proofmesh.inference.receipt import RECEIPT_FIELDS, receipt_domain
+
+    dom = receipt_domain(31337, "0x" + "ab" * 20)
+    rc = Receipt(7, b"\x01" * 32, b"\x02" * 32, 2**255 + 3, 10**18, 1)
+    assert rc.digest(dom) == typed_hash(dom, "Receipt", {"Receipt": RECEIPT_FIELDS}, rc.message())
+    assert rc.signed(accounts[0], dom).signer(dom) == accounts[0].address
+    with pytest.raises(InputError):
+        Receipt(7, b"\x01" * 31, b"\x02" * 32, 1, 0).digest(dom)
+    with pytest.raises(InputError):
+        Receipt(-1, b"\x01" * 32, b"\x02" * 32, 1, 0).digest(dom)

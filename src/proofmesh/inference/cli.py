@@ -116,11 +116,10 @@ def serve(version: int,
           delay_ms: Annotated[int, typer.Option(help="Artificial latency (benchmarks/failover drills).", hidden=True)] = 0,
           account: AccountOpt = None) -> None:
     """Serve a registered model version over HTTP (POST /v1/infer) from this node's key."""
-    import uvicorn
 
     from proofmesh.chain.core import to_wei
     from proofmesh.inference.registry import InferenceRegistry
-    from proofmesh.inference.server import InferenceNode, NodeConfig, create_app
+    from proofmesh.inference.server import InferenceNode, NodeConfig, run_node
     from proofmesh.payments import Ledger, PaymentChannels
 
     home = ctx_home()
@@ -157,7 +156,7 @@ def serve(version: int,
     info = node.info()
     console.print(f"serving version {version} as {acct.address} on http://{host}:{port} "
                   f"(zk: {info['zk']}{', DEV SRS' if info['dev_srs'] else ''}; price {price} MESH)")
-    uvicorn.run(create_app(node), host=host, port=port, log_level="warning", timeout_keep_alive=75)
+    run_node(node, host, port)
 
 
 def infer(version: int, input_json: Annotated[Path, typer.Argument(help="JSON: a nested list, or {input name: list}.")],

@@ -56,23 +56,25 @@ class InputSpec:
 
 
 def prepare_inputs(specs: list[InputSpec], data: Any) -> dict[str, np.ndarray]:
-    """Turn JSON input (a nested list for a single-input model, or {name: list}) into
-    checked arrays. Wrong names, shapes or dtypes raise InputError naming the field."""
-    desc = "; ".join(s.describe() for s in specs)
+    """Turn request input into checked arrays. ``data`` is a nested list for a
+    single-input model, or {name: value} where a value is a nested list, a tensor object
+    (:func:`encode_tensor`) or an ``np.ndarray`` decoded from the binary wire form
+    (:mod:`proofmesh.inference.wire`). Typed tensors must have the model's exact dtype;
+    lists are converted. Wrong names, shapes or dtypes raise InputError naming the field."""
     if not isinstance(data, Mapping):
         if len(specs) != 1:
             raise InputError(f"model has {len(specs)} inputs; give an object {{name: array}}",
-                             fix=f"inputs: {desc}")
+                             fix=f"inputs: {_describe(specs)}")
         data = {specs[0].name: data}
-    names = {s.name for s in specs}
-    extra = set(data) - names
-    missing = names - set(data)
-    if extra or missing:
-        raise InputError(f"input names {sorted(data)} do not match the model's {sorted(names)}",
-                         fix=f"inputs: {desc}")
+    if len(data) != len(specs) or any(s.name not in data for s in specs):
+        raise InputError(f"input names {sorted(data)} do not match the model's {sorted(s.name for s in specs)}",
+                         fix=f"inputs: {_describe(specs)}")
     out = {}
     for spec in specs:
         raw = data[spec.name]
+        if isinstance(raw, np.ndarray):
+            out[spec.name] = check_tensor(spec, raw)
+            continue
         if isinstance(raw, Mapping):
             out[spec.name] = decode_tensor(spec, raw)
             continue
@@ -93,11 +95,33 @@ def prepare_inputs(specs: list[InputSpec], data: Any) -> dict[str, np.ndarray]:
                                  fix=f"send {spec.describe()}")
         if want.kind == "f" and arr.size and not np.all(np.isfinite(arr.astype(np.float64))):
             raise InputError(f"input {spec.name!r} contains NaN or infinity", fix="send finite numbers")
-        if arr.ndim != len(spec.shape) or any(isinstance(d, int) and d != a for d, a in zip(spec.shape, arr.shape)):
-            raise InputError(f"input {spec.name!r} has shape {list(arr.shape)}, model wants {spec.describe()}",
-                             fix="reshape the input (N = any batch size)")
+        _check_shape(spec, arr.shape)
         out[spec.name] = arr.astype(want, copy=False)
     return out
+
+
+def _describe(specs: list[InputSpec]) -> str:
+    return "; ".join(s.describe() for s in specs)
+
+
+def _check_shape(spec: InputSpec, shape: tuple) -> None:
+    if len(shape) != len(spec.shape) or any(isinstance(d, int) and d != a for d, a in zip(spec.shape, shape)):
+        raise InputError(f"input {spec.name!r} has shape {list(shape)}, model wants {spec.describe()}",
+                         fix="reshape the input (N = any batch size)")
+
+
+def check_tensor(spec: InputSpec, arr: np.ndarray) -> np.ndarray:
+    """A typed tensor (binary or base64 wire form): exact dtype, shape, finite floats."""
+    want = np.dtype(spec.dtype)
+    if arr.dtype.newbyteorder("=") != want and arr.dtype != want:
+        raise InputError(f"input {spec.name!r} has dtype {arr.dtype.name}, model wants {want.name}",
+                         fix=f"send {spec.describe()}")
+    _check_shape(spec, arr.shape)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(want)
+    if want.kind == "f" and not np.isfinite(arr).all():
+        raise InputError(f"input {spec.name!r} contains NaN or infinity", fix="send finite numbers")
+    return arr
 
 
 def encode_tensor(a: np.ndarray) -> dict:
@@ -124,13 +148,7 @@ def decode_tensor(spec: InputSpec, raw: Mapping) -> np.ndarray:
     if any(d < 0 for d in shape) or int(np.prod(shape)) * dtype.itemsize != len(buf):
         raise InputError(f"input {spec.name!r}: {len(buf)} bytes do not fill shape {list(shape)} of {dtype.name}",
                          fix="check shape and dtype")
-    arr = np.frombuffer(buf, dtype=dtype.newbyteorder("<")).reshape(shape).astype(want, copy=False)
-    if len(shape) != len(spec.shape) or any(isinstance(d, int) and d != a for d, a in zip(spec.shape, shape)):
-        raise InputError(f"input {spec.name!r} has shape {list(shape)}, model wants {spec.describe()}",
-                         fix="reshape the input (N = any batch size)")
-    if want.kind == "f" and not np.all(np.isfinite(arr)):
-        raise InputError(f"input {spec.name!r} contains NaN or infinity", fix="send finite numbers")
-    return arr
+    return check_tensor(spec, np.frombuffer(buf, dtype=dtype.newbyteorder("<")).reshape(shape))
 
 
 def spec_to_json(spec: InputSpec) -> dict:

@@ -23,24 +23,30 @@ registered ``onnx_hash``, or its circuit's verifying key differs from the regist
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from starlette.responses import Response
+from starlette.routing import Route
 
 from proofmesh.crypto.merkle import MerkleTree, leaf_hash
 from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, VerificationError
 from proofmesh.inference.model import OnnxModel, spec_to_json
 from proofmesh.inference.tee import require_tee
-from proofmesh.inference.receipt import (COMMIT_VALUES, COMMIT_ZK, Receipt, input_hash, output_values,
-                                         values_hash)
+from proofmesh.inference import wire
+from proofmesh.inference.receipt import (COMMIT_VALUES, COMMIT_ZK, FIXED_POINT, Receipt, input_hash, output_array,
+                                         output_values, values_hash)
 
 
 class StartupRefused(ProofmeshError):
@@ -199,9 +205,19 @@ class InferenceNode:
 
     # --- inference ----------------------------------------------------------------
     def infer(self, body: dict) -> dict:
+        """Answer one request (the JSON request object); returns the JSON answer."""
+        return _jsonable(self._infer(body))
+
+    def _infer(self, body: dict) -> dict:
+        """:meth:`infer` with the output and values left as numpy arrays (serialised by
+        orjson straight from the arrays on the HTTP path)."""
         t0 = time.perf_counter()
         version = body.get("version")
-        if version is None or int(version) != self.config.version:
+        try:
+            version = int(version) if version is not None else None
+        except (TypeError, ValueError):
+            raise InputError(f"version must be an integer, not {version!r:.40}", fix="send the model version number") from None
+        if version != self.config.version:
             raise UnknownVersion(f"this node serves version {self.config.version}, not {version}",
                                  fix="ask the router for a node serving your version")
         mode = body.get("mode", "plain")
@@ -252,17 +268,23 @@ class InferenceNode:
             out = {"output": answer.tolist(), "receipt": receipt.to_json(), "receipt_digest": "0x" + digest.hex(),
                    "instances": [hex(v) for v in w.outputs], "proof": "pending"}
         else:
+            ih = input_hash(inputs)
             outputs = self.model.run(inputs)
             if self.config.tamper:
                 outputs = [o + np.asarray(self.config.tamper, dtype=o.dtype) for o in outputs]
-            values = output_values(outputs)
-            receipt = Receipt(self.config.version, input_hash(inputs), values_hash(values), nonce, price,
+            # float64: the JSON numbers are then the float32 values exactly (as tolist() writes
+            # them), and the fixed-point values are computed from the same array
+            outs = [o.astype(np.float64) if o.dtype == np.float32 else o for o in outputs]
+            if len(outs) == 1 and outs[0].dtype == np.float64:
+                values = np.rint(outs[0].reshape(-1) * FIXED_POINT).astype(np.int64)
+            else:
+                values = output_array(outputs)
+            receipt = Receipt(self.config.version, ih, values_hash(values), nonce, price,
                               COMMIT_VALUES).signed_with(self._key, self.domain)
             with self._lock:
                 if cid is not None:
                     self._channels[cid].unpaid += price
-            out = {"output": [o.tolist() for o in outputs] if len(outputs) > 1 else outputs[0].tolist(),
-                   "values": values, "receipt": receipt.to_json()}
+            out = {"output": outs if len(outs) > 1 else outs[0], "values": values, "receipt": receipt.to_json()}
         with self._lock:
             self._seen[(nonce, 0)] = receipt.signature
             if len(self._seen) > 1_000_000:   # bounded memory; nonces are random 256-bit
@@ -344,6 +366,17 @@ class InferenceNode:
         self._prover.join(timeout=600)
 
 
+def _jsonable(out: dict) -> dict:
+    o = out.get("output")
+    if isinstance(o, np.ndarray):
+        out["output"] = o.tolist()
+    elif isinstance(o, list) and o and isinstance(o[0], np.ndarray):
+        out["output"] = [a.tolist() for a in o]
+    if isinstance(out.get("values"), np.ndarray):
+        out["values"] = out["values"].tolist()
+    return out
+
+
 class PaymentRequired(ProofmeshError):
     """HTTP 402: the request is not paid for."""
 
@@ -359,7 +392,7 @@ def _error(status: int, exc: ProofmeshError) -> JSONResponse:
 
 def create_app(node: InferenceNode) -> FastAPI:
     """The node's HTTP API."""
-    app = FastAPI(title="proofmesh inference node", version="1")
+    app = NodeApp(title="proofmesh inference node", version="1")
 
     @app.get("/v1/health")
     def health() -> dict:
@@ -369,30 +402,14 @@ def create_app(node: InferenceNode) -> FastAPI:
     def info() -> dict:
         return node.info()
 
-    @app.post("/v1/infer")
-    async def infer(request: Request) -> JSONResponse:
-        try:
-            body = await request.json()
-        except Exception:
-            return _error(422, InputError("body is not JSON", fix="POST a JSON object"))
-        if not isinstance(body, dict):
-            return _error(422, InputError("body must be a JSON object", fix="send {version, input, nonce, mode}"))
-        try:
-            # run the model in the threadpool: onnxruntime releases the GIL
-            from starlette.concurrency import run_in_threadpool
-            return JSONResponse(await run_in_threadpool(node.infer, body))
-        except InputError as exc:
-            return _error(422, exc)
-        except PaymentRequired as exc:
-            return _error(402, exc)
-        except UnknownVersion as exc:
-            return _error(404, exc)
-        except NotAvailableError as exc:
-            return _error(501, exc)
-        except VerificationError as exc:
-            return _error(402, exc)
-        except ProofmeshError as exc:
-            return _error(500, exc)
+    dispatch = _Dispatch(node)
+
+    async def infer(request: Request) -> Response:
+        status, data = await dispatch.answer(await request.body(), request.headers.get("content-type", ""))
+        return Response(data, status_code=status, media_type="application/json")
+
+    app.dispatch = dispatch      # the hot path (NodeApp.__call__)
+    app.router.routes.append(Route("/v1/infer", infer, methods=["POST"], include_in_schema=False))
 
     @app.post("/v1/pay")
     async def pay(request: Request) -> JSONResponse:
@@ -428,6 +445,125 @@ def create_app(node: InferenceNode) -> FastAPI:
     return app
 
 
+class _Dispatch:
+    """Runs a node's requests: inline on the event loop while the node is idle, on worker
+    threads while another request is running there.
+
+    Handing a request to a worker thread and back costs the event loop more than the node's
+    own checks, hashing and signing (a cross-thread wake-up each way), which is the whole of
+    a small model's overhead budget. Inline, the loop is busy for one model run, as the
+    node's one onnxruntime session would be anyway; a request that sleeps (delay_ms), waits
+    for a slot (max_concurrency) or builds a zk witness always goes to a worker, and so does
+    any request arriving while one runs there, so those never queue behind each other."""
+
+    def __init__(self, node: InferenceNode) -> None:
+        self.node = node
+        self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="proofmesh-infer")
+        self.busy = 0          # requests on worker threads (touched only on the event loop)
+        self.inline_ok = not node.config.delay_ms and not node.config.max_concurrency
+
+    async def answer(self, raw: bytes, content_type: str) -> tuple[int, bytes]:
+        """``POST /v1/infer``: (HTTP status, JSON bytes). orjson in and out; the binary
+        form (wire.py) skips base64 and JSON lists."""
+        try:
+            body = wire.decode_request(raw) if content_type.startswith(wire.CONTENT_TYPE) else _loads(raw)
+            if self.inline_ok and not self.busy and body.get("mode", "plain") == "plain":
+                out = self.node._infer(body)
+            else:
+                self.busy += 1
+                try:
+                    out = await asyncio.get_running_loop().run_in_executor(self.pool, self.node._infer, body)
+                finally:
+                    self.busy -= 1
+            return 200, orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+        except ProofmeshError as exc:
+            status = _STATUS.get(type(exc))
+            if status is None:
+                status = next((v for k, v in _STATUS.items() if isinstance(exc, k)), 500)
+            return status, orjson.dumps({"error": exc.message, "fix": exc.fix, "type": type(exc).__name__})
+
+
+_STATUS = {InputError: 422, PaymentRequired: 402, UnknownVersion: 404, NotAvailableError: 501, VerificationError: 402}
+
+
+class NodeApp(FastAPI):
+    """The node's FastAPI app, answering ``POST /v1/infer`` before FastAPI's own machinery
+    (its per-request telemetry check, exception middlewares, router matching and request
+    wrappers cost more event-loop time than the node's checks, hashing and signing). Every
+    other route, and ``/v1/infer`` where the routes are mounted into another app (the node
+    daemon), goes through FastAPI as usual, to the same :class:`_Dispatch`."""
+
+    dispatch: "_Dispatch | None" = None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if self.dispatch is None or scope["type"] != "http" or scope["path"] != "/v1/infer" \
+                or scope["method"] != "POST":
+            return await super().__call__(scope, receive, send)
+        chunks = []
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunks.append(msg.get("body", b""))
+            if not msg.get("more_body"):
+                break
+        ctype = next((v for k, v in scope["headers"] if k == b"content-type"), b"").decode("latin-1")
+        status, data = await self.dispatch.answer(chunks[0] if len(chunks) == 1 else b"".join(chunks), ctype)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+
+def _loads(raw: bytes) -> dict:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        import json   # integers beyond 64 bits (e.g. a 256-bit nonce sent as a number)
+
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise InputError("body is not JSON", fix="POST a JSON object") from None
+    if not isinstance(body, dict):
+        raise InputError("body must be a JSON object", fix="send {version, input, nonce, mode}")
+    return body
+
+
+def uvicorn_config(app: Any, host: str, port: int, **kw: Any) -> Any:
+    """uvicorn settings for a node: httptools and uvloop when installed (the pure-Python
+    h11 parser cost more per request than the node's own work), no access log."""
+    import importlib.util
+
+    import uvicorn
+
+    opts: dict[str, Any] = {"log_level": "warning", "access_log": False, "proxy_headers": False,
+                            # keep-alive longer than clients idle between calls, so pooled
+                            # connections are not closed under them (uvicorn's default is 5 s)
+                            "timeout_keep_alive": 75}
+    if importlib.util.find_spec("httptools"):
+        opts["http"] = "httptools"
+    if importlib.util.find_spec("uvloop"):
+        opts["loop"] = "uvloop"
+    opts.update(kw)
+    return uvicorn.Config(app, host=host, port=port, **opts)
+
+
+def run_node(node: InferenceNode, host: str, port: int) -> None:
+    """Serve ``node`` in this process until interrupted (``proofmesh serve``, benchmarks)."""
+    import gc
+
+    import uvicorn
+
+    app = create_app(node)
+    # everything loaded so far (web3, onnxruntime, the ABI caches) lives as long as the
+    # process: keep it out of the garbage collector's full passes, which otherwise scan it
+    # all every few thousand requests' worth of allocations
+    gc.collect()
+    gc.freeze()
+    uvicorn.Server(uvicorn_config(app, host, port)).run()
+
+
 def vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any) -> dict:
     """Committee duty: check the input matches the dispute, re-run the model, vote."""
     if node.registry is None:
@@ -457,10 +593,7 @@ class ServerHandle:
                 s.bind((host, 0))
                 port = s.getsockname()[1]
         self.url = f"http://{host}:{port}"
-        # keep-alive longer than clients idle between calls, so pooled connections are
-        # not closed under them (uvicorn's default is 5 s)
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    access_log=False, timeout_keep_alive=75))
+        self.server = uvicorn.Server(uvicorn_config(app, host, port))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self, timeout: float = 20.0) -> "ServerHandle":

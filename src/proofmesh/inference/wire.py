@@ -1,0 +1,96 @@
+"""The binary request form of ``POST /v1/infer``: tensors as raw bytes, no base64, no JSON lists.
+
+A JSON body (``application/json``) carries inputs as nested lists or base64 tensor objects;
+decoding those costs more than a small model's run. This frame carries the same request
+with the tensors' little-endian bytes appended, read by the node with zero copies
+(``np.frombuffer``)::
+
+    b"PMI1" | u32 LE header length | header (JSON) | padding to 16 | tensor bytes ...
+
+The header is the JSON request without ``input``, plus ``"tensors": [{"name", "dtype",
+"shape"}, ...]`` in the order their bytes follow; each tensor starts on a 16-byte
+boundary (aligned buffers need no copy in onnxruntime). Every check of the JSON form
+still applies (names, dtypes, shapes, finite values): the decoded arrays go through
+:func:`proofmesh.inference.model.prepare_inputs` like any typed tensor.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Mapping
+
+import numpy as np
+import orjson
+
+from proofmesh.errors import InputError
+
+CONTENT_TYPE = "application/vnd.proofmesh.infer"
+MAGIC = b"PMI1"
+_ALIGN = 16
+MAX_TENSORS = 64
+
+
+def _pad(n: int) -> int:
+    return -n % _ALIGN
+
+
+def encode_request(body: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> bytes:
+    """Frame ``body`` (the JSON fields: version, nonce, mode, channel, voucher) with
+    ``tensors`` as raw little-endian bytes."""
+    arrays = []
+    meta = []
+    for name, a in tensors.items():
+        a = np.ascontiguousarray(a)
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
+        arrays.append(a)
+        meta.append({"name": name, "dtype": a.dtype.name, "shape": list(a.shape)})
+    header = orjson.dumps({**{k: v for k, v in body.items() if k != "input"}, "tensors": meta})
+    parts = [MAGIC, struct.pack("<I", len(header)), header]
+    off = 8 + len(header)
+    for a in arrays:
+        parts.append(b"\0" * _pad(off))
+        off += _pad(off)
+        parts.append(memoryview(a).cast("B"))
+        off += a.nbytes
+    return b"".join(parts)
+
+
+def decode_request(buf: bytes) -> dict:
+    """The request dict with ``input`` = {name: read-only ndarray view of ``buf``}.
+    InputError names what is malformed."""
+    if len(buf) < 8 or buf[:4] != MAGIC:
+        raise InputError("binary request must start with PMI1", fix="encode it with proofmesh.inference.wire")
+    (hlen,) = struct.unpack_from("<I", buf, 4)
+    if 8 + hlen > len(buf):
+        raise InputError("binary request header is truncated", fix="send the whole frame")
+    try:
+        body = orjson.loads(buf[8:8 + hlen])
+    except orjson.JSONDecodeError:
+        raise InputError("binary request header is not JSON", fix="encode it with proofmesh.inference.wire") from None
+    if not isinstance(body, dict) or not isinstance(body.get("tensors"), list) \
+            or not 0 < len(body["tensors"]) <= MAX_TENSORS:
+        raise InputError("binary request header needs a 'tensors' list",
+                         fix="list each input's name, dtype and shape in byte order")
+    off = 8 + hlen
+    inputs: dict[str, np.ndarray] = {}
+    for t in body.pop("tensors"):
+        try:
+            name, dtype, shape = str(t["name"]), np.dtype(t["dtype"]), tuple(int(d) for d in t["shape"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"bad tensor entry {t!r:.100} ({exc})", fix="each tensor has name, dtype, shape") from None
+        if dtype.kind not in "biuf" or any(d < 0 for d in shape) or name in inputs:
+            raise InputError(f"tensor {name!r}: unsupported dtype {dtype}, negative dimension or repeated name",
+                             fix="numeric dtypes, non-negative shapes, one entry per input")
+        off += _pad(off)
+        n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if off + n > len(buf):
+            raise InputError(f"tensor {name!r}: {len(buf) - off} bytes left, shape {list(shape)} of {dtype.name} "
+                             f"needs {n}", fix="check shape and dtype")
+        inputs[name] = (np.frombuffer(buf, dtype=dtype.newbyteorder("<"), count=n // dtype.itemsize,
+                                      offset=off).reshape(shape) if n else np.zeros(shape, dtype))
+        off += n
+    if off != len(buf):
+        raise InputError(f"{len(buf) - off} trailing bytes after the tensors", fix="check shapes and dtypes")
+    body["input"] = inputs
+    return body
