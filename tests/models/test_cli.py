@@ -61,6 +61,12 @@ def test_model_cli_end_to_end(cli, tiny, evaluators, tmp_path: Path) -> None:
     bad = cli("model", "register", tiny.save(tiny.gpt2(seed=3), tmp_path / "v3"), "--name", "x", "--parent", 99, ok=False)
     assert "does not exist" in bad.output
     assert len(js(cli("model", "list", "--json"))) == 2
+    # v1's weights are published (this home's store + the on-chain locator); v2's files are not v1's
+    pub = js(cli("model", "publish", 1, d1, "--json"))
+    assert pub["weights_cid"].startswith("bafk")
+    assert "refusing them" in " ".join(cli("model", "publish", 2, d1, ok=False).output.split())
+    fetched = js(cli("model", "fetch", 1, tmp_path / "fetched", "--json"))
+    assert (Path(fetched["path"]) / "model.safetensors").exists()
 
     records = [{"input_ids": [(s + j) % 7 for j in range(10)]} for s in range(7)]
     es_file = tiny.write_jsonl(tmp_path / "held-out.jsonl", records)
@@ -77,7 +83,8 @@ def test_model_cli_end_to_end(cli, tiny, evaluators, tmp_path: Path) -> None:
                     "--account", f"ev-{outsider[2:8].lower()}", ok=False)
             assert "was not drawn" in " ".join(r.output.split())
         for addr in req["evaluators"]:
-            out = js(cli("model", "eval", vid, "--eval-set", es, "--weights", folder,
+            weights = [] if vid == 1 else ["--weights", folder]    # v1: fetched by its locator
+            out = js(cli("model", "eval", vid, "--eval-set", es, *weights,
                          "--account", f"ev-{addr[2:8].lower()}", "--json"))
             assert out["backend"] == "torch" and out["value"] > 1.0
         assert out["attested"] == 3 and out["median"] == pytest.approx(out["value"], rel=1e-6)

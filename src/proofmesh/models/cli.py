@@ -175,8 +175,8 @@ def request(version: Annotated[int, typer.Argument(help="Version id.")],
 @app.command("eval")
 def eval_(version: Annotated[int, typer.Argument(help="Version id.")],
           eval_set: Annotated[int, typer.Option("--eval-set", "-e", help="Eval set id.")],
-          weights: Annotated[Path, typer.Option(help="Local weights of the version (HF folder, adapter folder or .onnx).")],
-          base_weights: Annotated[Optional[Path], typer.Option(help="Base model folder for a LoRA adapter.")] = None,
+          weights: Annotated[Optional[Path], typer.Option(help="Local weights of the version (HF folder, adapter folder or .onnx); default: fetched from the nodes by its published locator.")] = None,
+          base_weights: Annotated[Optional[Path], typer.Option(help="Base model folder for a LoRA adapter (default: fetched like --weights).")] = None,
           eval_file: Annotated[Optional[Path], typer.Option(help="The revealed eval set (default: from the blob store by CID).")] = None,
           metric: Annotated[Optional[str], typer.Option(help="Must equal the lineage policy's metric (default: it).")] = None,
           account: AccountOpt = None, json_: JsonOpt = False) -> None:
@@ -200,6 +200,14 @@ def eval_(version: Annotated[int, typer.Argument(help="Version id.")],
     if metric and metric != req["metric"]:
         raise InputError(f"the lineage policy measures {req['metric']}, not {metric}", fix=f"use --metric {req['metric']}")
     rec = client.version(version)
+    if weights is None:
+        from proofmesh.models.distribution import fetch_weights
+
+        dest = client.chain.home.dir("models") / "fetched"
+        with console.status(f"fetching the weights of version {version} from the nodes…"):
+            weights = fetch_weights(client, version, dest)
+            if rec.kind == "lora" and base_weights is None:
+                base_weights = fetch_weights(client, rec.base, dest)
     report = client.verify(weights, version)
     if not report.match:
         raise VerificationError(f"{weights} is not version {version}: {len(report.changed)} changed, "
@@ -228,6 +236,35 @@ def eval_(version: Annotated[int, typer.Argument(help="Version id.")],
             "value": result.value, "records": result.records, "tokens": result.tokens, "backend": result.backend,
             "attested": after["count"], "quorum": after["quorum"], "median": after["median"], "gas": tx.gas_used},
            json_, title="attestation submitted")
+
+
+@app.command()
+def publish(version: Annotated[int, typer.Argument(help="Version id (yours).")],
+            path: Annotated[Path, typer.Argument(help="The version's weights: its folder (config, safetensors, tokenizer) or .onnx file.")],
+            account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """Make a version's weights fetchable by other nodes: store its files (served by this
+    home's node daemon) and record the bundle's CID on chain. Refused unless the files
+    hash to the registered weights root."""
+    from proofmesh.models.distribution import publish_weights
+
+    client = _client(account)
+    with console.status("checking and storing the weights…"):
+        cid, tx = publish_weights(client, version, path)
+    output({"version": version, "weights_cid": cid, "gas": tx.gas_used}, json_, title="weights published")
+
+
+@app.command()
+def fetch(version: Annotated[int, typer.Argument(help="Version id.")],
+          dest: Annotated[Path, typer.Argument(help="Folder to put the weights in.")],
+          json_: JsonOpt = False) -> None:
+    """Fetch a version's published weights from the nodes (each blob re-hashed by CID) and
+    check them against the registered weights root."""
+    from proofmesh.models.distribution import fetch_weights
+
+    client = _client(signer=False)
+    with console.status(f"fetching version {version}…"):
+        path = fetch_weights(client, version, dest)
+    output({"version": version, "path": str(path)}, json_, title="weights fetched and verified")
 
 
 @app.command()
