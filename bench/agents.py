@@ -7,8 +7,12 @@
    127.0.0.1), the same client process, interleaved rounds, medians. Each server runs
    in its own process, as it would in a deployment (a server thread inside the client
    process would couple the two through the GIL and inflate every figure).
-   Two proofmesh providers run: one keeping its payment books durably on disk (the
-   default) and one keeping them in RAM, to show what durable bookkeeping costs.
+   Three proofmesh providers run: books on disk with group commit (the default: every
+   voucher is written to the OS before the call runs and fdatasynced off the request
+   path), books on disk in strict mode (a result is released only once its voucher is
+   fdatasynced), and books in RAM, to show what each durability level costs. The agent
+   of the disk variants keeps its wallet on disk too (synced while the call is on the
+   wire; a call returns only once its voucher record is on disk).
 2. The `exact` scheme (an EIP-3009 transfer executed on chain per call), separately.
 3. Gas per settled call when all voucher-paid calls (1,000 by default) settle in one
    redeem (+ one usage report) vs one `settle_exact` transaction per call.
@@ -61,7 +65,8 @@ def _serve(kind: str, port: int, rpc: str, key: str, state: str, book: str) -> N
     chain = Chain.from_url(rpc, account=Account.from_key(key))
     chain.addresses = json.loads(book)
     provider = ToolProvider(chain, [tool_from_function(word_count)], PRICE,
-                            state_dir=Path(state) if state else None, port=port)
+                            state_dir=Path(state) if state else None, port=port,
+                            strict_durability=kind == "provider-strict")
     provider.publish()
     print(json.dumps({"ready": True, "address": provider.address}), flush=True)
     provider.serve_forever()
@@ -100,7 +105,8 @@ def _network(rpc: str):
     chain = Chain.from_url(rpc, account=accts[0])
     book = deploy_all(chain)
     out = []
-    for acct, role in ((accts[1], ROLES["tools"]), (accts[2], ROLES["data"]), (accts[3], ROLES["tools"])):
+    for acct, role in ((accts[1], ROLES["tools"]), (accts[2], ROLES["data"]), (accts[3], ROLES["tools"]),
+                       (accts[4], ROLES["tools"])):
         Token(chain).transfer(acct.address, 100_000 * E)
         c = chain.with_account(acct)
         Registry(c).register("http://127.0.0.1", role)
@@ -121,12 +127,13 @@ def _cpu(pid: int) -> float:
         return t.user + t.system
 
 
-async def _latency(client, mem_client, provider: str, mem_provider: str, plain_url: str, calls: int,
-                   rounds: int, args: dict, server_pids: dict[str, int]):
+async def _latency(client, mem_client, provider: str, strict_provider: str, mem_provider: str, plain_url: str,
+                   calls: int, rounds: int, args: dict, server_pids: dict[str, int]):
     from mcp import Client
-    lat = {"plain": [], "durable": [], "ram": []}
-    cpu = {"plain": 0.0, "durable": 0.0, "ram": 0.0}           # this (agent) process
-    server_cpu = {"plain": 0.0, "durable": 0.0, "ram": 0.0}    # the server process of each variant
+    kinds = ("plain", "durable", "strict", "ram")
+    lat = {k: [] for k in kinds}
+    cpu = {k: 0.0 for k in kinds}             # this (agent) process
+    server_cpu = {k: 0.0 for k in kinds}      # the server process of each variant
 
     async def one(kind, fn):
         c0, s0 = time.process_time(), _cpu(server_pids[kind])
@@ -141,12 +148,15 @@ async def _latency(client, mem_client, provider: str, mem_provider: str, plain_u
     async with Client(plain_url) as plain:
         await plain.call_tool("word_count", args)
         await client.call("word_count", args, provider=provider)          # warm: discovery, session, channel
+        await client.call("word_count", args, provider=strict_provider)
         await mem_client.call("word_count", args, provider=mem_provider)
         per_round = max(1, calls // rounds)
         for _ in range(rounds):
             r = await one("plain", lambda: plain.call_tool("word_count", args))
             assert r.structured_content["result"] == 3
             r = await one("durable", lambda: client.call("word_count", args, provider=provider))
+            assert r.result == 3
+            r = await one("strict", lambda: client.call("word_count", args, provider=strict_provider))
             assert r.result == 3
             r = await one("ram", lambda: mem_client.call("word_count", args, provider=mem_provider))
             assert r.result == 3
@@ -188,25 +198,27 @@ def main() -> None:
     anvil = start_anvil()
     procs: list[subprocess.Popen] = []
     try:
-        chain, book, ((p_chain, p_acct), (a_chain, _), (m_chain, m_acct)) = _network(anvil.url)
+        chain, book, ((p_chain, p_acct), (a_chain, _), (m_chain, m_acct), (s_chain, s_acct)) = _network(anvil.url)
         state = Path(tempfile.mkdtemp(prefix="pm-bench-agents-"))
-        plain_port, p_port, m_port = free_port(), free_port(), free_port()
+        plain_port, p_port, m_port, s_port = free_port(), free_port(), free_port(), free_port()
         for kind, port, acct, st in (("plain", plain_port, None, ""), ("provider", p_port, p_acct, str(state / "p")),
-                                     ("provider", m_port, m_acct, "")):
+                                     ("provider", m_port, m_acct, ""),
+                                     ("provider-strict", s_port, s_acct, str(state / "s"))):
             proc, _ = _spawn(kind, port, anvil.url, acct.key.hex() if acct else "", st, json.dumps(book))
             procs.append(proc)
         client = AgentClient(a_chain, state_dir=state / "a", deposit=10_000 * E)
         mem_client = AgentClient(a_chain, state_dir=None, deposit=10_000 * E)
         args = {"text": "one two three"}
-        pids = {"plain": procs[0].pid, "durable": procs[1].pid, "ram": procs[2].pid}
-        lat, cpu, scpu = asyncio.run(_latency(client, mem_client, p_acct.address, m_acct.address,
+        pids = {"plain": procs[0].pid, "durable": procs[1].pid, "ram": procs[2].pid, "strict": procs[3].pid}
+        lat, cpu, scpu = asyncio.run(_latency(client, mem_client, p_acct.address, s_acct.address, m_acct.address,
                                               f"http://127.0.0.1:{plain_port}/mcp", ns.calls, ns.rounds, args,
                                               pids))
         med = {k: statistics.median(v) for k, v in lat.items()}
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
         print(f"plain MCP call (SDK MCPServer)             median {med['plain'] * 1e3:7.3f} ms   "
               f"p90 {statistics.quantiles(lat['plain'], n=10)[-1] * 1e3:7.3f} ms   n={len(lat['plain'])}")
-        for k, label in (("durable", "proofmesh voucher call, books on disk"),
+        for k, label in (("durable", "proofmesh voucher, disk (group commit)"),
+                         ("strict", "proofmesh voucher, disk (strict fsync)"),
                          ("ram", "proofmesh voucher call, books in RAM")):
             over = med[k] - med["plain"]
             print(f"{label:42s} median {med[k] * 1e3:7.3f} ms   p90 "
@@ -215,8 +227,8 @@ def main() -> None:
         # CPU time on the call's critical path (agent process + server process): unlike wall time,
         # it barely moves when other processes compete for the cores.
         tot = {k: cpu[k] + scpu[k] for k in cpu}
-        for k, label in (("plain", "plain MCP"), ("durable", "proofmesh, books on disk"),
-                         ("ram", "proofmesh, books in RAM")):
+        for k, label in (("plain", "plain MCP"), ("durable", "proofmesh, disk group commit"),
+                         ("strict", "proofmesh, disk strict"), ("ram", "proofmesh, books in RAM")):
             extra = "" if k == "plain" else (f"   overhead {(tot[k] - tot['plain']) * 1e3:6.3f} ms (target <= 2 ms: "
                                              f"{'met' if tot[k] - tot['plain'] <= 0.002 else 'NOT met'})")
             print(f"CPU per call, {label:26s} agent {cpu[k] * 1e3:6.3f} + server {scpu[k] * 1e3:6.3f} = "

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import anyio
 import httpx
 from eth_utils import to_checksum_address
 from mcp import Client
@@ -40,7 +41,7 @@ from proofmesh.agents.schema import ArgumentValidator, canonical_json, json_hash
 from proofmesh.agents.x402 import (META_PAYMENT, META_RESPONSE, PAYMENT_REQUIRED, SCHEME_EXACT, SCHEME_VOUCHER,
                                    Authorization, PaymentRequired, Requirement, payment_payload, token_domain)
 from proofmesh.errors import InputError, ProofmeshError, VerificationError
-from proofmesh.payments import PaymentChannels, Wallet
+from proofmesh.payments import DURABILITY_GROUP, PaymentChannels, Wallet
 
 INVALID_PARAMS = -32602
 
@@ -138,7 +139,10 @@ class AgentClient:
         self.state_dir = state_dir
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
-        self.wallet = Wallet(self.channels, self.account, state_dir / "wallet.json" if state_dir else None)
+        # The wallet record of each voucher is fdatasynced by a group-commit thread while the call
+        # is on the wire; call() returns only once it is on disk (see _call_one).
+        self.wallet = Wallet(self.channels, self.account, state_dir / "wallet.json" if state_dir else None,
+                             durability=DURABILITY_GROUP)
         self._journal = Journal(state_dir / "usage.jsonl" if state_dir else None, key=lambda r: r["toolId"])
         self._usage: dict[bytes, _UsageState] = {
             bytes.fromhex(r["toolId"]): _UsageState(r["calls"], r["failures"], int(r["paid"]), r["seq"])
@@ -158,9 +162,10 @@ class AgentClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        for url in list(self._conns):
+        for url in reversed(list(self._conns)):   # anyio cancel scopes must exit LIFO
             await self._drop(url)
         self._journal.close()
+        self.wallet.close()
 
     # --- discovery --------------------------------------------------------------
     def discover(self, name: str, *, refresh: bool = False) -> list[ToolRecord]:
@@ -310,6 +315,7 @@ class AgentClient:
         transaction = None
         if scheme == SCHEME_VOUCHER:
             voucher = self._voucher(t.provider, t.price)
+            mark = self.wallet.mark()
             nonce = voucher.nonce
             payload = {"voucher": voucher.to_json()}
             if self._usage_due(t.tool_id, usage):
@@ -352,6 +358,9 @@ class AgentClient:
             self._record(t.tool_id, failed=True, paid=receipt.payment)
             raise ProofmeshError(f"tool {t.name} failed at {t.provider}: {value}")
         self._record(t.tool_id, failed=False, paid=receipt.payment)
+        if scheme == SCHEME_VOUCHER and not self.wallet.durable(mark):
+            # usually already synced: the sync ran while the call was on the wire
+            await anyio.to_thread.run_sync(self.wallet.wait_durable, mark)
         return CallResult(t.name, t.provider, t.endpoint, value, receipt.payment, scheme, receipt, transaction,
                           time.perf_counter() - t0)
 
@@ -373,10 +382,9 @@ class AgentClient:
         if problems:
             raise VerificationError(f"receipt does not match the call ({', '.join(problems)})",
                                     fix="do not trust this result")
-        signer = r.signer(self.registry.domain)
-        if signer != t.provider:
-            raise VerificationError(f"receipt signed by {signer}, not the provider {t.provider}",
-                                    fix="do not trust this result")
+        if not r.signed_by(self.registry.domain, t.provider):
+            raise VerificationError(f"receipt signed by {r.signer(self.registry.domain)}, not the provider "
+                                    f"{t.provider}", fix="do not trust this result")
         if scheme == SCHEME_EXACT and response.get("success") and not response.get("transaction"):
             raise VerificationError("exact payment reported without a transaction", fix="use another provider")
 

@@ -45,8 +45,9 @@ from proofmesh.agents.schema import ArgumentValidator, ToolSpec, canonical_json,
 from proofmesh.agents.x402 import (META_PAYMENT, META_RESPONSE, PAYMENT_REQUIRED, SCHEME_EXACT, SCHEME_VOUCHER,
                                    Authorization, Requirement, payment_required_data, schemes_to_bits,
                                    token_domain)
+from proofmesh.crypto.keccak import keccak256
 from proofmesh.errors import InputError, ProofmeshError, VerificationError
-from proofmesh.payments import Ledger, PaymentChannels, Voucher
+from proofmesh.payments import DURABILITY_GROUP, Ledger, PaymentChannels, Voucher
 
 INVALID_PARAMS = -32602
 
@@ -115,7 +116,8 @@ class ToolProvider:
 
     def __init__(self, chain, tools: list[ToolSpec], prices: dict[str, int] | int, *,
                  state_dir: Path | None = None, schemes: tuple[str, ...] = (SCHEME_VOUCHER, SCHEME_EXACT),
-                 host: str = "127.0.0.1", port: int = 0, server_name: str = "proofmesh-tools") -> None:
+                 host: str = "127.0.0.1", port: int = 0, server_name: str = "proofmesh-tools",
+                 strict_durability: bool = False) -> None:
         if not tools:
             raise InputError("no tools to serve", fix="pass at least one module:function")
         self.chain = chain
@@ -132,7 +134,15 @@ class ToolProvider:
         self.state_dir = state_dir
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger(self.channels, self.address, state_dir / "vouchers.json" if state_dir else None)
+        # Books: every accepted voucher is written to the OS before its call runs (a process crash
+        # loses nothing) and fdatasynced by a group-commit thread off the request path. With
+        # ``strict_durability`` a result is released only once its voucher is on disk (the sync
+        # overlaps the tool run); without, an OS crash / power loss can lose the vouchers of the
+        # sync in flight (~one fdatasync): revenue of those calls unless the payer pays again
+        # (vouchers are cumulative), and the same number of replayable vouchers after restart.
+        self.strict_durability = strict_durability
+        self.ledger = Ledger(self.channels, self.address, state_dir / "vouchers.json" if state_dir else None,
+                             durability=DURABILITY_GROUP)
         self.usage = UsageBook(state_dir / "usage.jsonl" if state_dir else None)
         self.stats = ProviderStats()
         self._payers: dict[bytes, str] = {}
@@ -148,7 +158,10 @@ class ToolProvider:
             self.tools[spec.name] = PublishedTool(spec, int(price), tool_id_of(self.address, spec.name),
                                                   ArgumentValidator(spec.input_schema),
                                                   inspect.iscoroutinefunction(spec.func))
-        self.server = Server(server_name, on_list_tools=self._list_tools, on_call_tool=self._call_tool)
+        # Without get_tool_input_schema the SDK runs the whole tools/list handler on every
+        # tools/call (to check Mcp-Param headers): ~0.3 ms of the per-call budget.
+        self.server = Server(server_name, on_list_tools=self._list_tools, on_call_tool=self._call_tool,
+                             get_tool_input_schema=self._input_schema)
         self._uvicorn: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -184,11 +197,15 @@ class ToolProvider:
             self._thread.join(timeout=10)
         self._thread = None
         self._uvicorn = None
+        self.ledger.close()     # a clean stop leaves every accepted voucher on disk
 
     def serve_forever(self) -> None:
         """Serve in the foreground (the CLI); returns on Ctrl-C."""
         cfg = uvicorn.Config(self.app(), host=self.host, port=self.port, log_level="warning")
-        uvicorn.Server(cfg).run()
+        try:
+            uvicorn.Server(cfg).run()
+        finally:
+            self.ledger.close()
 
     def __enter__(self) -> "ToolProvider":
         self.start()
@@ -234,6 +251,10 @@ class ToolProvider:
                                    asset=self.token, tool=t.spec.name, tool_id=t.tool_id, contract=contract,
                                    registry=self.registry.address))
         return out
+
+    def _input_schema(self, name: str) -> dict | None:
+        t = self.tools.get(name)
+        return t.spec.input_schema if t is not None else None
 
     async def _list_tools(self, ctx, params) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[
@@ -284,6 +305,7 @@ class ToolProvider:
                                         fix="send an unconditional voucher")
             # Checks signer, nonce, amount and deposit; records it only if all pass.
             self.ledger.accept(voucher, t.price)
+            mark = self.ledger.mark()
             payer = self._payer_of(voucher.channel)
         except (KeyError, TypeError) as exc:
             raise self._refuse(t, "malformed", f"malformed voucher payment: {exc!r}") from exc
@@ -299,7 +321,7 @@ class ToolProvider:
                     self.usage.offer(usage)
             except ProofmeshError:
                 self.stats.by_reason["bad_usage"] = self.stats.by_reason.get("bad_usage", 0) + 1
-        return await self._run(t, args, payer, voucher.nonce, scheme=SCHEME_VOUCHER)
+        return await self._run(t, args, payer, voucher.nonce, scheme=SCHEME_VOUCHER, mark=mark)
 
     def _payer_of(self, channel: bytes) -> str:
         # The ledger has just checked the voucher against this channel's on-chain payer;
@@ -329,18 +351,19 @@ class ToolProvider:
                                auth=auth)
 
     async def _run(self, t: PublishedTool, args: dict, payer: str, nonce: int, *, scheme: str,
-                   auth: Authorization | None = None) -> types.CallToolResult:
+                   auth: Authorization | None = None, mark: int = 0) -> types.CallToolResult:
         failed = False
         try:
             if t.is_async:
                 value = await t.spec.func(**args)
             else:
                 value = await anyio.to_thread.run_sync(lambda: t.spec.func(**args))
-            text = canonical_json(value).decode()
+            encoded = canonical_json(value)
         except Exception as exc:  # the tool's own failure: reported to the caller, counted as a failure
             failed = True
             value = {"error": f"{type(exc).__name__}: {exc}"}
-            text = canonical_json(value).decode()
+            encoded = canonical_json(value)
+        text = encoded.decode()
         response: dict[str, Any] = {"success": not failed, "scheme": scheme}
         if auth is not None:
             if failed:
@@ -356,8 +379,13 @@ class ToolProvider:
                 payment = auth.value
         else:
             payment = t.price
-        receipt = Receipt(t.tool_id, json_hash(args), json_hash(value), payer, payment, nonce)
+        receipt = Receipt(t.tool_id, json_hash(args), keccak256(encoded), payer, payment, nonce)
         response["receipt"] = receipt.signed(self.account, self.registry.domain).to_json()
+        if self.strict_durability and mark and not self.ledger.durable(mark):
+            try:
+                await anyio.to_thread.run_sync(self.ledger.wait_durable, mark)
+            except ProofmeshError as exc:
+                raise self._refuse(t, "books", f"voucher could not be recorded: {exc.message}") from exc
         if failed:
             self.stats.failed += 1
         else:

@@ -19,7 +19,7 @@ from eth_utils import to_checksum_address
 
 from coincurve import PrivateKey
 
-from proofmesh.crypto.eip712 import Domain, TypedStruct
+from proofmesh.crypto.eip712 import Domain, TypedStruct, recover_hash
 from proofmesh.errors import InputError, VerificationError
 
 DOMAIN_NAME = "ToolRegistry"
@@ -133,6 +133,17 @@ class Receipt:
 
     def digest(self, domain: Domain) -> bytes:
         return _struct(domain, "Receipt").hash(self.message())
+
+    def signed_by(self, domain: Domain, address: str) -> bool:
+        """Whether ``address`` signed this receipt (bytes compared: no EIP-55 work on the hot path)."""
+        if len(self.signature) != 65:
+            raise VerificationError("receipt signature must be 65 bytes", fix="the provider must sign receipts")
+        try:
+            raw = recover_hash(self.digest(domain), self.signature)
+        except Exception as exc:
+            raise VerificationError(f"receipt signature does not recover: {exc}",
+                                    fix="do not trust this result; use another provider") from exc
+        return raw.hex() == address[2:].lower()
 
     def as_args(self) -> tuple:
         """Arguments of ``ToolRegistry.dispute`` after the tool id (without reason)."""

@@ -16,7 +16,7 @@ from typing import Any, Callable, get_type_hints
 
 import jsonschema
 import pydantic
-from eth_hash.auto import keccak
+from proofmesh.crypto.keccak import keccak256 as keccak
 
 from proofmesh.errors import InputError
 

@@ -10,7 +10,9 @@ Shared by ``inference`` (pay a node per answer) and ``agents`` (pay a tool per c
 """
 
 from proofmesh.payments.voucher import Voucher, VOUCHER_TYPES, voucher_domain, sign_voucher, recover_voucher
-from proofmesh.payments.channels import PaymentChannels, ChannelState, Wallet, Ledger
+from proofmesh.payments.channels import (DURABILITY_FSYNC, DURABILITY_GROUP, BooksUnwritable, ChannelState, Ledger,
+                                         PaymentChannels, Wallet)
 
 __all__ = ["Voucher", "VOUCHER_TYPES", "voucher_domain", "sign_voucher", "recover_voucher",
-           "PaymentChannels", "ChannelState", "Wallet", "Ledger"]
+           "PaymentChannels", "ChannelState", "Wallet", "Ledger", "BooksUnwritable", "DURABILITY_FSYNC",
+           "DURABILITY_GROUP"]

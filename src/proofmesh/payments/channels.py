@@ -28,8 +28,8 @@ from pathlib import Path
 from eth_utils import to_checksum_address
 
 from proofmesh.errors import InputError, VerificationError
-from proofmesh.payments.voucher import (ZERO_ADDRESS, ZERO_BYTES32, Voucher, recover_voucher, sign_voucher,
-                                        voucher_domain)
+from proofmesh.payments.voucher import (ZERO_ADDRESS, ZERO_BYTES32, Voucher, checksum, recover_voucher_bytes,
+                                        sign_voucher, voucher_domain)
 
 CONTRACT = "PaymentChannels"
 
@@ -137,15 +137,46 @@ class PaymentChannels:
         return deposit
 
 
+class BooksUnwritable(VerificationError):
+    """The payment books could not be made durable (disk error): no further voucher is accepted."""
+
+
+# Durability modes of the payment books (see _Journal).
+DURABILITY_FSYNC = "fsync"     # every record fsynced before put() returns
+DURABILITY_GROUP = "group"     # written to the OS before put() returns; fdatasynced by a background committer
+
+
 class _Journal:
     """Append-only JSON-lines journal of ``{"k": key, "v": record}``; the last record of a
-    key wins. Every append is flushed and fsynced (a crash loses at most the torn last
-    line, which replay skips); opening replays it and compacts it to one line per key
-    with an atomic rewrite. A file in the older whole-dict format is read too."""
+    key wins. Opening replays it (a line torn by a crash is skipped: it was never
+    acknowledged) and compacts it to one line per key with an atomic rewrite. A file in
+    the older whole-dict format is read too.
 
-    def __init__(self, path: Path) -> None:
+    Durability (``durability``):
+
+    - ``"fsync"``: every ``put`` is flushed and fsynced before it returns.
+    - ``"group"``: every ``put`` is written to the OS before it returns (so a *process*
+      crash loses nothing) and a committer thread fdatasyncs whatever is pending, one
+      sync for all records written meanwhile (group commit), off the caller's path.
+      ``put`` returns the record's sequence number; :meth:`wait_durable` blocks until it
+      is on disk, for callers that must not go on before (strict mode). An OS crash or
+      power loss loses at most the records of the sync in flight (one fdatasync, ~4 ms on
+      this disk). If a sync fails, the journal is fail-stop: every later ``put`` and
+      ``wait_durable`` raises :class:`BooksUnwritable`.
+    """
+
+    def __init__(self, path: Path, durability: str = DURABILITY_FSYNC) -> None:
+        if durability not in (DURABILITY_FSYNC, DURABILITY_GROUP):
+            raise InputError(f"unknown durability {durability!r}", fix="use 'fsync' or 'group'")
         self.path = path
+        self.durability = durability
         self._fh = None
+        self._cv = threading.Condition()
+        self._written = 0          # records handed to the OS
+        self._synced = 0           # records known to be on disk
+        self._error: OSError | None = None
+        self._committer: threading.Thread | None = None
+        self._closed = False
 
     def load(self) -> dict[str, dict]:
         records: dict[str, dict] = {}
@@ -189,12 +220,77 @@ class _Journal:
             self._fh.close()
         self._fh = open(self.path, "a")
 
-    def put(self, key: str, record: dict) -> None:
+    def check(self) -> None:
+        """Raise BooksUnwritable if an earlier sync failed (call before changing any book)."""
+        if self._error is not None:
+            raise BooksUnwritable(f"payment books in {self.path} cannot be made durable: {self._error}",
+                                  fix="fix the disk (space, permissions) and restart; no voucher is accepted "
+                                      "until then")
+
+    def put(self, key: str, record: dict) -> int:
+        """Append ``record``; returns its sequence number (see :meth:`wait_durable`)."""
+        self.check()
         if self._fh is None:
             self._compact({})
-        self._fh.write(json.dumps({"k": key, "v": record}, separators=(",", ":")) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        line = json.dumps({"k": key, "v": record}, separators=(",", ":")) + "\n"
+        with self._cv:
+            self._fh.write(line)
+            self._fh.flush()
+            self._written += 1
+            seq = self._written
+            if self.durability == DURABILITY_FSYNC:
+                os.fsync(self._fh.fileno())
+                self._synced = seq
+                return seq
+            if self._committer is None or not self._committer.is_alive():
+                self._committer = threading.Thread(target=self._commit_loop, name=f"journal-{self.path.name}",
+                                                   daemon=True)
+                self._committer.start()
+            self._cv.notify_all()
+        return seq
+
+    def durable(self, seq: int) -> bool:
+        return self._synced >= seq
+
+    def wait_durable(self, seq: int, timeout: float | None = 30.0) -> None:
+        """Block until record ``seq`` is on disk; BooksUnwritable if it cannot be."""
+        with self._cv:
+            if not self._cv.wait_for(lambda: self._synced >= seq or self._error is not None, timeout):
+                raise BooksUnwritable(f"payment books in {self.path} not on disk after {timeout} s",
+                                      fix="check the disk")
+        self.check()
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._written > self._synced or self._closed)
+                if self._written <= self._synced:
+                    return                                   # closed with nothing pending
+                target, fd = self._written, self._fh.fileno()
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                with self._cv:
+                    self._error = exc
+                    self._cv.notify_all()
+                return
+            with self._cv:
+                self._synced = max(self._synced, target)
+                self._cv.notify_all()
+
+    def close(self) -> None:
+        """Sync what is pending and stop the committer (a clean shutdown loses nothing)."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+            committer = self._committer
+        if committer is not None:
+            committer.join(timeout=30)
+            self._committer = None
+        if self._fh is not None and self._error is None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._synced = self._written
 
 
 @dataclass
@@ -213,13 +309,14 @@ class Wallet:
     so a restarted payer never re-uses a nonce or forgets what it already promised.
     """
 
-    def __init__(self, channels: PaymentChannels, account, path: Path | None = None) -> None:
+    def __init__(self, channels: PaymentChannels, account, path: Path | None = None, *,
+                 durability: str = DURABILITY_FSYNC) -> None:
         self.channels = channels
         self.account = account
         self.path = path
         self._lock = threading.Lock()
         self._books: dict[str, _PayerChannel] = {}
-        self._journal = _Journal(path) if path is not None else None
+        self._journal = _Journal(path, durability) if path is not None else None
         if self._journal is not None:
             for payee, b in self._journal.load().items():
                 self._books[payee] = _PayerChannel(bytes.fromhex(b["channel"]), payee, int(b["committed"]),
@@ -231,6 +328,21 @@ class Wallet:
         b = self._books[payee]
         self._journal.put(payee, {"channel": b.channel.hex(), "committed": str(b.committed), "nonce": b.nonce,
                                   "pending": {k: str(v) for k, v in b.pending.items()}})
+
+    # Durability marks (group mode): mark() after pay(), then durable(mark) / wait_durable(mark).
+    def mark(self) -> int:
+        return self._journal._written if self._journal is not None else 0
+
+    def durable(self, mark: int) -> bool:
+        return self._journal is None or self._journal.durable(mark)
+
+    def wait_durable(self, mark: int) -> None:
+        if self._journal is not None:
+            self._journal.wait_durable(mark)
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
 
     def ensure_channel(self, payee: str, deposit: int) -> bytes:
         """The open channel to ``payee``, opening it with ``deposit`` if there is none."""
@@ -256,13 +368,15 @@ class Wallet:
     def pay(self, payee: str, amount: int, *, oracle: str = ZERO_ADDRESS,
             condition: bytes = ZERO_BYTES32) -> Voucher:
         """Sign the next voucher adding ``amount`` for ``payee`` (conditional if ``condition``)."""
-        payee = to_checksum_address(payee)
+        payee = checksum(payee)
         if amount < 0:
             raise InputError("payment amount must be >= 0", fix="pass a non-negative price")
         with self._lock:
             book = self._books.get(payee)
             if book is None:
                 raise InputError(f"no channel to {payee}", fix="call ensure_channel(payee, deposit) first")
+            if self._journal is not None:
+                self._journal.check()          # never sign what the books cannot keep
             book.nonce += 1
             v = Voucher(book.channel, book.committed + amount, book.nonce, oracle, condition)
             if v.conditional:
@@ -315,13 +429,14 @@ class Ledger:
     refreshed from the chain only when a voucher seems to exceed it).
     """
 
-    def __init__(self, channels: PaymentChannels, payee: str, path: Path | None = None) -> None:
+    def __init__(self, channels: PaymentChannels, payee: str, path: Path | None = None, *,
+                 durability: str = DURABILITY_FSYNC) -> None:
         self.channels = channels
         self.payee = to_checksum_address(payee)
         self.path = path
         self._lock = threading.Lock()
         self._books: dict[bytes, _PayeeChannel] = {}
-        self._journal = _Journal(path) if path is not None else None
+        self._journal = _Journal(path, durability) if path is not None else None
         if self._journal is not None:
             self._load()
 
@@ -341,6 +456,21 @@ class Ledger:
             "payer": b.payer, "owed": str(b.owed), "nonce": b.nonce, "deposit": str(b.deposit),
             "paid": str(b.paid), "best": b.best.to_json() if b.best else None,
             "conditional": {k: [v.to_json(), str(p)] for k, (v, p) in b.conditional.items()}})
+
+    # Durability marks (group mode): mark() right after accept(), then durable()/wait_durable().
+    def mark(self) -> int:
+        return self._journal._written if self._journal is not None else 0
+
+    def durable(self, mark: int) -> bool:
+        return self._journal is None or self._journal.durable(mark)
+
+    def wait_durable(self, mark: int) -> None:
+        if self._journal is not None:
+            self._journal.wait_durable(mark)
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
 
     def _book(self, channel: bytes) -> _PayeeChannel:
         b = self._books.get(channel)
@@ -367,11 +497,13 @@ class Ledger:
         replayed, too small or exceeds the channel's deposit.
         """
         with self._lock:
+            if self._journal is not None:
+                self._journal.check()          # fail-stop: never accept what the books cannot keep
             b = self._book(voucher.channel)
-            signer = recover_voucher(self.channels.domain, voucher)
-            if signer != b.payer:
-                raise VerificationError(f"voucher signed by {signer}, not the channel's payer {b.payer}",
-                                        fix="sign vouchers with the payer's key")
+            signer = recover_voucher_bytes(self.channels.domain, voucher)
+            if signer.hex() != b.payer[2:].lower():
+                raise VerificationError(f"voucher signed by {checksum('0x' + signer.hex())}, not the channel's "
+                                        f"payer {b.payer}", fix="sign vouchers with the payer's key")
             if voucher.nonce <= b.nonce:
                 raise VerificationError(f"voucher nonce {voucher.nonce} is not above {b.nonce} (replay or stale)",
                                         fix="sign a new voucher with the next nonce")

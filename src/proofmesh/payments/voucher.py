@@ -18,9 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from coincurve import PrivateKey
 from eth_utils import to_checksum_address
 
-from proofmesh.crypto.eip712 import Domain, TypedStruct
+from proofmesh.crypto.eip712 import Domain, TypedStruct, recover_hash
 from proofmesh.errors import InputError, VerificationError
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
@@ -52,6 +53,19 @@ def _struct(domain: Domain) -> TypedStruct:
     return TypedStruct(domain, "Voucher", VOUCHER_TYPES["Voucher"])
 
 
+@lru_cache(maxsize=4096)
+def checksum(address: str) -> str:
+    """EIP-55 form of ``address`` (ValueError if it is not one), cached: every voucher
+    carries the same few addresses, and eth_utils' checksum costs ~40 µs per call."""
+    return to_checksum_address(address)
+
+
+@lru_cache(maxsize=32)
+def _private_key(key: bytes) -> PrivateKey:
+    # Building the libsecp256k1 key object costs more than the signature itself.
+    return PrivateKey(key)
+
+
 def _b32(value: bytes | str, name: str) -> bytes:
     if isinstance(value, str):
         value = bytes.fromhex(value.removeprefix("0x"))
@@ -74,7 +88,7 @@ class Voucher:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel", _b32(self.channel, "channel"))
         object.__setattr__(self, "condition", _b32(self.condition, "condition"))
-        object.__setattr__(self, "oracle", to_checksum_address(self.oracle))
+        object.__setattr__(self, "oracle", checksum(self.oracle))
         if not (0 <= int(self.cumulative) < 2**256) or not (0 < int(self.nonce) < 2**256):
             raise InputError("voucher cumulative must be a uint256 and nonce a positive uint256",
                              fix="use non-negative integers; the first nonce is 1")
@@ -118,7 +132,8 @@ class Voucher:
 
 def sign_voucher(account, domain: Domain, voucher: Voucher) -> Voucher:
     """Return ``voucher`` signed by ``account`` (the channel's payer)."""
-    sig = _struct(domain).sign(account, voucher.message())
+    raw = _private_key(bytes(account.key)).sign_recoverable(voucher.digest(domain), hasher=None)
+    sig = raw[:64] + bytes([raw[64] + 27])
     return Voucher(voucher.channel, voucher.cumulative, voucher.nonce, voucher.oracle, voucher.condition, sig)
 
 
@@ -127,8 +142,17 @@ def recover_voucher(domain: Domain, voucher: Voucher) -> str:
     if len(voucher.signature) != 65:
         raise VerificationError("voucher signature must be 65 bytes (r||s||v)",
                                 fix="sign the voucher with sign_voucher()")
+    return checksum("0x" + recover_voucher_bytes(domain, voucher).hex())
+
+
+def recover_voucher_bytes(domain: Domain, voucher: Voucher) -> bytes:
+    """The 20-byte signer of ``voucher`` (no EIP-55 formatting: the payee's hot path
+    compares bytes); raises VerificationError if unsigned/invalid."""
+    if len(voucher.signature) != 65:
+        raise VerificationError("voucher signature must be 65 bytes (r||s||v)",
+                                fix="sign the voucher with sign_voucher()")
     try:
-        return _struct(domain).recover(voucher.message(), voucher.signature)
+        return recover_hash(voucher.digest(domain), voucher.signature)
     except Exception as exc:  # a malformed signature is a verification failure, not a crash
         raise VerificationError(f"voucher signature does not recover: {exc}",
                                 fix="re-sign the voucher") from exc
