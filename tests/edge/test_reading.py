@@ -10,9 +10,11 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 
 from proofmesh.edge.epoch_tree import EpochCommitment, PositionalTree, positional_root
+from proofmesh.crypto.merkle import MerkleTree
 from proofmesh.edge.reading import (READING_TYPES, ReadingDomain, decode_batch, encode_batch, make_reading,
-                                    split_batch)
-from proofmesh.edge.verifier import MALLEABLE, OK, PAYLOAD_MISMATCH, verify_span
+                                    run_leaf, runs_root, split_batch)
+from proofmesh.edge.verifier import (BAD_SIGNATURE, MALLEABLE, OK, PAYLOAD_MISMATCH, VerifierPool, verify_batch,
+                                     verify_span)
 from proofmesh.errors import InputError
 
 CONTRACT = "0x" + "ab" * 20
@@ -54,6 +56,63 @@ def test_batch_roundtrip_and_verification_codes():
     assert res[0] == PAYLOAD_MISMATCH
     assert res[21] == OK and res[22:42] != dev       # recovers, but to a stranger: the gateway rejects it
     assert res[42] == MALLEABLE
+
+
+def test_native_kernel_agrees_with_reference_on_good_and_bad_records():
+    """The gateway's numba/libsecp256k1 kernel and the pure-Python reference give the same
+    status and signer for every record, valid or not, single-threaded and on the pool."""
+    dom = ReadingDomain(31337, CONTRACT)
+    keys = [_key() for _ in range(3)]
+    recs = []
+    for i in range(300):
+        pk, dev = keys[i % 3]
+        # payloads of 0 … 300 bytes cross keccak's 136-byte block boundary
+        r = make_reading(pk, dom, device=dev, seq=i + 1, nonce=os.urandom(32), timestamp=1_700_000_000 + i,
+                         payload=os.urandom(i % 301 if i % 5 else 136), model_version=os.urandom(32))
+        raw = bytearray(r.encode())
+        kind = i % 7
+        if kind == 1:
+            raw[-1 if len(r.payload) else 68] ^= 1                      # payload / hash mismatch
+        elif kind == 2:
+            raw[196:228] = (0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+                            - int.from_bytes(r.s, "big")).to_bytes(32, "big")   # high s
+        elif kind == 3:
+            raw[228] = 29                                                # bad v
+        elif kind == 4:
+            raw[228] = 55 - raw[228]                                     # other parity: another signer
+        elif kind == 5:
+            raw[164:196] = b"\xff" * 32                                  # r >= n: unparseable
+        elif kind == 6:
+            raw[30] ^= 1                                                 # nonce changed after signing
+        recs.append(bytes(raw))
+    body = encode_batch(recs)
+    offs = split_batch(body)
+    ref = verify_span(dom.prefix, body, offs)
+    assert verify_batch(dom.prefix, body, offs).as_bytes() == ref
+    pool = VerifierPool(2)
+    try:
+        verdicts, futs = pool.submit(dom.prefix, body, offs)
+        assert len(futs) > 1
+        for f in futs:
+            f.result()
+        assert verdicts.as_bytes() == ref
+    finally:
+        pool.close()
+    status = ref[::21]
+    assert {status[i] for i in range(0, 300, 7)} == {OK}
+    assert {status[i] for i in range(1, 300, 7)} == {PAYLOAD_MISMATCH}
+    assert {status[i] for i in range(2, 300, 7)} == {MALLEABLE}
+    assert {status[i] for i in range(3, 300, 7)} == {BAD_SIGNATURE}
+    assert {status[i] for i in range(5, 300, 7)} == {BAD_SIGNATURE}
+    for i in range(300):
+        signer = ref[21 * i + 1:21 * i + 21]
+        assert (signer == keys[i % 3][1]) == (i % 7 == 0)
+
+
+def test_runs_root_matches_merkle_tree():
+    for n in (1, 2, 3, 8, 129):
+        runs = [(os.urandom(20), 7 + i % 2, i, i + i % 3) for i in range(n)]
+        assert runs_root(runs) == MerkleTree([run_leaf(*r) for r in runs]).root
 
 
 @pytest.mark.parametrize("blob", [b"", b"XXXX\x01\x00\x00\x00\x01", encode_batch([])[:-1] + b"\x05"])

@@ -129,7 +129,7 @@ def withdraw_stake(directory: DirOpt, account: AccountOpt = None, json_: JsonOpt
 def gateway(directory: Annotated[Path, typer.Option("--dir", help="Gateway state directory")] = Path("edge-gateway"),
             host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
             port: Annotated[int, typer.Option(help="Port")] = 8710,
-            workers: Annotated[int | None, typer.Option(help="Verifier processes (default: cores)")] = None,
+            workers: Annotated[int | None, typer.Option(help="Verifier threads (default: cores)")] = None,
             grace: Annotated[float, typer.Option(help="Seconds after an epoch before it is closed")] = 2.0,
             account: AccountOpt = None) -> None:
     """Run an edge gateway (your node needs the EDGE_GATEWAY role and stake for the bond)."""

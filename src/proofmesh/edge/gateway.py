@@ -4,7 +4,7 @@ Pipeline of one HTTP batch (``POST /edge/readings``, wire format of
 :mod:`proofmesh.edge.reading`):
 
 1. split the batch (malformed → 400, nothing stored);
-2. recover every signer in the :class:`~proofmesh.edge.verifier.VerifierPool` (all cores);
+2. verify every signature in the :class:`~proofmesh.edge.verifier.VerifierPool` (native kernel on threads, all cores);
 3. in the event loop, under one lock, judge each reading: signer is the device's key at
    its timestamp (DeviceRegistry, mirrored by :class:`DeviceDirectory`), seq above the
    device's last, timestamp not in the future nor in a closed epoch, nonce one of this
@@ -29,6 +29,7 @@ import asyncio
 import json
 import logging
 import os
+import struct
 import threading
 import time
 from collections import Counter, defaultdict
@@ -43,10 +44,9 @@ from proofmesh.crypto.cid import cid_of_bytes
 from proofmesh.edge.beacon import Beacons
 from proofmesh.edge.epoch_tree import EpochCommitment
 from proofmesh.edge.identity import KeyHolder
-from proofmesh.crypto.merkle import MerkleTree
-from proofmesh.edge.reading import RECORD, ReadingDomain, decode_record, run_leaf, sign_digest, split_batch
+from proofmesh.edge.reading import ReadingDomain, decode_record, runs_root, sign_digest, split_batch
 from proofmesh.edge.readlog import ReadingLog
-from proofmesh.edge.verifier import OK, STATUS_NAMES, VerifierPool
+from proofmesh.edge.verifier import OK, STATUS_NAMES, Verdicts, VerifierPool
 from proofmesh.errors import InputError, ProofmeshError
 
 log = logging.getLogger("proofmesh.edge.gateway")
@@ -54,6 +54,7 @@ log = logging.getLogger("proofmesh.edge.gateway")
 MAX_FUTURE_SKEW = 5          # seconds a device clock may run ahead
 MAX_AGE_EPOCHS = 2           # readings older than this many epochs are refused as closed
 _BIG = 2**64 - 1
+_HEAD_FIELDS = struct.Struct(">20sQ32sQ")      # device, seq, nonce, timestamp of a wire record
 
 
 class DeviceDirectory:
@@ -105,7 +106,7 @@ class GatewayConfig:
     directory: Path
     grace: float = 2.0                  # seconds after an epoch ends before it is closed
     max_future_skew: int = MAX_FUTURE_SKEW
-    workers: int | None = None          # verifier processes (default: all cores)
+    workers: int | None = None          # verifier threads (default: all cores)
     publish: bool = True                # publish epochs on chain (off for pure benchmarks)
 
 
@@ -252,68 +253,84 @@ class GatewayCore:
         except InputError:
             self.stats["rejected_malformed_batch"] += 1
             raise
-        futures = self.pool.submit(self.domain.prefix, body, offsets)
-        results = b"".join([await asyncio.wrap_future(f) for f in futures])
+        verdicts, futures = self.pool.submit(self.domain.prefix, body, offsets)
+        for f in futures:
+            await asyncio.wrap_future(f)
         with self._lock:
-            entries, codes, runs = self._judge(body, offsets, results, time.time() if now is None else now)
-            if entries:
-                self.log.append(entries)
-        if entries:
+            frame, codes, runs = self._judge(body, offsets, verdicts, time.time() if now is None else now)
+            if frame:
+                self.log.append(frame)
+        if frame:
             # One fsync per batch, off the event loop; acknowledged only once durable.
             await asyncio.get_running_loop().run_in_executor(None, self.log.sync)
-        accepted = sum(1 for c in codes if c == "ok")
+        accepted = codes.count("ok")
         return {"accepted": accepted, "rejected": len(codes) - accepted, "codes": codes,
                 "receipt": self._receipt(runs) if runs else None}
 
-    def _judge(self, body: bytes, offsets: list[int], results: bytes, now: float
+    def _judge(self, body: bytes, offsets: list[int], verdicts: Verdicts, now: float
                ) -> tuple[list[bytes], list[str], list[tuple[bytes, int, int, int]]]:
+        """Judge verified records; returns (log entries, a code per record, receipt runs)."""
         el, il = self.epoch_length, self.interval_length
         current_epoch = int(now) // el
         # Only the current epoch and the MAX_AGE_EPOCHS before it can still take readings.
         lo_epoch = max(self.closed_through + 1, self.first_epoch, current_epoch - MAX_AGE_EPOCHS)
         self.beacons.prepare(lo_epoch * el // il, (current_epoch + 1) * el // il)
         horizon = now + self.config.max_future_skew
-        devices, last, stats = self.devices, self.last, self.stats
+        keys, last, stats, open_ = self.devices.keys, self.last, self.stats, self.open
+        interval_of = self.beacons.interval_of_nonce
+        unpack = _HEAD_FIELDS.unpack_from
+        status = verdicts.status.tolist()
+        signers = verdicts.signers.tobytes()
         entries: list[bytes] = []
         codes: list[str] = []
         runs: list[tuple[bytes, int, int, int]] = []     # (device, epoch, first, last)
-        for i in range(len(offsets) - 1):
+        bucket_epoch, bucket = -1, None
+        rejected: Counter[str] = Counter()
+        for i, st in enumerate(status):
+            if st != OK:
+                code = STATUS_NAMES[st]
+                codes.append(code)
+                rejected[code] += 1
+                continue
             off = offsets[i]
-            status = results[21 * i]
-            if status != OK:
-                code = STATUS_NAMES[status]
+            device, seq, nonce, ts = unpack(body, off)
+            epoch = ts // el
+            interval = interval_of(nonce)
+            prev = last.get(device)
+            key = keys.get(signers[20 * i:20 * i + 20])     # DeviceDirectory.valid, inlined
+            if key is None or key[0] != device or not key[1] <= ts < key[2]:
+                code = "unknown_or_revoked_key"
+            elif prev is not None and seq <= prev[0]:
+                code = "replayed_seq"
+            elif prev is not None and ts < prev[1]:
+                code = "timestamp_went_back"
+            elif ts > horizon:
+                code = "timestamp_in_future"
+            elif epoch < lo_epoch:
+                code = "epoch_closed"
+            elif interval is None or interval * il // el != epoch:
+                code = "unknown_nonce"
+            elif ts // il < interval:
+                code = "timestamp_before_beacon"
             else:
-                signer = results[21 * i + 1:21 * i + 21]
-                device, seq, nonce, ts = RECORD.unpack_from(body, off)[:4]
-                epoch = ts // el
-                interval = self.beacons.interval_of_nonce(nonce)
-                prev = last.get(device)
-                if not devices.valid(device, signer, ts):
-                    code = "unknown_or_revoked_key"
-                elif prev is not None and seq <= prev[0]:
-                    code = "replayed_seq"
-                elif prev is not None and ts < prev[1]:
-                    code = "timestamp_went_back"
-                elif ts > horizon:
-                    code = "timestamp_in_future"
-                elif epoch < lo_epoch:
-                    code = "epoch_closed"
-                elif interval is None or interval * il // el != epoch:
-                    code = "unknown_nonce"
-                elif ts // il < interval:
-                    code = "timestamp_before_beacon"
+                codes.append("ok")
+                last[device] = (seq, ts)
+                rec = body[off:offsets[i + 1]]
+                entries.append(interval.to_bytes(8, "big"))
+                entries.append(rec)
+                if epoch != bucket_epoch:
+                    bucket_epoch, bucket = epoch, open_[epoch].entries
+                bucket.append((rec, interval))
+                if runs and runs[-1][0] == device and runs[-1][1] == epoch and runs[-1][3] == seq - 1:
+                    runs[-1] = (device, epoch, runs[-1][2], seq)
                 else:
-                    code = "ok"
-                    last[device] = (seq, ts)
-                    rec = body[off:offsets[i + 1]]
-                    entries.append(interval.to_bytes(8, "big") + rec)
-                    self.open[epoch].entries.append((rec, interval))
-                    if runs and runs[-1][0] == device and runs[-1][1] == epoch and runs[-1][3] == seq - 1:
-                        runs[-1] = (device, epoch, runs[-1][2], seq)
-                    else:
-                        runs.append((device, epoch, seq, seq))
+                    runs.append((device, epoch, seq, seq))
+                continue
             codes.append(code)
-            stats["accepted" if code == "ok" else "rejected_" + code] += 1
+            rejected[code] += 1
+        stats["accepted"] += len(entries) // 2
+        for code, n in rejected.items():
+            stats["rejected_" + code] += n
         stats["batches"] += 1
         return entries, codes, runs
 
@@ -323,9 +340,9 @@ class GatewayCore:
         Each run is (device, epoch, firstSeq, lastSeq) of consecutive accepted seqs. Anyone
         holding the receipt rebuilds the tree from ``runs`` to prove a run on chain.
         """
-        tree = MerkleTree([run_leaf(*r) for r in runs])
-        r, s, v = sign_digest(self.key.private_key, self.domain.receipt_digest(tree.root))
-        return {"runsRoot": "0x" + tree.root.hex(), "signature": "0x" + (r + s + bytes([v])).hex(),
+        root = runs_root(runs)
+        r, s, v = sign_digest(self.key.private_key, self.domain.receipt_digest(root))
+        return {"runsRoot": "0x" + root.hex(), "signature": "0x" + (r + s + bytes([v])).hex(),
                 "runs": [["0x" + d.hex(), e, a, b] for d, e, a, b in runs]}
 
     # ------------------------------------------------------------------ epochs

@@ -23,7 +23,7 @@ Wire format (big-endian), used between device and gateway and in the gateway's l
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import coincurve
@@ -140,6 +140,32 @@ def run_leaf(device: bytes, epoch: int, first_seq: int, last_seq: int) -> bytes:
     """OpenZeppelin leaf of a receipt run ``(address, uint64, uint64, uint64)``."""
     return keccak256(keccak256(b"".join((_Z12, device, _Z24, epoch.to_bytes(8, "big"), _Z24,
                                          first_seq.to_bytes(8, "big"), _Z24, last_seq.to_bytes(8, "big")))))
+
+
+def runs_root(runs: Sequence[tuple[bytes, int, int, int]]) -> bytes:
+    """Root of the receipt tree over ``runs`` — the same as
+    ``MerkleTree([run_leaf(*r) for r in runs]).root`` (sorted leaves, sorted pairs) — with
+    the hashing in numba: the gateway builds one per batch, with a run per device."""
+    import numpy as np
+
+    from proofmesh.crypto.keccak import build_tree
+    from proofmesh.edge._verify_numba import run_leaves
+
+    n = len(runs)
+    if n == 0:
+        raise InputError("a receipt needs at least one run", fix="sign receipts only for batches with accepted readings")
+    devices, epochs, firsts, lasts = zip(*runs)
+    leaves = np.empty((n, 32), np.uint8)
+    run_leaves(np.frombuffer(b"".join(devices), np.uint8).reshape(n, 20), np.array(epochs, np.uint64),
+               np.array(firsts, np.uint64), np.array(lasts, np.uint64), leaves)
+    if n == 1:
+        return leaves[0].tobytes()
+    words = leaves.view(">u8")
+    order = np.lexsort((words[:, 3], words[:, 2], words[:, 1], words[:, 0]))
+    tree = np.empty((2 * n - 1, 32), np.uint8)
+    tree[n - 1:] = leaves[order[::-1]]          # OpenZeppelin's layout, as crypto.merkle.MerkleTree
+    build_tree(tree, n)
+    return tree[0].tobytes()
 
 
 def sign_digest(private_key: coincurve.PrivateKey, digest: bytes) -> tuple[bytes, bytes, int]:

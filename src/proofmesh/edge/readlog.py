@@ -67,7 +67,8 @@ class ReadingLog:
         yield from entries
 
     def append(self, entries: list[bytes]) -> None:
-        """Write one frame (entries already encoded as interval ‖ record); not yet durable."""
+        """Write one frame (the concatenation of ``entries``: interval ‖ record, in one or
+        two parts each); not yet durable."""
         body = b"".join(entries)
         frame = _FRAME.pack(_MAGIC, len(body), xxhash.xxh64_intdigest(body)) + body
         with self._lock:
