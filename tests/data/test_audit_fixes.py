@@ -91,3 +91,29 @@ def test_m1_takedown_then_duplicate_proof_cannot_brick_finalize(world, accounts)
     client.finalize(bid)
     nr = chain.contract("NodeRegistry")
     assert chain.call(nr.functions.bonded_by(client.c.address, owner.address)) == 0
+
+
+def test_l1_challenge_window_is_bounded_by_node_registry(chain):
+    """L1: set_params refuses a zero challenge window and one longer than
+    NodeRegistry.max_challenge_window (a bond could unbond before a fraud proof lands);
+    the bound itself is accepted."""
+    from web3.exceptions import ContractLogicError
+
+    from proofmesh.chain.core import GovernanceClient
+    from proofmesh.errors import ProofmeshError
+
+    client = DataRegistryClient(chain)
+    c = client.c
+    window = chain.call(chain.contract("NodeRegistry").functions.max_challenge_window())
+    rest = [chain.call(getattr(c.functions, name)()) for name in
+            ("min_batch_bond", "bond_per_record", "duplicate_slash", "reward_per_token", "committee_size")]
+    gov = chain.addresses["Governance"]
+    for w, reason in ((0, "zero challenge window"), (window + 1, "challenge window too long")):
+        fn = c.functions.set_params(w, *rest)
+        with pytest.raises(ContractLogicError, match=reason):
+            fn.call({"from": gov})
+        with pytest.raises(ProofmeshError):
+            GovernanceClient(chain).apply_now(fn, salt=w.to_bytes(32, "big"))
+    assert chain.call(c.functions.challenge_window()) != window
+    GovernanceClient(chain).apply_now(c.functions.set_params(window, *rest))
+    assert chain.call(c.functions.challenge_window()) == window

@@ -36,6 +36,10 @@ from snekmate.utils import merkle_proof_verification as merkle
 from interfaces import INodeRegistry
 from interfaces import IEmission
 
+
+interface INodeRegistryParams:
+    def max_challenge_window() -> uint256: view
+
 initializes: ownable
 initializes: eip712
 
@@ -202,7 +206,8 @@ def __init__(node_registry_: address, emission_: address, challenge_window_: uin
     """
     @param node_registry_ NodeRegistry (bonds, slashing, validator roles and stake).
     @param emission_ Emission (pool DATA pays rewards).
-    @param challenge_window_ Seconds after publication for fraud proofs and attestations.
+    @param challenge_window_ Seconds after publication for fraud proofs and attestations
+           (1..NodeRegistry.max_challenge_window).
     @param min_batch_bond_ Smallest bond locked per batch.
     @param bond_per_record_ Bond per record (so large batches risk more).
     @param duplicate_slash_ Slash per proven duplicate (capped by the remaining bond).
@@ -214,7 +219,8 @@ def __init__(node_registry_: address, emission_: address, challenge_window_: uin
     node_registry = INodeRegistry(node_registry_)
     emission = IEmission(emission_)
     self._set_params(challenge_window_, min_batch_bond_, bond_per_record_, duplicate_slash_,
-                     reward_per_token_, committee_size_)
+                     reward_per_token_, committee_size_,
+                     staticcall INodeRegistryParams(node_registry_).max_challenge_window())
 
 
 @external
@@ -222,7 +228,7 @@ def set_params(challenge_window_: uint256, min_batch_bond_: uint256, bond_per_re
                duplicate_slash_: uint256, reward_per_token_: uint256, committee_size_: uint256):
     """
     @notice Change the economic parameters (owner = Governance timelock only).
-    @param challenge_window_ Seconds for fraud proofs and attestations.
+    @param challenge_window_ Seconds for fraud proofs and attestations (1..NodeRegistry.max_challenge_window).
     @param min_batch_bond_ Smallest bond per batch.
     @param bond_per_record_ Bond per record.
     @param duplicate_slash_ Slash per proven duplicate.
@@ -231,13 +237,17 @@ def set_params(challenge_window_: uint256, min_batch_bond_: uint256, bond_per_re
     """
     ownable._check_owner()
     self._set_params(challenge_window_, min_batch_bond_, bond_per_record_, duplicate_slash_,
-                     reward_per_token_, committee_size_)
+                     reward_per_token_, committee_size_,
+                     staticcall INodeRegistryParams(node_registry.address).max_challenge_window())
 
 
 @internal
 def _set_params(challenge_window_: uint256, min_batch_bond_: uint256, bond_per_record_: uint256,
-                duplicate_slash_: uint256, reward_per_token_: uint256, committee_size_: uint256):
+                duplicate_slash_: uint256, reward_per_token_: uint256, committee_size_: uint256,
+                max_window: uint256):
     assert challenge_window_ > 0, "DataRegistry: zero challenge window"
+    # Bonds must not be able to unbond in NodeRegistry before a fraud proof can still land.
+    assert challenge_window_ <= max_window, "DataRegistry: challenge window too long"
     assert min_batch_bond_ > 0, "DataRegistry: zero bond"
     assert duplicate_slash_ > 0, "DataRegistry: zero duplicate slash"
     assert committee_size_ > 0 and committee_size_ <= MAX_COMMITTEE, "DataRegistry: committee size out of range"
