@@ -42,6 +42,7 @@ class Settings:
                 raise ConfigError(f"{config_file} is not valid TOML: {exc}",
                                   fix=f"fix or delete {config_file}") from exc
         known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in values.items() if not isinstance(v, dict)}  # [sections] belong to services
         unknown = set(values) - set(known)
         if unknown:
             raise ConfigError(f"{config_file}: unknown setting(s) {sorted(unknown)}",

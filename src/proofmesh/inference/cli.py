@@ -8,8 +8,6 @@ build/register its zk circuit, post a service bond, show a version's terms.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -110,53 +108,33 @@ def serve(version: int,
           onnx: Annotated[Path, typer.Option(help="The ONNX file registered for this version.")],
           circuit: Annotated[Optional[Path], typer.Option(help="Circuit dir (default: the one built here for this version).")] = None,
           price: Annotated[str, typer.Option(help="MESH per request (0 = free).")] = "0",
-          host: Annotated[Optional[str], typer.Option(help="Bind address (default: settings.node_host).")] = None,
-          port: Annotated[Optional[int], typer.Option(help="Port (default: settings.node_port).")] = None,
+          host: Annotated[Optional[str], typer.Option(help="Bind address when it starts the daemon (default: settings.node_host).")] = None,
+          port: Annotated[Optional[int], typer.Option(help="Port when it starts the daemon (default: settings.node_port).")] = None,
           epoch_seconds: Annotated[int, typer.Option(help="Commit an epoch root of proofs this often.")] = 600,
           delay_ms: Annotated[int, typer.Option(help="Artificial latency (benchmarks/failover drills).", hidden=True)] = 0,
           account: AccountOpt = None) -> None:
-    """Serve a registered model version over HTTP (POST /v1/infer) from this node's key."""
+    """Serve a registered model version (POST /v1/infer) from this node's daemon.
 
-    from proofmesh.chain.core import to_wei
-    from proofmesh.inference.registry import InferenceRegistry
-    from proofmesh.inference.server import InferenceNode, NodeConfig, run_node
-    from proofmesh.payments import Ledger, PaymentChannels
+    With the home's node daemon running, the version is registered with it and this
+    returns; otherwise the daemon starts here, in the foreground, serving it. Either way
+    the daemon serves it again after a restart (see `[inference] serve` in config.toml)."""
+    from proofmesh.cli.context import password_for
+    from proofmesh.crypto.keys import Keystore
+    from proofmesh.inference.service import serve_with_daemon
+    from proofmesh.node.daemon import running_daemon
 
     home = ctx_home()
-    chain = ctx_chain(account)
-    acct = ctx_account(account)
-    reg = InferenceRegistry(chain)
-    if circuit is None:
-        rec = reg.circuit(version)
-        if rec.registered:
-            from proofmesh.inference.model import file_sha256
-            found = find_circuit(_circuits_dir(), file_sha256(onnx), rec.vk_hash)
-            circuit = found.dir if found else None
-    wei = to_wei(price)
-    workdir = home.dir("inference") / f"node-{acct.address}-{version}"
-    ledger = Ledger(PaymentChannels(chain), acct.address, path=workdir / "ledger.json") if wei else None
-    workdir.mkdir(parents=True, exist_ok=True)
-    node = InferenceNode(NodeConfig(version, onnx, workdir, price=wei, circuit_dir=circuit, delay_ms=delay_ms),
-                         acct, domain=reg.domain, registry=reg, ledger=ledger)
-    host = host or home.settings.node_host
-    port = port or home.settings.node_port
-
-    def epochs() -> None:
-        while True:
-            time.sleep(epoch_seconds)
-            try:
-                e = node.commit_epoch()
-                if e is not None:
-                    console.print(f"committed epoch {e}")
-            except Exception as exc:  # keep serving; the leaves stay queued for the next try
-                console.print(f"[red]epoch commit failed: {exc}[/red]")
-
-    if node.circuit is not None:
-        threading.Thread(target=epochs, daemon=True).start()
-    info = node.info()
-    console.print(f"serving version {version} as {acct.address} on http://{host}:{port} "
-                  f"(zk: {info['zk']}{', DEV SRS' if info['dev_srs'] else ''}; price {price} MESH)")
-    run_node(node, host, port)
+    spec: dict = {"version": version, "onnx": str(onnx.resolve()), "price": price, "epoch_seconds": epoch_seconds}
+    if circuit is not None:
+        spec["circuit"] = str(circuit.resolve())
+    if delay_ms:
+        spec["delay_ms"] = delay_ms
+    name = account or home.settings.default_account
+    password = None
+    if running_daemon(home) is None and Keystore(home).exists(name):
+        password = password_for(name)
+    serve_with_daemon(home, spec, host=host, port=port, account_name=name, password=password,
+                      announce=lambda msg: console.print(msg, highlight=False))
 
 
 def infer(version: int, input_json: Annotated[Path, typer.Argument(help="JSON: a nested list, or {input name: list}.")],

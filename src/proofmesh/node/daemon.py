@@ -152,6 +152,7 @@ class NodeDaemon:
         self._watcher: threading.Thread | None = None
         self._stop_watch = threading.Event()
         self.app: Any = None
+        self.asgi: Any = None     # what uvicorn runs: ``app`` behind the services' fast prefixes
 
     # ================================================================== start-up
     def start(self) -> "NodeDaemon":
@@ -258,7 +259,8 @@ class NodeDaemon:
         store = BlobStore(self.home.store_dir)
         self.index = EventIndex(self.chain)
         self.ctx = NodeContext(home=self.home, chain=self.chain if self.chain.addresses else None,
-                               account=self.account, roles=self.roles, store=store, base_url=self.url, log=self.log)
+                               account=self.account, roles=self.roles, store=store, base_url=self.url, log=self.log,
+                               admin_token=self._admin_token())
         self.services, self.skipped = load_services(self.ctx, self.service_modules)
         # built in: every node keeps its store healthy, whatever its roles
         self.services.insert(0, LoadedService(module="proofmesh.node.repair",
@@ -317,6 +319,23 @@ class NodeDaemon:
         app.include_router(explorer_router(self))
         app.include_router(static_router())
         self.app = app
+        fast = {prefix: handler for loaded in self.services if hasattr(loaded.service, "asgi_routes")
+                for prefix, handler in loaded.service.asgi_routes().items()}
+        self.asgi = _PrefixFront(app, fast) if fast else app
+
+    def _admin_token(self) -> str:
+        """A fresh secret per daemon life, readable only by this user: local tools that can
+        read the home (e.g. `proofmesh serve`) may administer the node; the network may not."""
+        import secrets
+
+        token = secrets.token_urlsafe(32)
+        f = node_dir(self.home) / "admin.token"
+        tmp = f.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token)
+        os.replace(tmp, f)
+        return token
 
     def _rpc_router(self) -> Any:
         """``POST /rpc``: the embedded chain's JSON-RPC, counted per method for /metrics."""
@@ -350,7 +369,7 @@ class NodeDaemon:
 
         if self.app is None:
             self.start()
-        config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="on",
+        config = uvicorn.Config(self.asgi, log_config=None, access_log=False, lifespan="on",
                                 timeout_graceful_shutdown=self.stop_timeout, ws="none")
         self._server = uvicorn.Server(config)
         if threading.current_thread() is threading.main_thread():
@@ -502,6 +521,23 @@ class NodeDaemon:
                 "roles": role_names(self.roles), "stake": str(self.stake),
                 "deployed": "MeshToken" in self.chain.addresses,
                 "services": services, "skipped": self.skipped}
+
+
+class _PrefixFront:
+    """Hands requests under a service's fast prefixes straight to that service; everything
+    else (and the lifespan) goes to the daemon's FastAPI app."""
+
+    def __init__(self, app: Any, routes: dict[str, Any]) -> None:
+        self.app = app
+        self.routes = sorted(routes.items(), key=lambda kv: -len(kv[0]))
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            for prefix, handler in self.routes:
+                if path.startswith(prefix):
+                    return await handler(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 def _safe_call(fn: Any, default: dict[str, Any]) -> dict[str, Any]:

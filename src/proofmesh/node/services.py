@@ -20,6 +20,10 @@ FastAPI app whose routes are mounted under ``/svc/<name>``, or under the service
 quickly), ``stop(timeout)`` (finish or hand back in-flight work within ``timeout``
 seconds), ``health()`` and ``metrics()`` (numbers exported as Prometheus gauges
 ``proofmesh_service_<metric>{service="<name>"}``).
+
+Optionally ``asgi_routes()`` returns ``{path prefix: ASGI callable}``: requests whose path
+starts with a prefix go straight to that callable, ahead of the daemon's FastAPI stack
+(no per-request logging or routing), for hot paths such as inference's ``/v1/``.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class NodeContext:
     roles: int                       # NodeRegistry roles of ``account`` (0 if not registered)
     store: Any                       # proofmesh.store.blobstore.BlobStore
     base_url: str                    # where this daemon listens, e.g. http://127.0.0.1:8700
+    admin_token: str = ""            # secret in <home>/node/admin.token: local admin calls (e.g. `proofmesh serve`)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("proofmesh.node"))
     stopping: threading.Event = field(default_factory=threading.Event)
 
