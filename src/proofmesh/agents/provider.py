@@ -42,9 +42,9 @@ from proofmesh.agents.journal import Journal
 from proofmesh.agents.receipts import Receipt, Usage
 from proofmesh.agents.registry import ToolRegistry, tool_id_of
 from proofmesh.agents.schema import ArgumentValidator, ToolSpec, canonical_json, json_hash
-from proofmesh.agents.x402 import (META_PAYMENT, META_RESPONSE, PAYMENT_REQUIRED, SCHEME_EXACT, SCHEME_VOUCHER,
-                                   Authorization, Requirement, payment_required_data, schemes_to_bits,
-                                   token_domain)
+from proofmesh.agents.x402 import (FLAG_DETERMINISTIC, META_PAYMENT, META_RESPONSE, PAYMENT_REQUIRED, SCHEME_EXACT,
+                                   SCHEME_VOUCHER, Authorization, Requirement, payment_required_data,
+                                   schemes_to_bits, token_domain)
 from proofmesh.crypto.keccak import keccak256
 from proofmesh.errors import InputError, ProofmeshError, VerificationError
 from proofmesh.payments import DURABILITY_GROUP, Ledger, PaymentChannels, Voucher
@@ -117,7 +117,7 @@ class ToolProvider:
     def __init__(self, chain, tools: list[ToolSpec], prices: dict[str, int] | int, *,
                  state_dir: Path | None = None, schemes: tuple[str, ...] = (SCHEME_VOUCHER, SCHEME_EXACT),
                  host: str = "127.0.0.1", port: int = 0, server_name: str = "proofmesh-tools",
-                 strict_durability: bool = False) -> None:
+                 strict_durability: bool = False, deterministic: bool = False) -> None:
         if not tools:
             raise InputError("no tools to serve", fix="pass at least one module:function")
         self.chain = chain
@@ -126,7 +126,9 @@ class ToolProvider:
         self.host = host
         self.port = port or free_port(host)
         self.schemes = tuple(schemes)
-        self.schemes_bits = schemes_to_bits(self.schemes)
+        # Declaring the tools deterministic makes two receipts with equal arguments and different
+        # results slashable (ToolRegistry.prove_fault): only for pure functions, errors included.
+        self.schemes_bits = schemes_to_bits(self.schemes) | (FLAG_DETERMINISTIC if deterministic else 0)
         self.registry = ToolRegistry(chain)
         self.channels = PaymentChannels(chain)
         self.token = to_checksum_address(chain.contract("MeshToken").address)

@@ -145,9 +145,9 @@ class Receipt:
                                     fix="do not trust this result; use another provider") from exc
         return raw.hex() == address[2:].lower()
 
-    def as_args(self) -> tuple:
-        """Arguments of ``ToolRegistry.dispute`` after the tool id (without reason)."""
-        return (self.args_hash, self.result_hash, int(self.payment), int(self.nonce), self.signature)
+    def as_struct(self) -> tuple:
+        """The ``SignedReceipt`` tuple of ``ToolRegistry.prove_fault``."""
+        return (self.args_hash, self.result_hash, self.payer, int(self.payment), int(self.nonce), self.signature)
 
     def to_json(self) -> dict:
         return {"toolId": "0x" + self.tool_id.hex(), "argsHash": "0x" + self.args_hash.hex(),

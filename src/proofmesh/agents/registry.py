@@ -1,18 +1,21 @@
 """Typed client of the ``ToolRegistry`` contract: publish tools, list and rank them,
-settle ``exact`` payments, report usage, dispute."""
+settle ``exact`` payments, report usage, prove faults."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from eth_utils import keccak, to_checksum_address
+from web3.logs import DISCARD
 
 from proofmesh.agents.receipts import Receipt, Usage, registry_domain
 from proofmesh.agents.schema import check_tool_name
-from proofmesh.agents.x402 import Authorization, schemes_from_bits
+from proofmesh.agents.x402 import FLAG_DETERMINISTIC, Authorization, schemes_from_bits
 from proofmesh.errors import InputError
 
 CONTRACT = "ToolRegistry"
+PROVE_GAS = 600_000    # prove_fault: two ecrecovers, a slash in NodeRegistry, a refund (~200k used)
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,14 @@ class ToolRecord:
     paid: int
     payers: int
     score: int
+    deterministic: bool = False     # inconsistent receipts of this tool are slashable
 
     def to_json(self) -> dict:
         return {"tool_id": "0x" + self.tool_id.hex(), "provider": self.provider, "name": self.name,
                 "schema_cid": self.schema_cid, "endpoint": self.endpoint, "price": str(self.price),
                 "schemes": self.schemes, "active": self.active, "calls": self.calls, "failures": self.failures,
-                "disputes": self.disputes, "paid": str(self.paid), "payers": self.payers, "score": str(self.score)}
+                "disputes": self.disputes, "paid": str(self.paid), "payers": self.payers, "score": str(self.score),
+                "deterministic": self.deterministic}
 
 
 def tool_id_of(provider: str, name: str) -> bytes:
@@ -86,9 +91,39 @@ class ToolRegistry:
     def report_usage(self, usage: Usage, sender=None):
         return self.chain.transact(self.contract.functions.report_usage(*usage.as_args()), sender=sender)
 
-    def dispute(self, receipt: Receipt, reason: str, sender=None):
-        return self.chain.transact(self.contract.functions.dispute(receipt.tool_id, *receipt.as_args(),
-                                                                   reason[:256]), sender=sender)
+    def release_bond(self, tool_id: bytes, sender=None):
+        """Release a retired tool's bond after its dispute window."""
+        return self.chain.transact(self.contract.functions.release_tool_bond(tool_id), sender=sender)
+
+    # --- disputes (commit, then reveal a fault proof in a later block) ---------
+    def commit_dispute(self, a: Receipt, b: Receipt, salt: bytes | None = None, sender=None) -> bytes:
+        """Lock the dispute bond behind a commitment to the proof ``(a, b)``; returns the salt
+        to reveal it with :meth:`prove_fault` in a later block."""
+        sender = sender or self.chain.account
+        if a.tool_id != b.tool_id:
+            raise InputError("the two receipts are for different tools",
+                             fix="a fault proof needs two receipts of one tool")
+        salt = salt if salt is not None else os.urandom(32)
+        commitment = self.chain.call(self.contract.functions.dispute_commitment(
+            sender.address, a.tool_id, a.digest(self.domain), b.digest(self.domain), salt))
+        bond = self.chain.call(self.contract.functions.dispute_bond())
+        token = self.chain.contract("MeshToken")
+        if self.chain.call(token.functions.allowance(sender.address, self.address)) < bond:
+            self.chain.transact(token.functions.approve(self.address, bond), sender=sender)
+        self.chain.transact(self.contract.functions.commit_dispute(commitment), sender=sender)
+        return salt
+
+    def prove_fault(self, a: Receipt, b: Receipt, salt: bytes, sender=None) -> bool:
+        """Reveal the committed proof; True if the chain found a fault (see FaultProven /
+        DisputeRejected events), False if it burned the dispute bond or refunded it."""
+        # Fixed gas: a node estimating in the commitment's own block would see "reveal in a later
+        # block"; the transaction itself always lands in a later one.
+        rcpt = self.chain.transact(self.contract.functions.prove_fault(a.tool_id, a.as_struct(), b.as_struct(),
+                                                                       salt), sender=sender, gas=PROVE_GAS)
+        return bool(self.contract.events.FaultProven().process_receipt(rcpt.receipt, errors=DISCARD))
+
+    def expire_dispute(self, commitment: bytes, sender=None):
+        return self.chain.transact(self.contract.functions.expire_dispute(commitment), sender=sender)
 
     # --- views ----------------------------------------------------------------
     def usage_seq(self, tool_id: bytes, payer: str) -> tuple[int, int, int, int]:
@@ -109,7 +144,8 @@ class ToolRegistry:
         calls, failures, disputes, paid, payers, _weighted = self.chain.call(f.reputation(tool_id))
         score = self.chain.call(f.score(tool_id))
         return ToolRecord(bytes(tool_id), to_checksum_address(provider), name, schema_cid, endpoint, price,
-                          schemes_from_bits(schemes), active, calls, failures, disputes, paid, payers, score)
+                          schemes_from_bits(schemes), active, calls, failures, disputes, paid, payers, score,
+                          bool(schemes & FLAG_DETERMINISTIC))
 
     def all(self) -> list[ToolRecord]:
         n = self.chain.call(self.contract.functions.tool_count())

@@ -37,6 +37,7 @@ META_RESPONSE = "x402/payment-response"
 SCHEME_EXACT = "exact"
 SCHEME_VOUCHER = "voucher"
 SCHEME_BITS = {SCHEME_EXACT: 1, SCHEME_VOUCHER: 2}
+FLAG_DETERMINISTIC = 4    # in ToolRegistry's `schemes`: the provider declares the tool deterministic
 
 TOKEN_DOMAIN_NAME = "MeshToken"
 TOKEN_DOMAIN_VERSION = "1"
