@@ -150,29 +150,94 @@ def test_withdraw_after_delay_minus_claims_and_channel_dies(chain, pc, parties):
     _books(chain, pc)
 
 
+def _zk_receipt_in_epoch(chain, node):
+    """A real oracle condition: a zk receipt signed by a bonded inference node and committed
+    in its epoch root; InferenceRegistry.is_fulfilled(digest) turns true once the epoch's
+    challenge window has passed and the leaf is settled. Returns (settle, digest, window)."""
+    import os
+
+    from proofmesh.chain.core import MESH, Registry
+    from proofmesh.crypto.merkle import MerkleTree, leaf_hash
+    from proofmesh.inference.receipt import COMMIT_ZK, Receipt
+    from proofmesh.inference.registry import InferenceRegistry
+
+    reg = InferenceRegistry(chain)
+    Registry(chain).register("http://127.0.0.1:1", 4, sender=node)
+    Registry(chain).stake(300 * MESH, sender=node)
+    reg.post_bond(reg.min_bond(), sender=node)
+    rc = Receipt(1, os.urandom(32), os.urandom(32), 1, PRICE, COMMIT_ZK).signed(node, reg.domain)
+    digest, proof_hash = rc.digest(reg.domain), os.urandom(32)
+    tree = MerkleTree([leaf_hash(["bytes32", "bytes32"], [digest, proof_hash]),
+                       leaf_hash(["bytes32", "bytes32"], [os.urandom(32), os.urandom(32)])])
+    epoch = reg.commit_epoch(tree.root, 2, sender=node)
+    window = chain.call(reg.c.functions.challenge_window())
+
+    def settle():
+        reg.settle_from_epoch(epoch, rc, proof_hash, tree.proof(0), sender=node)
+    return reg, settle, digest, window
+
+
 def test_conditional_voucher_waits_for_oracle(chain, pc, parties):
     """A zk answer's payment: redeemable only once the oracle says the proof was delivered."""
     payer, payee = parties
-    oracle = chain.contract("InferenceRegistry").address
+    reg, prove, condition, window = _zk_receipt_in_epoch(chain, payee)
     wallet = Wallet(pc, payer)
     ledger = Ledger(pc, payee.address)
     cid = wallet.ensure_channel(payee.address, 10 * PRICE)
     ledger.accept(wallet.pay(payee.address, PRICE), PRICE)
-    condition = b"\x42" * 32
-    cv = wallet.pay(payee.address, 2 * PRICE, oracle=oracle, condition=condition)
+    cv = wallet.pay(payee.address, 2 * PRICE, oracle=reg.address, condition=condition)
+    assert cv.cumulative == 2 * PRICE                 # its own lane: only this condition's amount
     ledger.accept(cv, 2 * PRICE)
+    with pytest.raises(VerificationError, match="already accepted"):
+        ledger.accept(cv, 2 * PRICE)
     with pytest.raises(ContractRevert, match="condition not fulfilled"):
         pc.redeem(cv, sender=payee)
     # settle() skips the unfulfilled conditional voucher and redeems the unconditional one
     assert ledger.settle(sender=payee) == PRICE
-    # once the payer has checked the proof it releases the amount: the next voucher includes it
-    wallet.release(payee.address, condition)
-    v = wallet.pay(payee.address, PRICE)
-    ledger.fulfilled(cid, condition)
-    ledger.accept(v, PRICE)
+    # the proof is delivered (settled from the node's epoch): the lane pays, once
+    advance_to(chain, chain.timestamp() + window + 1)
+    prove()
+    assert wallet.release(payee.address, condition) == 2 * PRICE
+    assert wallet.committed(payee.address) == PRICE   # not folded into the unconditional total
+    ledger.accept(wallet.pay(payee.address, PRICE), PRICE)
     assert ledger.settle(sender=payee) == 3 * PRICE
+    with pytest.raises(ContractRevert, match="pays nothing new"):
+        pc.redeem(cv, sender=payee)
+    assert pc.lane_paid(cid, condition) == 2 * PRICE
+    _books(chain, pc)
     with pytest.raises(InputError, match="needs an oracle"):
         Voucher(cid, 1, 1, condition=condition)
+
+
+def test_audit_m4_later_vouchers_do_not_void_a_conditional_one(chain, pc, parties):
+    """Audit M4, second half: the payer pays a zk answer with a conditional voucher, then
+    keeps paying plain answers with later (higher-nonce) vouchers, which the node redeems
+    before the proof is settled. The conditional voucher must still pay once the proof is
+    delivered - before the fix, the later redemption had raised the channel nonce past it."""
+    payer, payee = parties
+    reg, prove, condition, window = _zk_receipt_in_epoch(chain, payee)
+    token = Token(chain)
+    wallet = Wallet(pc, payer)
+    ledger = Ledger(pc, payee.address)
+    cid = wallet.ensure_channel(payee.address, 10 * PRICE)
+    zk_voucher = wallet.pay(payee.address, PRICE, oracle=reg.address, condition=condition)
+    ledger.accept(zk_voucher, PRICE)
+    for _ in range(3):                                  # later plain answers, higher nonces
+        ledger.accept(wallet.pay(payee.address, PRICE), PRICE)
+    assert ledger.settle(sender=payee) == 3 * PRICE     # redeemed first: channel nonce now 4
+    assert pc.state(cid).nonce > zk_voucher.nonce
+    advance_to(chain, chain.timestamp() + window + 1)
+    prove()
+    before = token.balance(payee.address)
+    assert pc.redeem(zk_voucher, sender=payee) == PRICE  # still payable: its own lane
+    assert token.balance(payee.address) - before == PRICE
+    # and only once; a lane never pays past the deposit either
+    with pytest.raises(ContractRevert, match="pays nothing new"):
+        pc.redeem(zk_voucher, sender=payee)
+    big = wallet.pay(payee.address, 100 * PRICE, oracle=reg.address, condition=b"\x07" * 32)
+    with pytest.raises(VerificationError, match="exceeds the channel deposit"):
+        ledger.accept(big, PRICE)
+    _books(chain, pc)
 
 
 def test_bad_inputs_leave_no_state(chain, pc, parties, accounts):

@@ -1,5 +1,8 @@
 """InferenceRegistry: a NodeRegistry domain (bonds and slashes inference nodes) that
-reads model owners from ModelRegistry (deployed before it by the models capability)."""
+reads model owners from ModelRegistry (deployed before it by the models capability).
+InferenceDisputes runs redundant-execution disputes as InferenceRegistry's arbiter
+(split out to keep both contracts under EIP-170); it slashes through InferenceRegistry,
+which holds the bonds, so it needs no bond domain of its own."""
 
 from proofmesh.chain.deploy import MESH, ContractSpec
 
@@ -12,10 +15,17 @@ VOTE_WINDOW = 3600              # bonded nodes re-execute and vote within an hou
 QUORUM = 100 * MESH             # winning side needs at least one full bond behind it
 ALLOW_DEV_SRS = True            # local chains accept locally generated (insecure, flagged) SRS
 
+
+
+def _wire_disputes(chain, book: dict[str, str]) -> None:
+    chain.transact(chain.contract("InferenceRegistry").functions.set_arbiter(book["InferenceDisputes"]))
+
+
 CONTRACTS = [
     ContractSpec(name="InferenceRegistry",
                  args=lambda book: [book["MeshToken"], book["NodeRegistry"], book["ModelRegistry"], ALLOW_DEV_SRS,
                                     CHALLENGE_WINDOW, RESPONSE_WINDOW, CHALLENGE_DEPOSIT, MIN_BOND, SLASH_AMOUNT,
                                     VOTE_WINDOW, QUORUM],
                  domain=True),
+    ContractSpec(name="InferenceDisputes", args=lambda book: [book["InferenceRegistry"]], after=_wire_disputes),
 ]

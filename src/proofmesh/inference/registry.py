@@ -1,8 +1,13 @@
 """Typed client of the InferenceRegistry contract (terms, circuits, bonds, epochs,
-challenges, disputes)."""
+challenges) and of InferenceDisputes, its arbiter (redundant-execution disputes).
+
+Challenges and disputes are commit-reveal on chain (audit M8): :meth:`challenge` and
+:meth:`dispute` send the commitment, then the reveal in a later block, so the slash
+reward cannot be taken by someone copying the reveal from the mempool."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from eth_utils import to_checksum_address
@@ -11,6 +16,7 @@ from proofmesh.errors import InputError
 from proofmesh.inference.receipt import Receipt, receipt_domain
 
 CONTRACT = "InferenceRegistry"
+DISPUTES = "InferenceDisputes"
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class CircuitRecord:
     vk_hash: bytes
     srs_hash: bytes
     verifier: str
+    verifier_codehash: bytes   # extcodehash of the verifier when registered (audit L6)
     dev_srs: bool
     batch: int
     registered: bool
@@ -53,7 +60,29 @@ class InferenceRegistry:
 
     def circuit(self, version: int) -> CircuitRecord:
         r = self.chain.call(self.c.functions.circuits(int(version)))
-        return CircuitRecord(int(version), bytes(r[0]), bytes(r[1]), bytes(r[2]), bytes(r[3]), r[4], r[5], r[6], r[7])
+        return CircuitRecord(int(version), bytes(r[0]), bytes(r[1]), bytes(r[2]), bytes(r[3]), r[4], bytes(r[5]),
+                             r[6], r[7], r[8])
+
+    def check_verifier(self, version: int, verifier_bytecode: bytes) -> CircuitRecord:
+        """Audit L6: the code at the registered verifier address must be the code pinned at
+        registration, and that code must come from ``verifier_bytecode`` (the creation code
+        generated from *our* verifying key, e.g. ``Circuit.verifier_artifact()[1]``): a
+        verifier that is not the vk's would accept proofs the vk rejects.
+        VerificationError if not."""
+        from proofmesh.crypto.keccak import keccak256
+        from proofmesh.errors import VerificationError
+
+        rec = self.circuit(version)
+        if not rec.registered:
+            raise VerificationError(f"version {version} has no registered circuit", fix="register it first")
+        code = bytes(self.chain.w3.eth.get_code(rec.verifier))
+        if not code or keccak256(code) != rec.verifier_codehash:
+            raise VerificationError(f"the verifier at {rec.verifier} is not the code registered for version {version}",
+                                    fix="do not trust proofs for this version; re-register the circuit")
+        if code not in bytes(verifier_bytecode):
+            raise VerificationError(f"the verifier at {rec.verifier} was not compiled from this verifying key",
+                                    fix="use the circuit the version was registered with")
+        return rec
 
     def register_model(self, version: int, onnx_hash: bytes, tolerance: int, sender=None):
         if len(onnx_hash) != 32:
@@ -110,13 +139,52 @@ class InferenceRegistry:
         return self._tx(self.c.functions.submit_proof(receipt.as_tuple(), receipt.signature, proof,
                                                       [int(i) for i in instances]), sender)
 
-    def challenge(self, receipt: Receipt, sender=None) -> int:
+    def _after(self, block: int, timeout: float = 120.0) -> None:
+        """Wait until the chain is past ``block`` (a reveal must come in a later block than
+        its commit: on dev chains mine one, elsewhere wait for the next)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.chain.w3.eth.block_number <= block:
+            try:
+                self.chain.mine()
+            except Exception:  # noqa: BLE001 - a real network: blocks come on their own
+                if time.monotonic() > deadline:
+                    from proofmesh.errors import ChainError
+                    raise ChainError(f"no block after {block} within {timeout:.0f} s",
+                                     fix="check the chain is producing blocks, then reveal") from None
+                time.sleep(1.0)
+
+    def _sender_address(self, sender) -> str:
+        acct = sender or self.chain.account
+        return to_checksum_address(acct.address)
+
+    def challenge_commitment(self, receipt: Receipt, salt: bytes, sender=None) -> bytes:
+        """keccak256(abi_encode(challenger, receipt digest, salt)): what commit_challenge takes."""
+        from eth_abi import encode
+
+        from proofmesh.crypto.keccak import keccak256
+        return keccak256(encode(["address", "bytes32", "bytes32"],
+                                [self._sender_address(sender), receipt.digest(self.domain), salt]))
+
+    def commit_challenge(self, receipt: Receipt, sender=None) -> bytes:
+        """Step 1 of a challenge; returns the salt to reveal with (in a later block)."""
+        salt = os.urandom(32)
+        res = self._tx(self.c.functions.commit_challenge(self.challenge_commitment(receipt, salt, sender)), sender)
+        self._after(res.block_number)
+        return salt
+
+    def reveal_challenge(self, receipt: Receipt, salt: bytes, sender=None) -> int:
         deposit = self.chain.call(self.c.functions.challenge_deposit())
         if deposit:
             from proofmesh.chain.core import Token
             Token(self.chain).ensure_allowance(self.address, deposit, sender=sender)
-        res = self._tx(self.c.functions.challenge(receipt.as_tuple(), receipt.signature), sender)
+        res = self._tx(self.c.functions.challenge(receipt.as_tuple(), receipt.signature, salt), sender)
         return int(self.c.events.Challenged().process_receipt(res.receipt)[0]["args"]["challenge"])
+
+    def challenge(self, receipt: Receipt, sender=None) -> int:
+        """Commit, then reveal in a later block. Returns the challenge id."""
+        return self.reveal_challenge(receipt, self.commit_challenge(receipt, sender), sender)
 
     def challenge_state(self, challenge_id: int) -> dict:
         r = self.chain.call(self.c.functions.challenges(int(challenge_id)))
@@ -130,24 +198,51 @@ class InferenceRegistry:
     def expire_challenge(self, challenge_id: int, sender=None):
         return self._tx(self.c.functions.expire_challenge(int(challenge_id)), sender)
 
-    # --- disputes -------------------------------------------------------------------
+    # --- disputes (InferenceDisputes) ------------------------------------------------
+    @property
+    def disputes(self):
+        d = getattr(self, "_disputes", None)
+        if d is None:
+            d = self._disputes = self.chain.contract(DISPUTES)
+        return d
+
+    def dispute_commitment(self, ra: Receipt, rb: Receipt, salt: bytes, sender=None) -> bytes:
+        """keccak256(abi_encode(disputer, digest_a, digest_b, salt)): what commit_dispute takes."""
+        from eth_abi import encode
+
+        from proofmesh.crypto.keccak import keccak256
+        return keccak256(encode(["address", "bytes32", "bytes32", "bytes32"],
+                                [self._sender_address(sender), ra.digest(self.domain), rb.digest(self.domain), salt]))
+
+    def commit_dispute(self, ra: Receipt, rb: Receipt, sender=None) -> bytes:
+        """Step 1 of a dispute; returns the salt to reveal with (in a later block)."""
+        salt = os.urandom(32)
+        res = self._tx(self.disputes.functions.commit_dispute(self.dispute_commitment(ra, rb, salt, sender)), sender)
+        self._after(res.block_number)
+        return salt
+
+    def reveal_dispute(self, ra: Receipt, values_a: list[int], rb: Receipt, values_b: list[int], salt: bytes,
+                       sender=None) -> int:
+        res = self._tx(self.disputes.functions.dispute(ra.as_tuple(), ra.signature, list(values_a),
+                                                       rb.as_tuple(), rb.signature, list(values_b), salt), sender)
+        return int(self.disputes.events.Disputed().process_receipt(res.receipt)[0]["args"]["dispute"])
+
     def dispute(self, ra: Receipt, values_a: list[int], rb: Receipt, values_b: list[int], sender=None) -> int:
-        res = self._tx(self.c.functions.dispute(ra.as_tuple(), ra.signature, values_a,
-                                                rb.as_tuple(), rb.signature, values_b), sender)
-        return int(self.c.events.Disputed().process_receipt(res.receipt)[0]["args"]["dispute"])
+        """Commit, then reveal, a fraud proof from two conflicting receipts. Returns the dispute id."""
+        return self.reveal_dispute(ra, values_a, rb, values_b, self.commit_dispute(ra, rb, sender), sender)
 
     def dispute_state(self, dispute_id: int) -> dict:
-        r = self.chain.call(self.c.functions.disputes(int(dispute_id)))
+        r = self.chain.call(self.disputes.functions.disputes(int(dispute_id)))
         keys = ["version", "input_hash", "node_a", "node_b", "disputer", "deadline", "weight_a", "weight_b", "state"]
         return dict(zip(keys, r))
 
     def dispute_values(self, dispute_id: int) -> tuple[list[int], list[int]]:
-        a, b = self.chain.call(self.c.functions.dispute_values(int(dispute_id)))
+        a, b = self.chain.call(self.disputes.functions.dispute_values(int(dispute_id)))
         return list(a), list(b)
 
     def vote(self, dispute_id: int, values: list[int], sender=None):
-        return self._tx(self.c.functions.vote(int(dispute_id), values), sender)
+        return self._tx(self.disputes.functions.vote(int(dispute_id), list(values)), sender)
 
     def resolve_dispute(self, dispute_id: int, sender=None) -> str:
-        res = self._tx(self.c.functions.resolve_dispute(int(dispute_id)), sender)
-        return self.c.events.DisputeResolved().process_receipt(res.receipt)[0]["args"]["loser"]
+        res = self._tx(self.disputes.functions.resolve_dispute(int(dispute_id)), sender)
+        return self.disputes.events.DisputeResolved().process_receipt(res.receipt)[0]["args"]["loser"]

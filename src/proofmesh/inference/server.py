@@ -139,6 +139,10 @@ class InferenceNode:
                                      fix="use the circuit directory the version's circuit was registered from")
             if self.circuit.onnx_hash != terms.onnx_hash:
                 raise StartupRefused("the circuit was compiled from another ONNX file", fix="rebuild the circuit")
+            try:   # audit L6: the registered verifier must be the one generated from this vk
+                self.registry.check_verifier(self.config.version, self.circuit.verifier_artifact()[1])
+            except VerificationError as exc:
+                raise StartupRefused(exc.message, fix=exc.fix) from None
 
     def info(self) -> dict:
         c = self.circuit

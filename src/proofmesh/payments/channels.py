@@ -10,11 +10,12 @@
   channel, and settles all channels in one ``redeem_batch`` transaction.
 
 Conditional payments (a zk answer paid only once its proof is delivered): the payer
-signs a voucher whose ``condition`` the oracle contract must confirm on chain; the
-amount is *not* added to the payer's unconditional total until :meth:`Wallet.release`
-(called once the payer has checked the proof), after which every later voucher
-includes it. A payee that delivered its proof but was never released can still
-redeem the conditional voucher itself once the oracle confirms the condition.
+signs a voucher whose ``condition`` the oracle contract must confirm on chain. Each
+condition is its own lane on chain (audit M4): the voucher's ``cumulative`` counts
+only that condition's payments and is never added to the unconditional total, so
+redeeming later unconditional vouchers cannot void it, and the payee redeems it
+(batched with the rest) once the oracle confirms the condition. The payer's
+:meth:`Wallet.release` / :meth:`Wallet.forfeit` only close its own books.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ class PaymentChannels:
             self.contract.functions.channels(channel))
         return ChannelState(bytes(channel), payer, payee, deposit, paid, nonce, unlock_at, is_open)
 
+    def lane_paid(self, channel: bytes, condition: bytes) -> int:
+        """What a conditional lane of ``channel`` has redeemed so far."""
+        return self.chain.call(self.contract.functions.lane_paid(channel, condition))
+
     def withdraw_delay(self) -> int:
         return self.chain.call(self.contract.functions.withdraw_delay())
 
@@ -104,20 +109,25 @@ class PaymentChannels:
         self._check_funds(sender, amount)
         self.chain.transact(self.contract.functions.deposit(channel, amount), sender=sender)
 
+    def _already(self, v: Voucher) -> int:
+        # what the voucher's lane has redeemed: the channel's unconditional total, or its condition's lane
+        return self.lane_paid(v.channel, v.condition) if v.conditional else self.state(v.channel).paid
+
     def redeem(self, voucher: Voucher, sender=None) -> int:
         """Redeem one voucher (the payee calls); returns the amount paid."""
-        before = self.state(voucher.channel).paid
+        before = self._already(voucher)
         self.chain.transact(self.contract.functions.redeem(*voucher.as_args()), sender=self._sender(sender))
         return voucher.cumulative - before
 
     def redeem_batch(self, vouchers: list[Voucher], sender=None) -> int:
-        """Redeem the latest voucher of up to 64 channels in one transaction; returns the total paid."""
+        """Redeem up to 64 vouchers (one unconditional per channel, any conditional lanes) in
+        one transaction; returns the total paid."""
         if not vouchers:
             return 0
         if len(vouchers) > 64:
             raise InputError(f"{len(vouchers)} vouchers in one batch; the contract takes at most 64",
                              fix="split the batch")
-        before = sum(self.state(v.channel).paid for v in vouchers)
+        before = sum(self._already(v) for v in vouchers)
         self.chain.transact(self.contract.functions.redeem_batch([v.as_args() for v in vouchers]),
                             sender=self._sender(sender))
         return sum(v.cumulative for v in vouchers) - before
@@ -378,16 +388,22 @@ class Wallet:
             if self._journal is not None:
                 self._journal.check()          # never sign what the books cannot keep
             book.nonce += 1
-            v = Voucher(book.channel, book.committed + amount, book.nonce, oracle, condition)
-            if v.conditional:
-                book.pending[condition.hex()] = amount
+            if condition != ZERO_BYTES32:
+                # its own lane: cumulative over this condition only (audit M4)
+                lane = book.pending.get(condition.hex(), 0) + amount
+                v = Voucher(book.channel, lane, book.nonce, oracle, condition)
+                book.pending[condition.hex()] = lane
             else:
+                v = Voucher(book.channel, book.committed + amount, book.nonce, oracle, condition)
                 book.committed += amount
             self._save(payee)
         return sign_voucher(self.account, self.channels.domain, v)
 
     def release(self, payee: str, condition: bytes) -> int:
-        """The condition was met off chain (e.g. proof checked): owe its amount from now on."""
+        """The condition was met (e.g. proof checked): close it in our books. The payee is
+        paid by the conditional voucher itself, on its own lane, once the oracle confirms
+        it on chain; the amount is *not* added to later unconditional vouchers (that
+        would pay it twice)."""
         payee = to_checksum_address(payee)
         with self._lock:
             book = self._books[payee]
@@ -395,12 +411,12 @@ class Wallet:
             if amount is None:
                 raise InputError(f"no pending conditional payment {condition.hex()} to {payee}",
                                  fix="release only conditions you paid with pay(..., condition=...)")
-            book.committed += amount
             self._save(payee)
             return amount
 
     def forfeit(self, payee: str, condition: bytes) -> int:
-        """The condition failed (e.g. proof missing/invalid): never pay that amount."""
+        """The condition failed (e.g. proof missing/invalid): its voucher can never be
+        redeemed (the oracle never confirms it); drop it from our books."""
         with self._lock:
             return self._books[to_checksum_address(payee)].pending.pop(condition.hex(), 0)
 
@@ -491,10 +507,15 @@ class Ledger:
             return self._book(channel).payer
 
     def accept(self, voucher: Voucher, price: int) -> int:
-        """Check ``voucher`` pays ``price`` on top of what is owed; record it. Returns the new total owed.
+        """Check ``voucher`` pays ``price`` on top of what is owed; record it. Returns the new
+        total owed on the unconditional lane.
 
-        Raises VerificationError (nothing recorded) when the voucher is forged,
-        replayed, too small or exceeds the channel's deposit.
+        An unconditional voucher must cover everything owed plus ``price`` with a nonce
+        above every accepted one; a conditional voucher opens its condition's own lane
+        with at least ``price``. Either way everything promised (the unconditional total
+        and every lane not yet redeemed) must fit the channel's deposit. Raises
+        VerificationError (nothing recorded) when the voucher is forged, replayed, too
+        small or exceeds the deposit.
         """
         with self._lock:
             if self._journal is not None:
@@ -504,37 +525,41 @@ class Ledger:
             if signer.hex() != b.payer[2:].lower():
                 raise VerificationError(f"voucher signed by {checksum('0x' + signer.hex())}, not the channel's "
                                         f"payer {b.payer}", fix="sign vouchers with the payer's key")
-            if voucher.nonce <= b.nonce:
-                raise VerificationError(f"voucher nonce {voucher.nonce} is not above {b.nonce} (replay or stale)",
-                                        fix="sign a new voucher with the next nonce")
-            if voucher.cumulative < b.owed + price:
-                raise VerificationError(
-                    f"voucher for {voucher.cumulative} does not cover {b.owed} owed + price {price}",
-                    fix="sign a voucher whose cumulative includes every released payment and this price")
-            if voucher.cumulative - b.paid > b.deposit:
-                st = self.channels.state(voucher.channel)   # the payer may have topped up
-                b.deposit, b.paid = st.deposit, st.paid
-                if not st.open or voucher.cumulative - b.paid > b.deposit:
+            lanes = sum(v.cumulative for v, _ in b.conditional.values())
+            if voucher.conditional:
+                if voucher.condition.hex() in b.conditional:
+                    raise VerificationError("a voucher for this condition was already accepted (replay)",
+                                            fix="condition each zk payment on its own receipt")
+                if voucher.cumulative < price:
+                    raise VerificationError(f"conditional voucher for {voucher.cumulative} does not cover the "
+                                            f"price {price}", fix="sign the zk answer's price on its own lane")
+                promised = b.owed - b.paid + lanes + voucher.cumulative
+            else:
+                if voucher.nonce <= b.nonce:
+                    raise VerificationError(f"voucher nonce {voucher.nonce} is not above {b.nonce} (replay or stale)",
+                                            fix="sign a new voucher with the next nonce")
+                if voucher.cumulative < b.owed + price:
                     raise VerificationError(
-                        f"voucher for {voucher.cumulative} exceeds the channel deposit ({b.deposit} left)",
+                        f"voucher for {voucher.cumulative} does not cover {b.owed} owed + price {price}",
+                        fix="sign a voucher whose cumulative includes every unconditional payment and this price")
+                promised = voucher.cumulative - b.paid + lanes
+            if promised > b.deposit:
+                st = self.channels.state(voucher.channel)   # the payer may have topped up
+                promised += b.paid - st.paid
+                b.deposit, b.paid = st.deposit, st.paid
+                if not st.open or promised > b.deposit:
+                    raise VerificationError(
+                        f"voucher for {voucher.cumulative} exceeds the channel deposit ({b.deposit} left; "
+                        f"{promised} promised in all, conditional lanes included)",
                         fix="deposit more into the channel")
-            b.nonce = voucher.nonce
             if voucher.conditional:
                 b.conditional[voucher.condition.hex()] = (voucher, price)
             else:
+                b.nonce = voucher.nonce
                 b.owed = voucher.cumulative
                 b.best = voucher
             self._save(voucher.channel)
             return b.owed
-
-    def fulfilled(self, channel: bytes, condition: bytes) -> None:
-        """We delivered what ``condition`` asks (e.g. the proof): the payer now owes its price."""
-        with self._lock:
-            b = self._books[channel]
-            entry = b.conditional.get(condition.hex())
-            if entry is not None:
-                b.owed += entry[1]
-                self._save(channel)
 
     def owed(self, channel: bytes) -> int:
         return self._books[channel].owed
@@ -544,7 +569,9 @@ class Ledger:
         return sum((b.best.cumulative - b.paid) for b in self._books.values() if b.best and b.best.cumulative > b.paid)
 
     def settle(self, sender=None, oracle_check=None) -> int:
-        """Redeem the best voucher of every channel in one transaction; returns the total paid.
+        """Redeem, in one transaction per 64 vouchers, the best unconditional voucher of
+        every channel and every conditional lane whose condition is met; returns the
+        total paid.
 
         ``oracle_check(voucher) -> bool`` decides whether a conditional voucher is
         redeemable now (default: ask its oracle contract on chain).
@@ -554,15 +581,16 @@ class Ledger:
             for b in self._books.values():
                 st = self.channels.state(b.channel)
                 b.deposit, b.paid = st.deposit, st.paid
-                candidates = [b.best] if b.best else []
+                if not st.open:
+                    continue
+                room = st.deposit
+                if b.best and b.best.nonce > st.nonce and st.paid < b.best.cumulative <= st.paid + room:
+                    picks.append(b.best)
+                    room -= b.best.cumulative - st.paid
                 for v, _ in b.conditional.values():
-                    ok = oracle_check(v) if oracle_check else self._condition_met(v)
-                    if ok:
-                        candidates.append(v)
-                candidates = [v for v in candidates
-                              if v.nonce > st.nonce and st.paid < v.cumulative <= st.paid + st.deposit]
-                if candidates and st.open:
-                    picks.append(max(candidates, key=lambda v: (v.cumulative, v.nonce)))
+                    if v.cumulative <= room and (oracle_check(v) if oracle_check else self._condition_met(v)):
+                        picks.append(v)
+                        room -= v.cumulative
             if not picks:
                 return 0
             total = 0
@@ -570,10 +598,12 @@ class Ledger:
                 total += self.channels.redeem_batch(picks[i:i + 64], sender=sender)
             for v in picks:
                 b = self._books[v.channel]
-                b.deposit -= v.cumulative - b.paid
-                b.paid = v.cumulative
-                for k in [k for k, (cv, _) in b.conditional.items() if cv.nonce <= v.nonce]:
-                    del b.conditional[k]
+                if v.conditional:
+                    b.deposit -= v.cumulative
+                    del b.conditional[v.condition.hex()]
+                else:
+                    b.deposit -= v.cumulative - b.paid
+                    b.paid = v.cumulative
                 self._save(v.channel)
             return total
 

@@ -14,12 +14,17 @@
         - VALUES (0): `output_hash` = keccak256(abi_encode(int256[] outputs)) with the
           outputs in fixed point (x 1e6); two receipts for the same input whose
           outputs differ by more than the version's tolerance are a fraud proof,
-          settled by bonded nodes re-executing and voting (stake-weighted).
+          settled in InferenceDisputes (its `arbiter`): bonded nodes re-execute
+          and vote, or a zk proof decides where the version has a circuit.
 
         Proofs are verified on chain only when needed: nodes commit a Merkle root of
         (receipt digest, proof hash) per epoch; anyone may challenge a ZK receipt and
         the node must answer with a valid proof before the deadline or be slashed.
         Unchallenged receipts in an epoch count as proven once its window has passed.
+        A challenge is committed, then revealed in a later block (audit M8): the
+        commitment binds the challenger, so copying a reveal from the mempool earns
+        nothing. A verifier's code hash is pinned at registration and checked on
+        every use (audit L6).
 @dev Books: this contract holds exactly the sum of open challengers' deposits.
 """
 
@@ -48,7 +53,6 @@ COMMIT_VALUES: public(constant(uint8)) = 0
 COMMIT_ZK: public(constant(uint8)) = 1
 MAX_PROOF: constant(uint256) = 16384
 MAX_INSTANCES: constant(uint256) = 257
-MAX_VALUES: constant(uint256) = 64
 MAX_MERKLE: constant(uint256) = 32
 VERIFY_SELECTOR: constant(Bytes[4]) = method_id("verifyProof(bytes,uint256[])", output_type=Bytes[4])
 
@@ -78,6 +82,7 @@ struct Circuit:
     vk_hash: bytes32          # sha256 of the verifying key
     srs_hash: bytes32         # sha256 of the SRS (structured reference string)
     verifier: address         # generated Halo2 verifier contract
+    verifier_codehash: bytes32  # its extcodehash at registration (audit L6)
     dev_srs: bool             # True: locally generated SRS; its maker can forge proofs
     batch: uint256            # inputs per proof
     registered: bool
@@ -101,18 +106,6 @@ struct Challenge:
     deposit: uint256
     deadline: uint256
     state: uint8              # 1 open, 2 answered (node proved), 3 expired (node slashed)
-
-
-struct Dispute:
-    version: uint256
-    input_hash: bytes32
-    node_a: address
-    node_b: address
-    disputer: address
-    deadline: uint256
-    weight_a: uint256
-    weight_b: uint256
-    state: uint8              # 1 open, 2 resolved, 3 void (no majority)
 
 
 token: public(immutable(IERC20))
@@ -142,14 +135,11 @@ challenge_count: public(uint256)
 challenged: public(HashMap[bytes32, uint256])      # receipt digest -> open/last challenge id
 failed: public(HashMap[bytes32, bool])             # receipt whose proof never came
 proven: public(HashMap[bytes32, bool])             # receipt digest -> proof accepted
-disputes: public(HashMap[uint256, Dispute])
-dispute_values_a: HashMap[uint256, DynArray[int256, MAX_VALUES]]
-dispute_values_b: HashMap[uint256, DynArray[int256, MAX_VALUES]]
-# @notice Receipts already used in a dispute (each backs at most one).
-receipt_disputed: public(HashMap[bytes32, bool])
-dispute_count: public(uint256)
-voted: public(HashMap[uint256, HashMap[address, bool]])
 total_deposits: public(uint256)
+# challenge commitments (audit M8): keccak256(abi_encode(challenger, receipt digest, salt)) -> block
+commitments: public(HashMap[bytes32, uint256])
+# InferenceDisputes: opens/closes cases against nodes and slashes losers (set once)
+arbiter: public(address)
 
 
 event ModelRegistered:
@@ -213,25 +203,12 @@ event ChallengeExpired:
     node: indexed(address)
     slashed: uint256
 
-event Disputed:
-    dispute: indexed(uint256)
-    node_a: indexed(address)
-    node_b: indexed(address)
-    version: uint256
-    input_hash: bytes32
-    deadline: uint256
+event ChallengeCommitted:
+    commitment: indexed(bytes32)
+    sender: indexed(address)
 
-event Voted:
-    dispute: indexed(uint256)
-    voter: indexed(address)
-    side: uint8               # 1 = a, 2 = b, 0 = neither
-    weight: uint256
-
-event DisputeResolved:
-    dispute: indexed(uint256)
-    loser: indexed(address)
-    slashed: uint256
-    state: uint8
+event ArbiterSet:
+    arbiter: indexed(address)
 
 event ParametersChanged:
     challenge_window: uint256
@@ -306,6 +283,40 @@ def set_params(challenge_window_: uint256, response_window_: uint256, challenge_
                      vote_window_, quorum_)
 
 
+@external
+def set_arbiter(arbiter_: address):
+    """
+    @notice Name the disputes contract, once (owner; done at deployment).
+    """
+    ownable._check_owner()
+    assert self.arbiter == empty(address) and arbiter_ != empty(address), "InferenceRegistry: arbiter set"
+    self.arbiter = arbiter_
+    log ArbiterSet(arbiter=arbiter_)
+
+
+@external
+def arbiter_case(node: address, opened: bool):
+    """
+    @notice The arbiter opens (`opened`) or closes a case against `node`; open
+            cases block its bond withdrawal.
+    """
+    assert msg.sender == self.arbiter, "InferenceRegistry: not the arbiter"
+    if opened:
+        self.open_cases[node] += 1
+    else:
+        self.open_cases[node] -= 1
+
+
+@external
+def arbiter_slash(node: address, to: address) -> uint256:
+    """
+    @notice The arbiter slashes `node`'s service bond for a lost dispute, paying `to`.
+    @return The amount slashed.
+    """
+    assert msg.sender == self.arbiter, "InferenceRegistry: not the arbiter"
+    return self._slash(node, to)
+
+
 # --- model versions and circuits ----------------------------------------------
 
 @external
@@ -342,8 +353,8 @@ def register_circuit(version: uint256, settings_hash: bytes32, vk_hash: bytes32,
         "InferenceRegistry: empty hash"
     assert batch > 0, "InferenceRegistry: batch is zero"
     self.circuits[version] = Circuit(onnx_hash=m.onnx_hash, settings_hash=settings_hash, vk_hash=vk_hash,
-                                     srs_hash=srs_hash, verifier=verifier, dev_srs=dev_srs, batch=batch,
-                                     registered=True)
+                                     srs_hash=srs_hash, verifier=verifier, verifier_codehash=verifier.codehash,
+                                     dev_srs=dev_srs, batch=batch, registered=True)
     log CircuitRegistered(version=version, verifier=verifier, settings_hash=settings_hash, vk_hash=vk_hash,
                           srs_hash=srs_hash, dev_srs=dev_srs, batch=batch)
 
@@ -513,6 +524,8 @@ def _check_proof(version: uint256, input_hash: bytes32, output_hash: bytes32,
     """Does `proof` verify for the version's circuit with instances matching the receipt?"""
     c: Circuit = self.circuits[version]
     assert c.registered, "InferenceRegistry: no circuit for this model version"
+    # the code at the verifier's address must still be the registered code (audit L6)
+    assert c.verifier.codehash == c.verifier_codehash, "InferenceRegistry: verifier code changed"
     assert len(instances) >= 2, "InferenceRegistry: instances must hold the input hash and outputs"
     assert instances[0] == convert(input_hash, uint256), "InferenceRegistry: proof is for another input"
     outputs: DynArray[uint256, MAX_INSTANCES] = []
@@ -549,12 +562,26 @@ def submit_proof(r: Receipt, signature: Bytes[65], proof: Bytes[MAX_PROOF],
 
 
 @external
-def challenge(r: Receipt, signature: Bytes[65]) -> uint256:
+def commit_challenge(commitment: bytes32):
     """
-    @notice Challenge a node-signed ZK receipt: the node must submit a valid proof
-            before `response_window` ends or be slashed. The caller locks
-            `challenge_deposit` MESH (returned if the node fails, paid to the node
-            if it proves), so challenging honest nodes costs money.
+    @notice First step of a challenge (audit M8): commit to
+            keccak256(abi_encode(sender, receipt digest, salt)); reveal with
+            `challenge` in a later block.
+    @param commitment The hash; it binds the sender, so nobody else can reveal it.
+    """
+    assert commitment != empty(bytes32) and self.commitments[commitment] == 0, "InferenceRegistry: commitment exists"
+    self.commitments[commitment] = block.number
+    log ChallengeCommitted(commitment=commitment, sender=msg.sender)
+
+
+@external
+def challenge(r: Receipt, signature: Bytes[65], salt: bytes32) -> uint256:
+    """
+    @notice Reveal a committed challenge of a node-signed ZK receipt: the node must
+            submit a valid proof before `response_window` ends or be slashed. The
+            caller locks `challenge_deposit` MESH (returned if the node fails, paid
+            to the node if it proves), so challenging honest nodes costs money.
+    @param salt The commitment's salt.
     @return The challenge id.
     """
     assert r.commitment == COMMIT_ZK, "InferenceRegistry: not a zk receipt"
@@ -563,6 +590,10 @@ def challenge(r: Receipt, signature: Bytes[65]) -> uint256:
     assert node != msg.sender, "InferenceRegistry: a node cannot challenge itself"
     assert self.service_bond[node] > 0, "InferenceRegistry: signer has no service bond"
     digest: bytes32 = self._digest(r)
+    commitment: bytes32 = keccak256(abi_encode(msg.sender, digest, salt))
+    committed: uint256 = self.commitments[commitment]
+    assert committed != 0 and block.number > committed, "InferenceRegistry: no earlier commitment from this sender"
+    self.commitments[commitment] = max_value(uint256)   # spent
     assert not self.proven[digest], "InferenceRegistry: receipt already proven"
     assert not self.failed[digest], "InferenceRegistry: receipt already failed"
     prev: uint256 = self.challenged[digest]
@@ -626,125 +657,3 @@ def expire_challenge(challenge_id: uint256) -> uint256:
         assert extcall token.transfer(c.challenger, c.deposit, default_return_value=True), \
             "InferenceRegistry: transfer failed"
     return slashed
-
-
-# --- redundant execution disputes -----------------------------------------------
-
-@internal
-@pure
-def _within(a: DynArray[int256, MAX_VALUES], b: DynArray[int256, MAX_VALUES], tol: uint256) -> bool:
-    if len(a) != len(b):
-        return False
-    for i: uint256 in range(MAX_VALUES):
-        if i >= len(a):
-            break
-        d: int256 = a[i] - b[i]
-        if convert(abs(d), uint256) > tol:
-            return False
-    return True
-
-
-@external
-def dispute(ra: Receipt, sig_a: Bytes[65], values_a: DynArray[int256, MAX_VALUES],
-            rb: Receipt, sig_b: Bytes[65], values_b: DynArray[int256, MAX_VALUES]) -> uint256:
-    """
-    @notice Fraud proof: two nodes signed receipts for the same model version and
-            input whose outputs (revealed as `values_*`, fixed point x 1e6) differ
-            by more than the version's tolerance. Opens a vote of bonded nodes
-            that re-execute; the losing node is slashed.
-    @return The dispute id.
-    """
-    assert ra.commitment == COMMIT_VALUES and rb.commitment == COMMIT_VALUES, "InferenceRegistry: not value receipts"
-    assert ra.version == rb.version and ra.input_hash == rb.input_hash, "InferenceRegistry: receipts are for different requests"
-    m: Model = self.models[ra.version]
-    assert m.registered, "InferenceRegistry: unknown model version"
-    assert keccak256(abi_encode(values_a)) == ra.output_hash, "InferenceRegistry: values_a do not match receipt a"
-    assert keccak256(abi_encode(values_b)) == rb.output_hash, "InferenceRegistry: values_b do not match receipt b"
-    assert not self._within(values_a, values_b, m.tolerance), "InferenceRegistry: outputs agree within tolerance"
-    node_a: address = self._signer(ra, sig_a)
-    node_b: address = self._signer(rb, sig_b)
-    assert node_a != node_b, "InferenceRegistry: same node signed both receipts"
-    assert self.service_bond[node_a] > 0 and self.service_bond[node_b] > 0, "InferenceRegistry: signer has no service bond"
-    # One fault, one slash: a receipt can back at most one dispute (audit M2).
-    digest_a: bytes32 = self._digest(ra)
-    digest_b: bytes32 = self._digest(rb)
-    assert not self.receipt_disputed[digest_a] and not self.receipt_disputed[digest_b], \
-        "InferenceRegistry: receipt already disputed"
-    self.receipt_disputed[digest_a] = True
-    self.receipt_disputed[digest_b] = True
-    did: uint256 = self.dispute_count + 1
-    self.dispute_count = did
-    deadline: uint256 = block.timestamp + self.vote_window
-    self.disputes[did] = Dispute(version=ra.version, input_hash=ra.input_hash, node_a=node_a, node_b=node_b,
-                                 disputer=msg.sender, deadline=deadline, weight_a=0, weight_b=0, state=1)
-    self.dispute_values_a[did] = values_a
-    self.dispute_values_b[did] = values_b
-    self.open_cases[node_a] += 1
-    self.open_cases[node_b] += 1
-    log Disputed(dispute=did, node_a=node_a, node_b=node_b, version=ra.version, input_hash=ra.input_hash,
-                 deadline=deadline)
-    return did
-
-
-@external
-def vote(dispute_id: uint256, values: DynArray[int256, MAX_VALUES]) -> uint8:
-    """
-    @notice A bonded inference node that re-executed the disputed request submits
-            its outputs; its bond is added to the side within tolerance.
-    @return 1 if it sided with node a, 2 with node b, 0 with neither.
-    """
-    d: Dispute = self.disputes[dispute_id]
-    assert d.state == 1, "InferenceRegistry: dispute not open"
-    assert block.timestamp <= d.deadline, "InferenceRegistry: voting closed"
-    assert msg.sender != d.node_a and msg.sender != d.node_b, "InferenceRegistry: parties cannot vote"
-    assert not self.voted[dispute_id][msg.sender], "InferenceRegistry: already voted"
-    weight: uint256 = self.service_bond[msg.sender]
-    assert weight >= self.min_bond, "InferenceRegistry: voter bond below minimum"
-    tol: uint256 = self.models[d.version].tolerance
-    side: uint8 = 0
-    if self._within(values, self.dispute_values_a[dispute_id], tol):
-        side = 1
-        self.disputes[dispute_id].weight_a = d.weight_a + weight
-    elif self._within(values, self.dispute_values_b[dispute_id], tol):
-        side = 2
-        self.disputes[dispute_id].weight_b = d.weight_b + weight
-    self.voted[dispute_id][msg.sender] = True
-    log Voted(dispute=dispute_id, voter=msg.sender, side=side, weight=weight)
-    return side
-
-
-@external
-def resolve_dispute(dispute_id: uint256) -> address:
-    """
-    @notice After voting closes (anyone): the side with less vote weight is slashed
-            and the slash reward goes to the disputer; without a quorum majority
-            the dispute is void and nobody is slashed.
-    @return The slashed node (empty if void).
-    """
-    d: Dispute = self.disputes[dispute_id]
-    assert d.state == 1, "InferenceRegistry: dispute not open"
-    assert block.timestamp > d.deadline, "InferenceRegistry: voting still open"
-    self.open_cases[d.node_a] -= 1
-    self.open_cases[d.node_b] -= 1
-    loser: address = empty(address)
-    if d.weight_a > d.weight_b and d.weight_a >= self.quorum:
-        loser = d.node_b
-    elif d.weight_b > d.weight_a and d.weight_b >= self.quorum:
-        loser = d.node_a
-    slashed: uint256 = 0
-    if loser == empty(address):
-        self.disputes[dispute_id].state = 3
-    else:
-        self.disputes[dispute_id].state = 2
-        slashed = self._slash(loser, d.disputer)
-    log DisputeResolved(dispute=dispute_id, loser=loser, slashed=slashed, state=self.disputes[dispute_id].state)
-    return loser
-
-
-@external
-@view
-def dispute_values(dispute_id: uint256) -> (DynArray[int256, MAX_VALUES], DynArray[int256, MAX_VALUES]):
-    """
-    @notice The two conflicting output vectors of a dispute (for voters to compare).
-    """
-    return self.dispute_values_a[dispute_id], self.dispute_values_b[dispute_id]

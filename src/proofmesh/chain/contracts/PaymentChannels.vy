@@ -12,7 +12,12 @@
         deposit; a replayed or older voucher (nonce not above the last redeemed)
         is refused. A voucher may carry a condition checked by an oracle contract
         the payer names (e.g. "the zk proof of receipt X was delivered"), so the
-        payment is redeemable only once the condition holds. The payer recovers the
+        payment is redeemable only once the condition holds. A conditional voucher
+        is its own lane (audit M4): its `cumulative` counts only that condition's
+        payments and it is redeemed against the lane's own total, never against
+        the unconditional nonce, so redeeming later vouchers cannot void it - a
+        payee that delivers the proof is always payable while the deposit lasts.
+        The payer recovers the
         unclaimed deposit after a delay that lets the payee redeem first; the
         channel then closes and its vouchers die with it (a new channel with the
         same pair gets a new id).
@@ -62,6 +67,8 @@ token: public(immutable(IERC20))
 withdraw_delay: public(immutable(uint256))
 
 channels: public(HashMap[bytes32, Channel])
+# conditional lanes: channel -> condition -> cumulative redeemed on that lane
+lane_paid: public(HashMap[bytes32, HashMap[bytes32, uint256]])
 # generation of the (payer, payee) pair: bumps on every close so that a new
 # channel for the same pair has a fresh id and old vouchers cannot be replayed on it
 generation: public(HashMap[address, HashMap[address, uint256]])
@@ -212,23 +219,31 @@ def _redeem(v: Voucher) -> uint256:
     ch: Channel = self.channels[v.channel]
     assert ch.open, "PaymentChannels: no such open channel"
     assert ch.payee == msg.sender, "PaymentChannels: only the payee redeems"
-    assert v.nonce > ch.nonce, "PaymentChannels: voucher replayed or older than the last redeemed"
-    assert v.cumulative > ch.paid, "PaymentChannels: voucher pays nothing new"
-    amount: uint256 = v.cumulative - ch.paid
+    conditional: bool = v.condition != empty(bytes32)
+    # the lane's total so far: the channel's unconditional `paid`, or the condition's own lane
+    before: uint256 = ch.paid
+    if conditional:
+        before = self.lane_paid[v.channel][v.condition]
+    else:
+        assert v.nonce > ch.nonce, "PaymentChannels: voucher replayed or older than the last redeemed"
+    assert v.cumulative > before, "PaymentChannels: voucher pays nothing new"
+    amount: uint256 = v.cumulative - before
     assert amount <= ch.deposit, "PaymentChannels: voucher exceeds the deposit"
     # 64-byte EIP-2098 signatures would be a second encoding of the same voucher;
-    # replay is keyed on the nonce, not the signature, so both would be safe, but
-    # accepting one canonical form keeps off-chain bookkeeping simple.
+    # replay is keyed on the nonce/lane total, not the signature, so both would be safe,
+    # but accepting one canonical form keeps off-chain bookkeeping simple.
     assert len(v.signature) == 65, "PaymentChannels: signature must be 65 bytes"
     digest: bytes32 = self._voucher_digest(v.channel, v.cumulative, v.nonce, v.oracle, v.condition)
     signer: address = ecdsa._recover_sig(digest, v.signature)
     assert signer != empty(address) and signer == ch.payer, "PaymentChannels: voucher not signed by the payer"
-    if v.condition != empty(bytes32):
+    if conditional:
         assert v.oracle != empty(address), "PaymentChannels: conditional voucher without oracle"
         assert staticcall IConditionOracle(v.oracle).is_fulfilled(v.condition), \
             "PaymentChannels: voucher condition not fulfilled"
-    self.channels[v.channel].paid = v.cumulative
-    self.channels[v.channel].nonce = v.nonce
+        self.lane_paid[v.channel][v.condition] = v.cumulative
+    else:
+        self.channels[v.channel].paid = v.cumulative
+        self.channels[v.channel].nonce = v.nonce
     self.channels[v.channel].deposit = ch.deposit - amount
     self.total_deposits -= amount
     log Redeemed(channel=v.channel, payee=msg.sender, amount=amount, cumulative=v.cumulative,
@@ -240,8 +255,9 @@ def _redeem(v: Voucher) -> uint256:
 def redeem(channel: bytes32, cumulative: uint256, nonce: uint256, oracle: address,
            condition: bytes32, signature: Bytes[65]) -> uint256:
     """
-    @notice Redeem the payer's latest voucher on `channel`; pays the caller (the
-            payee) `cumulative - paid`. Reverts on a replayed/older nonce, a
+    @notice Redeem the payer's latest voucher on `channel` (or a conditional
+            voucher on its own lane); pays the caller (the payee) `cumulative` less
+            what its lane already redeemed. Reverts on a replayed/older nonce, a
             forged signer, an amount above the deposit, or an unmet condition.
     @return The amount paid.
     """
@@ -255,8 +271,9 @@ def redeem(channel: bytes32, cumulative: uint256, nonce: uint256, oracle: addres
 @external
 def redeem_batch(vouchers: DynArray[Voucher, MAX_BATCH]) -> uint256:
     """
-    @notice Redeem the latest voucher of up to 64 channels (all paying the
-            caller) in one transaction and one token transfer. All or nothing.
+    @notice Redeem up to 64 vouchers (the latest unconditional one per channel and
+            any fulfilled conditional lanes, all paying the caller) in one
+            transaction and one token transfer. All or nothing.
     @return The total amount paid.
     """
     total: uint256 = 0

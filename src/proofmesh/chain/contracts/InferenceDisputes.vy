@@ -1,0 +1,262 @@
+# pragma version ~=0.4.3
+"""
+@title InferenceDisputes
+@custom:contract-name InferenceDisputes
+@license Apache-2.0
+@notice Redundant-execution fraud proofs for InferenceRegistry (its `arbiter`).
+
+        Two nodes signed VALUES receipts for the same model version and input whose
+        outputs (fixed point x 1e6) differ by more than the version's tolerance.
+        Bonded inference nodes re-execute and vote (weighted by service bond); the
+        side with less weight is slashed in InferenceRegistry and the slash reward
+        goes to the disputer.
+
+        Opening a dispute is commit-reveal (audit M8): the disputer commits to
+        keccak256(abi_encode(sender, digest_a, digest_b, salt)) and reveals in a
+        later block, so a front-runner (e.g. the liar's own sybil) copying the
+        reveal from the mempool has no commitment and earns nothing.
+@dev Split out of InferenceRegistry to keep both under EIP-170. Bonds, open-case
+     counts and slashing stay in InferenceRegistry, which accepts them only from
+     this contract (`arbiter_case`, `arbiter_slash`).
+"""
+
+from snekmate.utils import ecdsa
+
+
+struct Receipt:
+    version: uint256
+    input_hash: bytes32
+    output_hash: bytes32
+    nonce: uint256
+    price: uint256
+    commitment: uint8
+
+
+struct Model:
+    onnx_hash: bytes32
+    tolerance: uint256
+    registered: bool
+
+
+interface IInferenceRegistry:
+    def models(version: uint256) -> Model: view
+    def service_bond(node: address) -> uint256: view
+    def min_bond() -> uint256: view
+    def vote_window() -> uint256: view
+    def quorum() -> uint256: view
+    def receipt_digest(r: Receipt) -> bytes32: view
+    def arbiter_case(node: address, opened: bool): nonpayable
+    def arbiter_slash(node: address, to: address) -> uint256: nonpayable
+
+
+struct Dispute:
+    version: uint256
+    input_hash: bytes32
+    node_a: address
+    node_b: address
+    disputer: address
+    deadline: uint256
+    weight_a: uint256
+    weight_b: uint256
+    state: uint8              # 1 open, 2 resolved, 3 void (no majority)
+
+
+COMMIT_VALUES: constant(uint8) = 0
+MAX_VALUES: constant(uint256) = 64
+
+inference: public(immutable(IInferenceRegistry))
+
+disputes: public(HashMap[uint256, Dispute])
+dispute_count: public(uint256)
+dispute_values_a: HashMap[uint256, DynArray[int256, MAX_VALUES]]
+dispute_values_b: HashMap[uint256, DynArray[int256, MAX_VALUES]]
+# @notice Receipts already used in a dispute (each backs at most one; audit M2).
+receipt_disputed: public(HashMap[bytes32, bool])
+voted: public(HashMap[uint256, HashMap[address, bool]])
+# @notice keccak256(abi_encode(disputer, digest_a, digest_b, salt)) -> block committed (max: spent)
+commitments: public(HashMap[bytes32, uint256])
+
+
+event DisputeCommitted:
+    commitment: indexed(bytes32)
+    sender: indexed(address)
+
+event Disputed:
+    dispute: indexed(uint256)
+    node_a: indexed(address)
+    node_b: indexed(address)
+    version: uint256
+    input_hash: bytes32
+    deadline: uint256
+
+event Voted:
+    dispute: indexed(uint256)
+    voter: indexed(address)
+    side: uint8               # 1 = a, 2 = b, 0 = neither
+    weight: uint256
+
+event DisputeResolved:
+    dispute: indexed(uint256)
+    loser: indexed(address)
+    slashed: uint256
+    state: uint8
+
+
+@deploy
+def __init__(inference_: address):
+    """
+    @param inference_ InferenceRegistry (terms, bonds, receipts' EIP-712 domain); it must
+           name this contract its arbiter.
+    """
+    assert inference_ != empty(address), "InferenceDisputes: zero address"
+    inference = IInferenceRegistry(inference_)
+
+
+@internal
+@pure
+def _within(a: DynArray[int256, MAX_VALUES], b: DynArray[int256, MAX_VALUES], tol: uint256) -> bool:
+    if len(a) != len(b):
+        return False
+    for i: uint256 in range(MAX_VALUES):
+        if i >= len(a):
+            break
+        d: int256 = a[i] - b[i]
+        if convert(abs(d), uint256) > tol:
+            return False
+    return True
+
+
+@internal
+@view
+def _signer(digest: bytes32, signature: Bytes[65]) -> address:
+    assert len(signature) == 65, "InferenceDisputes: signature must be 65 bytes"
+    signer: address = ecdsa._recover_sig(digest, signature)
+    assert signer != empty(address), "InferenceDisputes: bad signature"
+    return signer
+
+
+@external
+def commit_dispute(commitment: bytes32):
+    """
+    @notice First step of a dispute: commit to
+            keccak256(abi_encode(sender, digest_a, digest_b, salt)) (receipt digests
+            as InferenceRegistry.receipt_digest computes them); reveal with
+            `dispute` in a later block.
+    @param commitment The hash; it binds the sender, so nobody else can reveal it.
+    """
+    assert commitment != empty(bytes32) and self.commitments[commitment] == 0, "InferenceDisputes: commitment exists"
+    self.commitments[commitment] = block.number
+    log DisputeCommitted(commitment=commitment, sender=msg.sender)
+
+
+@external
+def dispute(ra: Receipt, sig_a: Bytes[65], values_a: DynArray[int256, MAX_VALUES],
+            rb: Receipt, sig_b: Bytes[65], values_b: DynArray[int256, MAX_VALUES], salt: bytes32) -> uint256:
+    """
+    @notice Reveal a committed fraud proof: two nodes signed receipts for the same
+            model version and input whose outputs (`values_*`, fixed point x 1e6)
+            differ by more than the version's tolerance. Opens a vote of bonded
+            nodes that re-execute; the losing node is slashed.
+    @param salt The commitment's salt.
+    @return The dispute id.
+    """
+    assert ra.commitment == COMMIT_VALUES and rb.commitment == COMMIT_VALUES, "InferenceDisputes: not value receipts"
+    assert ra.version == rb.version and ra.input_hash == rb.input_hash, "InferenceDisputes: receipts are for different requests"
+    digest_a: bytes32 = staticcall inference.receipt_digest(ra)
+    digest_b: bytes32 = staticcall inference.receipt_digest(rb)
+    commitment: bytes32 = keccak256(abi_encode(msg.sender, digest_a, digest_b, salt))
+    committed: uint256 = self.commitments[commitment]
+    assert committed != 0 and block.number > committed, "InferenceDisputes: no earlier commitment from this sender"
+    self.commitments[commitment] = max_value(uint256)
+    m: Model = staticcall inference.models(ra.version)
+    assert m.registered, "InferenceDisputes: unknown model version"
+    assert keccak256(abi_encode(values_a)) == ra.output_hash, "InferenceDisputes: values_a do not match receipt a"
+    assert keccak256(abi_encode(values_b)) == rb.output_hash, "InferenceDisputes: values_b do not match receipt b"
+    assert not self._within(values_a, values_b, m.tolerance), "InferenceDisputes: outputs agree within tolerance"
+    node_a: address = self._signer(digest_a, sig_a)
+    node_b: address = self._signer(digest_b, sig_b)
+    assert node_a != node_b, "InferenceDisputes: same node signed both receipts"
+    assert staticcall inference.service_bond(node_a) > 0 and staticcall inference.service_bond(node_b) > 0, \
+        "InferenceDisputes: signer has no service bond"
+    assert not self.receipt_disputed[digest_a] and not self.receipt_disputed[digest_b], \
+        "InferenceDisputes: receipt already disputed"
+    self.receipt_disputed[digest_a] = True
+    self.receipt_disputed[digest_b] = True
+    did: uint256 = self.dispute_count + 1
+    self.dispute_count = did
+    deadline: uint256 = block.timestamp + staticcall inference.vote_window()
+    self.disputes[did] = Dispute(version=ra.version, input_hash=ra.input_hash, node_a=node_a, node_b=node_b,
+                                 disputer=msg.sender, deadline=deadline, weight_a=0, weight_b=0, state=1)
+    self.dispute_values_a[did] = values_a
+    self.dispute_values_b[did] = values_b
+    log Disputed(dispute=did, node_a=node_a, node_b=node_b, version=ra.version, input_hash=ra.input_hash,
+                 deadline=deadline)
+    extcall inference.arbiter_case(node_a, True)
+    extcall inference.arbiter_case(node_b, True)
+    return did
+
+
+@external
+def vote(dispute_id: uint256, values: DynArray[int256, MAX_VALUES]) -> uint8:
+    """
+    @notice A bonded inference node that re-executed the disputed request submits
+            its outputs; its bond is added to the side within tolerance.
+    @return 1 if it sided with node a, 2 with node b, 0 with neither.
+    """
+    d: Dispute = self.disputes[dispute_id]
+    assert d.state == 1, "InferenceDisputes: dispute not open"
+    assert block.timestamp <= d.deadline, "InferenceDisputes: voting closed"
+    assert msg.sender != d.node_a and msg.sender != d.node_b, "InferenceDisputes: parties cannot vote"
+    assert not self.voted[dispute_id][msg.sender], "InferenceDisputes: already voted"
+    weight: uint256 = staticcall inference.service_bond(msg.sender)
+    assert weight >= staticcall inference.min_bond(), "InferenceDisputes: voter bond below minimum"
+    tol: uint256 = (staticcall inference.models(d.version)).tolerance
+    side: uint8 = 0
+    if self._within(values, self.dispute_values_a[dispute_id], tol):
+        side = 1
+        self.disputes[dispute_id].weight_a = d.weight_a + weight
+    elif self._within(values, self.dispute_values_b[dispute_id], tol):
+        side = 2
+        self.disputes[dispute_id].weight_b = d.weight_b + weight
+    self.voted[dispute_id][msg.sender] = True
+    log Voted(dispute=dispute_id, voter=msg.sender, side=side, weight=weight)
+    return side
+
+
+@external
+def resolve_dispute(dispute_id: uint256) -> address:
+    """
+    @notice After voting closes (anyone): the side with less vote weight is slashed
+            and the slash reward goes to the disputer; without a quorum majority
+            the dispute is void and nobody is slashed.
+    @return The slashed node (empty if void).
+    """
+    d: Dispute = self.disputes[dispute_id]
+    assert d.state == 1, "InferenceDisputes: dispute not open"
+    assert block.timestamp > d.deadline, "InferenceDisputes: voting still open"
+    quorum: uint256 = staticcall inference.quorum()
+    loser: address = empty(address)
+    if d.weight_a > d.weight_b and d.weight_a >= quorum:
+        loser = d.node_b
+    elif d.weight_b > d.weight_a and d.weight_b >= quorum:
+        loser = d.node_a
+    state: uint8 = 3
+    if loser != empty(address):
+        state = 2
+    self.disputes[dispute_id].state = state
+    extcall inference.arbiter_case(d.node_a, False)
+    extcall inference.arbiter_case(d.node_b, False)
+    slashed: uint256 = 0
+    if loser != empty(address):
+        slashed = extcall inference.arbiter_slash(loser, d.disputer)
+    log DisputeResolved(dispute=dispute_id, loser=loser, slashed=slashed, state=state)
+    return loser
+
+
+@external
+@view
+def dispute_values(dispute_id: uint256) -> (DynArray[int256, MAX_VALUES], DynArray[int256, MAX_VALUES]):
+    """
+    @notice The two conflicting output vectors of a dispute (for voters to compare).
+    """
+    return self.dispute_values_a[dispute_id], self.dispute_values_b[dispute_id]
