@@ -72,3 +72,28 @@ def test_load_function():
         load_function("no_such_module_xyz:f")
     with pytest.raises(InputError, match="no attribute"):
         load_function("json:nope")
+
+
+def test_fast_argument_check_never_accepts_what_jsonschema_rejects():
+    import itertools
+
+    import jsonschema
+
+    from proofmesh.agents.schema import _fast_check
+
+    def f(text: str, times: int = 1, x: float = 0.5, flag: bool = False) -> str:
+        return text
+    schema = tool_from_function(f).input_schema
+    fast, full = _fast_check(schema), jsonschema.Draft202012Validator(schema)
+    assert fast is not None
+    values = ["a", 1, 0, 1.0, 2.5, True, None, [], {}]
+    accepted = 0
+    for keys in itertools.chain.from_iterable(itertools.combinations(["text", "times", "x", "flag", "extra"], n)
+                                              for n in range(4)):
+        for combo in itertools.product(values, repeat=len(keys)):
+            args = dict(zip(keys, combo))
+            if fast(args):
+                accepted += 1
+                assert full.is_valid(args), args
+    assert accepted > 0
+    assert _fast_check({"type": "object", "properties": {"v": {"type": "array"}}}) is None   # not flat: full path
