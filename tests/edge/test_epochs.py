@@ -289,3 +289,165 @@ def test_audit_m7_flash_stake_before_claim_does_not_raise_cap_and_stake_unbonds(
     chain.increase_time(int(chain.call(edge.registry.functions.unbonding_period())) + 1)
     edge.withdraw_stake(dev.address, owner=owner)
     assert Token(chain).balance(owner.address) - before == 1_000 * MESH
+
+
+def test_audit_m8_front_runner_copying_the_reveal_earns_nothing(net, accounts, tmp_path):
+    """Audit M8: a challenge is commit-reveal and the commitment binds the challenger, so
+    a bot (or the gateway's own sybil) that copies the reveal from the mempool is refused,
+    and one that commits a copy only after seeing it comes too late."""
+    _fill(net)
+    core, t0, edge, gw = net["core"], net["start"], net["edge"], net["gw"].address
+    stranger = create_key(tmp_path / "s" / "device.key", "pw")
+    fake = make_reading(stranger.private_key, core.domain, device=net["devices"][0].address_bytes, seq=99,
+                        nonce=core.beacons.nonce((t0 + 1) // core.interval_length), timestamp=t0 + 1, payload=b"fake")
+    core.open[net["epoch"]].entries.append((fake.encode(), (t0 + 1) // core.interval_length))
+    c, _ = _publish(net)
+    honest, thief = accounts[5], accounts[6]
+    call = edge.reading_call(gw, c, c.find(net["devices"][0].address_bytes, 99))
+    # no commitment at all: nobody can challenge outright any more
+    with pytest.raises(ContractRevert, match="no commitment from this sender"):
+        edge.reveal_challenge(call, os.urandom(32), sender=thief)
+    salt = edge.commit_challenge(call, sender=honest)
+    # not in the commitment's own block (gas estimation runs the reveal on the head block)
+    with pytest.raises(ContractRevert, match="reveal in a later block"):
+        net["chain"].transact(edge.epochs.functions.challenge_reading(*call.args, salt), sender=honest)
+    # the thief replays the honest reveal byte for byte (same arguments, same salt) from its address
+    with pytest.raises(ContractRevert, match="no commitment from this sender"):
+        edge.reveal_challenge(call, salt, sender=thief)
+    # ... or commits its own copy after seeing the reveal: it cannot reveal in the commit's block,
+    # and by the next block the honest reveal has voided the epoch
+    thief_salt = edge.commit_challenge(call, sender=thief)
+    t_before, h_before = (Token(net["chain"]).balance(a.address) for a in (thief, honest))
+    tx = edge.reveal_challenge(call, salt, sender=honest)
+    with pytest.raises(ContractRevert, match="already proven faulty"):
+        edge.reveal_challenge(call, thief_salt, sender=thief)
+    assert Token(net["chain"]).balance(honest.address) - h_before == 500 * MESH      # the bounty: the committer's
+    assert Token(net["chain"]).balance(thief.address) == t_before
+    ev = net["chain"].events("EdgeEpochs", "FaultProven", from_block=tx.block_number)
+    assert [e["args"]["challenger"] for e in ev] == [honest.address]
+    # a commitment is single-use and cannot be re-registered to reset its block
+    with pytest.raises(ContractRevert, match="commitment exists"):
+        net["chain"].transact(edge.epochs.functions.commit_challenge(call.commitment(thief.address, thief_salt)),
+                              sender=thief)
+
+
+def test_audit_m8_commitment_binds_the_challenge(net, accounts):
+    """A commitment to one leaf cannot be revealed as a challenge of another leaf or kind."""
+    _fill(net)
+    c = net["core"].close_epoch(net["epoch"])
+    c.leaves[1] = dataclasses.replace(c.leaves[1], credit=c.leaves[1].credit + 3)
+    c.tree = PositionalTree([lf.hash() for lf in c.leaves])
+    _publish(net, commitment=c)
+    edge, gw, who = net["edge"], net["gw"].address, accounts[5]
+    salt = edge.commit_challenge(edge.pair_call(gw, c, 2), sender=who)         # committed to the wrong pair
+    with pytest.raises(ContractRevert, match="no commitment from this sender"):
+        edge.reveal_challenge(edge.pair_call(gw, c, 0), salt, sender=who)
+    with pytest.raises(ContractRevert, match="no commitment from this sender"):
+        edge.reveal_challenge(edge.empty_slot_call(gw, c, 2), salt, sender=who)
+    edge.challenge_pair(gw, c, 0, sender=who)
+    assert edge.gateway(gw)["slashed"]
+
+
+def test_audit_l5_later_fault_or_deregistration_does_not_void_an_honest_epoch(net, accounts, tmp_path):
+    """Audit L5: only the epoch's own fault voids its rewards. The gateway is slashed for
+    epoch N+1 and a device deregisters after epoch N; epoch N still pays."""
+    _fill(net)
+    chain, core, edge, gw = net["chain"], net["core"], net["edge"], net["gw"].address
+    c, _ = _publish(net)                                         # epoch N: honest
+    e1 = net["epoch"] + 1
+    t1, il = e1 * edge.epoch_length, core.interval_length
+    stranger = create_key(tmp_path / "s" / "device.key", "pw")
+    fake = make_reading(stranger.private_key, core.domain, device=net["devices"][0].address_bytes, seq=99,
+                        nonce=core.beacons.nonce((t1 + 1) // il), timestamp=t1 + 1, payload=b"fake")
+    core.open[e1].entries.append((fake.encode(), (t1 + 1) // il))
+    c1, _ = _publish(dict(net, epoch=e1))                        # epoch N+1: a forged reading
+    edge.challenge_reading(gw, c1, c1.find(net["devices"][0].address_bytes, 99), sender=accounts[5])
+    assert edge.gateway(gw)["slashed"] and edge.epoch(gw, e1)["faulty"]
+    owner, dev = net["owner"], net["devices"][2]
+    edge.deregister(dev.address, owner=owner)                    # after epoch N ended
+    EmissionClient(chain).fund_pool(3, 1_000 * MESH, sender=owner)
+    chain.increase_time(3601)
+    before = Token(chain).balance(owner.address)
+    edge.claim(gw, c, dev.address_bytes)
+    assert Token(chain).balance(owner.address) - before == 5 * MESH // 100
+    with pytest.raises(ContractRevert, match="faulty"):          # the faulty epoch itself pays nothing
+        edge.claim(gw, c1, net["devices"][0].address_bytes)
+
+
+def test_audit_l5_device_deregistered_during_the_epoch_earns_nothing(net):
+    """The stake cap reads the stake at the epoch's end too: a device that left before the
+    epoch ended (stake history 0) is not paid for it."""
+    _fill(net)
+    owner, dev = net["owner"], net["devices"][2]
+    net["edge"].deregister(dev.address, owner=owner)             # still inside the epoch
+    c, _ = _publish(net)
+    EmissionClient(net["chain"]).fund_pool(3, 1_000 * MESH, sender=owner)
+    net["chain"].increase_time(3601)
+    before = Token(net["chain"]).balance(owner.address)
+    net["edge"].claim(net["gw"].address, c, dev.address_bytes)
+    assert Token(net["chain"]).balance(owner.address) == before
+
+
+def test_audit_l1_challenge_period_is_bounded(chain):
+    """Audit L1: set_parameters refuses a zero challenge period and one longer than
+    NodeRegistry.max_challenge_window (the gateway bond would unbond before it ends)."""
+    from web3.exceptions import ContractLogicError
+
+    from proofmesh.errors import ProofmeshError
+
+    edge = EdgeChain(chain)
+    window = chain.call(chain.contract("NodeRegistry").functions.max_challenge_window())
+    bond = chain.call(edge.epochs.functions.gateway_bond())
+    gov = chain.addresses["Governance"]
+    for period, reason in ((0, "zero challenge period"), (window + 1, "challenge period too long")):
+        fn = edge.epochs.functions.set_parameters(period, bond, MESH // 100, 1_000)
+        with pytest.raises(ContractLogicError, match=reason):
+            fn.call({"from": gov})
+        with pytest.raises(ProofmeshError):
+            GovernanceClient(chain).apply_now(fn, salt=period.to_bytes(32, "big"))
+    GovernanceClient(chain).apply_now(edge.epochs.functions.set_parameters(window, bond, MESH // 100, 1_000))
+    assert chain.call(edge.epochs.functions.challenge_period()) == window
+
+
+def test_verify_finds_a_forged_reading_and_the_challenge_slashes_over_http(net, accounts, tmp_path):
+    """`edge verify` / `edge challenge` against a real gateway HTTP server: the forged
+    reading is reported with a ready challenge, which commit-reveal turns into a slash."""
+    import socket
+    import threading
+    import time as _time
+
+    import uvicorn
+
+    from proofmesh.edge.cli import verify_reading
+    from proofmesh.edge.gateway import make_app
+    from proofmesh.errors import VerificationError
+
+    _fill(net)
+    core, t0, gw = net["core"], net["start"], net["gw"].address
+    dev0 = net["devices"][0]
+    stranger = create_key(tmp_path / "s" / "device.key", "pw")
+    fake = make_reading(stranger.private_key, core.domain, device=dev0.address_bytes, seq=99,
+                        nonce=core.beacons.nonce((t0 + 1) // core.interval_length), timestamp=t0 + 1, payload=b"fake")
+    core.open[net["epoch"]].entries.append((fake.encode(), (t0 + 1) // core.interval_length))
+    c, tx = _publish(net)
+    core.published[net["epoch"]] = {"root": "0x" + c.root.hex(), "tx": tx.tx_hash}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(make_app(core), host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    try:
+        while not server.started:
+            _time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+        ok = verify_reading(net["edge"], url, dev0.address, 1)
+        assert ok["key_valid"] and ok["gateway"] == gw
+        with pytest.raises(VerificationError, match="not the device key") as info:
+            verify_reading(net["edge"], url, "0x" + dev0.address_bytes.hex(), 99)
+        call = info.value.challenge
+        net["edge"].commit_and_reveal(call, sender=accounts[7])
+        assert net["edge"].gateway(gw)["slashed"]
+    finally:
+        server.should_exit = True
+        th.join(10)

@@ -169,11 +169,36 @@ def verify(device: str, seq: int, gateway: Annotated[str, typer.Option("--gatewa
     output(verify_reading(_edge(signer=False), gateway, device, seq), json_, title="reading verified")
 
 
+@app.command("challenge")
+def challenge(device: str, seq: int, gateway: Annotated[str, typer.Option("--gateway")] = "http://127.0.0.1:8710",
+              account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """Slash a gateway whose published root holds reading (DEVICE, SEQ) without a valid device
+    signature: commits to the challenge, then reveals it a block later (the bounty is yours)."""
+    edge = _edge(account)
+    try:
+        verify_reading(edge, gateway, device, seq)
+    except VerificationError as exc:
+        call = getattr(exc, "challenge", None)
+        if call is None:
+            raise
+        tx = edge.commit_and_reveal(call)
+        output({"device": device, "seq": seq, "gateway": call.gateway, "epoch": call.epoch,
+                "reason": exc.message, "tx": tx.tx_hash, "gas": tx.gas_used}, json_, title="gateway challenged")
+        return
+    raise InputError(f"reading {device}#{seq} is validly signed and in a published root: nothing to challenge",
+                     fix="`proofmesh edge verify` shows the proof")
+
+
 def verify_reading(edge: Any, gateway_url: str, device: str, seq: int) -> dict[str, Any]:
-    """Fetch the reading's epoch from the gateway, recompute leaf, proof and root, check them on chain."""
+    """Fetch the reading's epoch from the gateway, recompute leaf, proof and root, check them on chain.
+
+    A reading in the root without a valid device signature raises :class:`VerificationError`
+    whose ``challenge`` is the ready-made ``challenge_reading`` call.
+    """
     import httpx
 
     from proofmesh.edge.epoch_tree import Leaf, PositionalTree
+    from proofmesh.edge.onchain import KIND_READING, ChallengeCall
 
     base = gateway_url.rstrip("/")
     published = httpx.get(f"{base}/edge/epochs", timeout=30).raise_for_status().json()
@@ -198,8 +223,11 @@ def verify_reading(edge: Any, gateway_url: str, device: str, seq: int) -> dict[s
         signer = Account._recover_hash(digest, vrs=(leaf.v, leaf.r, leaf.s))
         valid = edge.chain.call(edge.registry.functions.key_valid_at(leaf.as_tuple()[1], signer, leaf.timestamp))
         if not valid:
-            raise VerificationError(f"reading {device}#{seq} is in the root but signed by {signer}, not the device key",
-                                    fix=f"challenge it: EdgeEpochs.challenge_reading (gateway {data['gateway']})")
+            err = VerificationError(f"reading {device}#{seq} is in the root but signed by {signer}, not the device key",
+                                    fix=f"challenge it: proofmesh edge challenge {device} {seq} --gateway {gateway_url}")
+            err.challenge = ChallengeCall("challenge_reading", KIND_READING, data["gateway"], int(e), leaf.hash(),
+                                          [data["gateway"], int(e), leaf.as_tuple(), tree.proof(leaf.index)])
+            raise err
         return {"device": device, "seq": seq, "epoch": int(e), "gateway": data["gateway"], "index": leaf.index,
                 "root": "0x" + tree.root.hex(), "signer": signer, "key_valid": True, "faulty": onchain["faulty"],
                 "proof": ["0x" + p.hex() for p in tree.proof(leaf.index)]}

@@ -6,21 +6,54 @@ surfaces as ``ContractRevert`` with the contract's reason and nothing is half-do
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from proofmesh.chain.client import Chain, TxResult
 from proofmesh.chain.core import Token
+from proofmesh.crypto.keccak import keccak256
 from proofmesh.edge.epoch_tree import EMPTY_LEAF, EpochCommitment, Leaf
 from proofmesh.edge.identity import KeyHolder, key_proof
 from proofmesh.edge.reading import ReadingDomain
-from proofmesh.errors import InputError
+from proofmesh.errors import ChainError, InputError, ProofmeshError
 
 MAX_UINT64 = 2**64 - 1
+# Challenge kinds (EdgeEpochs._KIND_*), bound into commitments.
+KIND_READING, KIND_PAIR, KIND_COUNT, KIND_OMISSION, KIND_EMPTY_SLOT = 1, 2, 3, 4, 5
+
+
+def pair_hash(has_a: bool, a: Leaf, has_b: bool, b: Leaf) -> bytes:
+    """``EdgeEpochs._pair_hash``: the boundary leaves of a pair, count or omission challenge."""
+    return keccak256(abi_encode(["bool", "bytes32", "bool", "bytes32"], [has_a, a.hash(), has_b, b.hash()]))
+
+
+@dataclass(frozen=True)
+class ChallengeCall:
+    """One challenge, ready to commit and reveal: the ``EdgeEpochs`` function, its
+    arguments without the salt, and the data its commitment binds."""
+
+    function: str
+    kind: int
+    gateway: str
+    epoch: int
+    data: bytes
+    args: list
+
+    def challenge_hash(self) -> bytes:
+        """keccak256(abi_encode(kind, gateway, epoch, data))."""
+        return keccak256(abi_encode(["uint256", "address", "uint64", "bytes32"],
+                                    [self.kind, Web3.to_checksum_address(self.gateway), self.epoch, self.data]))
+
+    def commitment(self, challenger: str, salt: bytes) -> bytes:
+        """keccak256(abi_encode(challenger, challenge_hash, salt)): only ``challenger`` can reveal it."""
+        return keccak256(abi_encode(["address", "bytes32", "bytes32"],
+                                    [Web3.to_checksum_address(challenger), self.challenge_hash(), salt]))
 
 
 def parse_cell(cell: str) -> int:
@@ -68,6 +101,7 @@ class EdgeChain:
         self.epochs = chain.contract("EdgeEpochs")
         self.epoch_length = int(chain.call(self.epochs.functions.epoch_length()))
         self.interval_length = int(chain.call(self.epochs.functions.interval_length()))
+        self._committed_in: dict[bytes, int] = {}       # challenge commitment -> its block
 
     @property
     def domain(self) -> ReadingDomain:
@@ -147,39 +181,95 @@ class EdgeChain:
                 "total_uptime": e[5], "published_at": e[6], "faulty": e[7]}
 
     # ------------------------------------------------------------------ challenges
+    # Every challenge is commit-reveal (audit M8): ``commit_challenge`` binds the
+    # challenger's address, the challenge and a secret salt; the ``challenge_*`` call
+    # reveals it in a later block. ``challenge_reading(...)`` and friends do both steps;
+    # ``*_call`` + :meth:`commit_challenge` + :meth:`reveal_challenge` split them.
+    def commit_challenge(self, call: ChallengeCall, *, sender: LocalAccount | None = None,
+                         salt: bytes | None = None) -> bytes:
+        """Send the commitment of ``call`` from ``sender``; returns the salt to reveal with."""
+        sender = sender or self.chain.account
+        salt = salt if salt is not None else secrets.token_bytes(32)
+        commitment = call.commitment(sender.address, salt)
+        tx = self.chain.transact(self.epochs.functions.commit_challenge(commitment), sender=sender)
+        self._committed_in[commitment] = tx.block_number
+        return salt
+
+    def reveal_challenge(self, call: ChallengeCall, salt: bytes, *, sender: LocalAccount | None = None) -> TxResult:
+        """Reveal a committed challenge from the committing address, once a later block exists."""
+        sender = sender or self.chain.account
+        block = self._committed_in.pop(call.commitment(sender.address, salt), None)
+        if block is not None:
+            self._after_block(block)
+        return self.chain.transact(getattr(self.epochs.functions, call.function)(*call.args, salt), sender=sender)
+
+    def _after_block(self, block: int) -> None:
+        """Wait until a block after ``block`` exists (mined at once on a dev chain): the
+        reveal must run, and be gas-estimated, in a later block than its commitment."""
+        deadline = time.monotonic() + 120
+        while self.chain.block_number() <= block:
+            try:
+                self.chain.mine()      # dev chains; a public network produces the block itself
+            except ProofmeshError:
+                pass
+            if self.chain.block_number() <= block:
+                if time.monotonic() > deadline:
+                    raise ChainError("no new block within 120 s after the challenge commitment",
+                                     fix="check the RPC endpoint, then reveal again (the commitment stays valid)")
+                time.sleep(0.5)
+
+    def commit_and_reveal(self, call: ChallengeCall, sender: LocalAccount | None = None) -> TxResult:
+        """Both steps of a challenge, from ``sender`` (default: the chain's account)."""
+        sender = sender or self.chain.account
+        salt = self.commit_challenge(call, sender=sender)
+        # transact() returns once the commitment is mined, so the reveal lands in a later block.
+        return self.reveal_challenge(call, salt, sender=sender)
+
+    def reading_call(self, gateway: str, c: EpochCommitment, index: int) -> ChallengeCall:
+        leaf = c.leaves[index]
+        return ChallengeCall("challenge_reading", KIND_READING, gateway, c.epoch, leaf.hash(),
+                             [Web3.to_checksum_address(gateway), c.epoch, leaf.as_tuple(), c.tree.proof(index)])
+
     def challenge_reading(self, gateway: str, c: EpochCommitment, index: int, *,
                           sender: LocalAccount | None = None) -> TxResult:
-        leaf = c.leaves[index]
-        return self.chain.transact(self.epochs.functions.challenge_reading(
-            Web3.to_checksum_address(gateway), c.epoch, leaf.as_tuple(), c.tree.proof(index)), sender=sender)
+        return self.commit_and_reveal(self.reading_call(gateway, c, index), sender)
 
-    def _pair(self, c: EpochCommitment, i: int | None, j: int | None) -> list[Any]:
+    def _pair(self, c: EpochCommitment, i: int | None, j: int | None) -> tuple[list[Any], bytes]:
         a = c.leaves[i] if i is not None else EMPTY_LEAF
         b = c.leaves[j] if j is not None else EMPTY_LEAF
-        return [i is not None, a.as_tuple(), c.tree.proof(i) if i is not None else [],
+        args = [i is not None, a.as_tuple(), c.tree.proof(i) if i is not None else [],
                 j is not None, b.as_tuple(), c.tree.proof(j) if j is not None else []]
+        return args, pair_hash(i is not None, a, j is not None, b)
+
+    def pair_call(self, gateway: str, c: EpochCommitment, i: int | None) -> ChallengeCall:
+        j = 0 if i is None else i + 1
+        args, h = self._pair(c, i, j)
+        return ChallengeCall("challenge_pair", KIND_PAIR, gateway, c.epoch, h,
+                             [Web3.to_checksum_address(gateway), c.epoch, *args])
 
     def challenge_pair(self, gateway: str, c: EpochCommitment, i: int | None, *,
                        sender: LocalAccount | None = None) -> TxResult:
         """Challenge leaves i and i+1 (i=None: the first leaf alone)."""
-        j = 0 if i is None else i + 1
-        return self.chain.transact(self.epochs.functions.challenge_pair(
-            Web3.to_checksum_address(gateway), c.epoch, *self._pair(c, i, j)), sender=sender)
+        return self.commit_and_reveal(self.pair_call(gateway, c, i), sender)
 
-    def challenge_count(self, gateway: str, c: EpochCommitment, device: bytes, *,
-                        sender: LocalAccount | None = None) -> TxResult:
+    def count_call(self, gateway: str, c: EpochCommitment, device: bytes) -> ChallengeCall:
         uptime = c.counts[device]
         idx = [k for k, lf in enumerate(c.leaves) if lf.device <= device]
         i = idx[-1] if idx else None
         j = (i + 1 if i is not None else 0)
         j = j if j < len(c.leaves) else None
-        return self.chain.transact(self.epochs.functions.challenge_count(
-            Web3.to_checksum_address(gateway), c.epoch, Web3.to_checksum_address("0x" + device.hex()), uptime, c.count_proof(device),
-            *self._pair(c, i, j)), sender=sender)
+        args, h = self._pair(c, i, j)
+        dev = Web3.to_checksum_address("0x" + device.hex())
+        data = keccak256(abi_encode(["address", "uint256", "bytes32"], [dev, uptime, h]))
+        return ChallengeCall("challenge_count", KIND_COUNT, gateway, c.epoch, data,
+                             [Web3.to_checksum_address(gateway), c.epoch, dev, uptime, c.count_proof(device), *args])
 
-    def challenge_omission(self, gateway: str, c: EpochCommitment, receipt: dict[str, Any], reading: Leaf, *,
-                           sender: LocalAccount | None = None) -> TxResult:
-        """Prove a receipted reading is missing: its run in the batch receipt, and the gap it would sit in."""
+    def challenge_count(self, gateway: str, c: EpochCommitment, device: bytes, *,
+                        sender: LocalAccount | None = None) -> TxResult:
+        return self.commit_and_reveal(self.count_call(gateway, c, device), sender)
+
+    def omission_call(self, gateway: str, c: EpochCommitment, receipt: dict[str, Any], reading: Leaf) -> ChallengeCall:
+        """The proof that a receipted reading is missing: its run in the batch receipt, and the gap it would sit in."""
         from proofmesh.crypto.merkle import MerkleTree
         from proofmesh.edge.reading import run_leaf
 
@@ -197,14 +287,24 @@ class EdgeChain:
         j = j if j < len(c.leaves) else None
         sig = bytes.fromhex(receipt["signature"].removeprefix("0x"))
         _, _, first, last = runs[k]
-        return self.chain.transact(self.epochs.functions.challenge_omission(
-            Web3.to_checksum_address(gateway), c.epoch, reading.as_tuple(), first, last, tree.root, tree.proof(k),
-            sig[64], sig[:32], sig[32:64], *self._pair(c, i, j)), sender=sender)
+        args, h = self._pair(c, i, j)
+        data = keccak256(abi_encode(["bytes32", "uint64", "uint64", "bytes32", "bytes32"],
+                                    [reading.hash(), first, last, tree.root, h]))
+        return ChallengeCall("challenge_omission", KIND_OMISSION, gateway, c.epoch, data,
+                             [Web3.to_checksum_address(gateway), c.epoch, reading.as_tuple(), first, last, tree.root,
+                              tree.proof(k), sig[64], sig[:32], sig[32:64], *args])
+
+    def challenge_omission(self, gateway: str, c: EpochCommitment, receipt: dict[str, Any], reading: Leaf, *,
+                           sender: LocalAccount | None = None) -> TxResult:
+        return self.commit_and_reveal(self.omission_call(gateway, c, receipt, reading), sender)
+
+    def empty_slot_call(self, gateway: str, c: EpochCommitment, index: int) -> ChallengeCall:
+        return ChallengeCall("challenge_empty_slot", KIND_EMPTY_SLOT, gateway, c.epoch, index.to_bytes(32, "big"),
+                             [Web3.to_checksum_address(gateway), c.epoch, index, c.tree.proof(index)])
 
     def challenge_empty_slot(self, gateway: str, c: EpochCommitment, index: int, *,
                              sender: LocalAccount | None = None) -> TxResult:
-        return self.chain.transact(self.epochs.functions.challenge_empty_slot(
-            Web3.to_checksum_address(gateway), c.epoch, index, c.tree.proof(index)), sender=sender)
+        return self.commit_and_reveal(self.empty_slot_call(gateway, c, index), sender)
 
     # ------------------------------------------------------------------ rewards
     def claim(self, gateway: str, c: EpochCommitment, device: bytes, *, sender: LocalAccount | None = None) -> TxResult:

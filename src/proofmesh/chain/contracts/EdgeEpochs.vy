@@ -8,7 +8,10 @@
         the sort order or the uptime arithmetic, a count its leaves contradict, an
         empty slot, or a reading the gateway acknowledged with a signed receipt but left
         out. A proven fault slashes the gateway's bond in NodeRegistry (the challenger
-        gets the bounty) and voids the epoch. After the period, devices are paid from
+        gets the bounty) and voids the epoch. Every challenge is commit-reveal
+        (`commit_challenge`, then the `challenge_*` call at least one block later): the
+        commitment binds the challenger's address, so a proof copied from the mempool
+        pays its copier nothing (audit M8). After the period, devices are paid from
         Emission pool EDGE, in proportion to uptime, scaled for crowded cells and
         capped by stake.
 @dev Leaves sit at their index in a fixed-depth tree padded with zero slots
@@ -33,6 +36,10 @@ exports: (
     ownable.transfer_ownership,
     eip712.eip712Domain,
 )
+
+
+interface INodeRegistryParams:
+    def max_challenge_window() -> uint256: view
 
 
 interface IDeviceRegistry:
@@ -115,6 +122,10 @@ event BondWithdrawn:
     gateway: indexed(address)
     amount: uint256
 
+event ChallengeCommitted:
+    commitment: indexed(bytes32)
+    challenger: indexed(address)
+
 event ParametersChanged:
     challenge_period: uint256
     gateway_bond: uint256
@@ -145,6 +156,15 @@ gateways: public(HashMap[address, Gateway])
 epochs: public(HashMap[address, HashMap[uint64, Epoch]])
 # A device is paid once per epoch, whichever gateway counted it.
 claimed: public(HashMap[uint64, HashMap[address, bool]])
+# Challenge commitment -> block it was made in (0: none or spent).
+challenge_commits: public(HashMap[bytes32, uint256])
+
+# Challenge kinds, bound into commitments so one cannot be revealed as another.
+_KIND_READING: constant(uint256) = 1
+_KIND_PAIR: constant(uint256) = 2
+_KIND_COUNT: constant(uint256) = 3
+_KIND_OMISSION: constant(uint256) = 4
+_KIND_EMPTY_SLOT: constant(uint256) = 5
 
 
 @deploy
@@ -167,6 +187,8 @@ def __init__(node_registry_: address, emission_: address, device_registry_: addr
     assert interval_length_ > 0 and epoch_length_ > 0, "EdgeEpochs: zero length"
     assert epoch_length_ % interval_length_ == 0, "EdgeEpochs: epoch not a multiple of interval"
     assert gateway_bond_ > 0, "EdgeEpochs: zero bond"
+    assert challenge_period_ > 0, "EdgeEpochs: zero challenge period"
+    assert challenge_period_ <= staticcall INodeRegistryParams(node_registry_).max_challenge_window(), "EdgeEpochs: challenge period too long"
     node_registry = INodeRegistry(node_registry_)
     emission = IEmission(emission_)
     device_registry = IDeviceRegistry(device_registry_)
@@ -271,7 +293,24 @@ def withdraw_bond():
 # --- challenges -------------------------------------------------------------------
 
 @external
-def challenge_reading(gateway: address, epoch: uint64, leaf: Leaf, proof: DynArray[bytes32, MAX_DEPTH]):
+def commit_challenge(commitment: bytes32):
+    """
+    @notice First step of every challenge (audit M8): commit to
+            keccak256(abi_encode(challenger, challenge_hash, salt)), where challenge_hash is
+            keccak256(abi_encode(kind, gateway, epoch, data)) with the kind and data each
+            `challenge_*` function documents. Reveal with that function, from the same
+            address, in a later block and while the epoch's challenge period is open; only
+            the committer can reveal, so only the committer is paid.
+    @param commitment The commitment hash.
+    """
+    assert commitment != empty(bytes32), "EdgeEpochs: empty commitment"
+    assert self.challenge_commits[commitment] == 0, "EdgeEpochs: commitment exists"
+    self.challenge_commits[commitment] = block.number
+    log ChallengeCommitted(commitment=commitment, challenger=msg.sender)
+
+
+@external
+def challenge_reading(gateway: address, epoch: uint64, leaf: Leaf, proof: DynArray[bytes32, MAX_DEPTH], salt: bytes32):
     """
     @notice Prove that a leaf in the root is not a valid reading: bad or malleable
             device signature, key not valid at its timestamp, a nonce that is not the
@@ -280,8 +319,10 @@ def challenge_reading(gateway: address, epoch: uint64, leaf: Leaf, proof: DynArr
     @param epoch The epoch.
     @param leaf The leaf's fields.
     @param proof Positional Merkle proof of the leaf at leaf.index.
+    @param salt The commitment's salt (kind 1, data = leaf_hash(leaf)).
     """
     e: Epoch = self._open_epoch(gateway, epoch)
+    self._reveal(_KIND_READING, gateway, epoch, self._leaf_hash(leaf), salt)
     self._check_leaf(e, leaf, proof)
     assert not self._reading_valid(e, epoch, leaf), "EdgeEpochs: reading is valid"
     self._slash(gateway, epoch, "invalid-reading")
@@ -289,7 +330,7 @@ def challenge_reading(gateway: address, epoch: uint64, leaf: Leaf, proof: DynArr
 
 @external
 def challenge_pair(gateway: address, epoch: uint64, has_a: bool, a: Leaf, a_proof: DynArray[bytes32, MAX_DEPTH],
-                   has_b: bool, b: Leaf, b_proof: DynArray[bytes32, MAX_DEPTH]):
+                   has_b: bool, b: Leaf, b_proof: DynArray[bytes32, MAX_DEPTH], salt: bytes32):
     """
     @notice Prove that two adjacent leaves (or the first/last leaf) break the tree's
             rules: order by (device, seq), non-decreasing timestamps per device, or the
@@ -302,8 +343,10 @@ def challenge_pair(gateway: address, epoch: uint64, has_a: bool, a: Leaf, a_proo
     @param has_b False when `a` is the last leaf (index leaf_count - 1).
     @param b The leaf at index i + 1.
     @param b_proof Its proof.
+    @param salt The commitment's salt (kind 2, data = keccak256(abi_encode(has_a, leaf_hash(a), has_b, leaf_hash(b)))).
     """
     e: Epoch = self._open_epoch(gateway, epoch)
+    self._reveal(_KIND_PAIR, gateway, epoch, self._pair_hash(has_a, a, has_b, b), salt)
     self._check_pair(e, has_a, a, a_proof, has_b, b, b_proof)
     assert has_b, "EdgeEpochs: nothing to check after the last leaf"
     assert not self._pair_consistent(has_a, a, b), "EdgeEpochs: leaves are consistent"
@@ -313,7 +356,7 @@ def challenge_pair(gateway: address, epoch: uint64, has_a: bool, a: Leaf, a_proo
 @external
 def challenge_count(gateway: address, epoch: uint64, device: address, uptime: uint256,
                     count_proof: DynArray[bytes32, 255], has_a: bool, a: Leaf, a_proof: DynArray[bytes32, MAX_DEPTH],
-                    has_b: bool, b: Leaf, b_proof: DynArray[bytes32, MAX_DEPTH]):
+                    has_b: bool, b: Leaf, b_proof: DynArray[bytes32, MAX_DEPTH], salt: bytes32):
     """
     @notice Prove that a published uptime count is contradicted by the sorted leaves:
             either the device's last leaf (a, followed by another device or the end)
@@ -330,8 +373,12 @@ def challenge_count(gateway: address, epoch: uint64, device: address, uptime: ui
     @param has_b False when the boundary is after the last leaf.
     @param b Leaf at index i + 1.
     @param b_proof Its proof.
+    @param salt The commitment's salt (kind 3, data = keccak256(abi_encode(device, uptime,
+           keccak256(abi_encode(has_a, leaf_hash(a), has_b, leaf_hash(b)))))).
     """
     e: Epoch = self._open_epoch(gateway, epoch)
+    self._reveal(_KIND_COUNT, gateway, epoch,
+                 keccak256(abi_encode(device, uptime, self._pair_hash(has_a, a, has_b, b))), salt)
     count_leaf: bytes32 = keccak256(keccak256(abi_encode(device, uptime)))
     assert merkle._verify(count_proof, e.counts_root, count_leaf), "EdgeEpochs: count not in counts root"
     self._check_pair(e, has_a, a, a_proof, has_b, b, b_proof)
@@ -357,7 +404,7 @@ def challenge_count(gateway: address, epoch: uint64, device: address, uptime: ui
 def challenge_omission(gateway: address, epoch: uint64, reading: Leaf, first_seq: uint64, last_seq: uint64,
                        runs_root: bytes32, run_proof: DynArray[bytes32, 255], rv: uint8, rr: bytes32, rs: bytes32,
                        has_a: bool, a: Leaf, a_proof: DynArray[bytes32, MAX_DEPTH],
-                       has_b: bool, b: Leaf, b_proof: DynArray[bytes32, MAX_DEPTH]):
+                       has_b: bool, b: Leaf, b_proof: DynArray[bytes32, MAX_DEPTH], salt: bytes32):
     """
     @notice Prove that the gateway acknowledged a valid reading but left it out of the
             root. A batch receipt is an EIP-712 Receipt(runsRoot) signed by the gateway,
@@ -382,8 +429,12 @@ def challenge_omission(gateway: address, epoch: uint64, reading: Leaf, first_seq
     @param has_b False when the gap is after the last leaf.
     @param b Leaf at index i + 1.
     @param b_proof Its proof.
+    @param salt The commitment's salt (kind 4, data = keccak256(abi_encode(leaf_hash(reading),
+           first_seq, last_seq, runs_root, keccak256(abi_encode(has_a, leaf_hash(a), has_b, leaf_hash(b)))))).
     """
     e: Epoch = self._open_epoch(gateway, epoch)
+    self._reveal(_KIND_OMISSION, gateway, epoch, keccak256(abi_encode(
+        self._leaf_hash(reading), first_seq, last_seq, runs_root, self._pair_hash(has_a, a, has_b, b))), salt)
     assert first_seq <= reading.seq and reading.seq <= last_seq, "EdgeEpochs: seq outside the receipt"
     assert convert(rs, uint256) <= _MAX_S, "EdgeEpochs: malleable signature"
     run_leaf: bytes32 = keccak256(keccak256(abi_encode(reading.device, epoch, first_seq, last_seq)))
@@ -399,15 +450,18 @@ def challenge_omission(gateway: address, epoch: uint64, reading: Leaf, first_seq
 
 
 @external
-def challenge_empty_slot(gateway: address, epoch: uint64, index: uint256, proof: DynArray[bytes32, MAX_DEPTH]):
+def challenge_empty_slot(gateway: address, epoch: uint64, index: uint256, proof: DynArray[bytes32, MAX_DEPTH],
+                         salt: bytes32):
     """
     @notice Prove that a slot below leaf_count is empty (the published count lies).
     @param gateway The publishing gateway.
     @param epoch The epoch.
     @param index The slot index (< leaf_count).
     @param proof Positional proof of a zero slot at `index`.
+    @param salt The commitment's salt (kind 5, data = bytes32(index)).
     """
     e: Epoch = self._open_epoch(gateway, epoch)
+    self._reveal(_KIND_EMPTY_SLOT, gateway, epoch, convert(index, bytes32), salt)
     assert index < convert(e.leaf_count, uint256), "EdgeEpochs: slot beyond leaf count"
     assert len(proof) == convert(e.depth, uint256), "EdgeEpochs: proof length != depth"
     assert self._positional_root(empty(bytes32), index, proof) == e.root, "EdgeEpochs: bad proof"
@@ -419,10 +473,12 @@ def challenge_empty_slot(gateway: address, epoch: uint64, index: uint256, proof:
 @external
 def claim(gateway: address, epoch: uint64, device: address, uptime: uint256, count_proof: DynArray[bytes32, 255]) -> uint256:
     """
-    @notice Pay a device's owner for its proven uptime in an unchallenged epoch whose
+    @notice Pay a device's owner for its proven uptime in an epoch not proven faulty whose
             challenge period is over: uptime * reward_per_interval, scaled by the cell's
-            crowd factor, capped at stake * stake_cap_bps / 10000 (the lower of the stake now
-            and at the epoch's start), limited by the pool.
+            crowd factor, capped at stake * stake_cap_bps / 10000 (the lower of the stake at
+            the epoch's start and at its end), limited by the pool. Only the epoch's own
+            fault voids it (audit L5): a gateway slashed for a later epoch, or a device
+            deregistered since, does not forfeit an honest epoch.
             Anyone may call; the owner is paid.
     @param gateway The gateway that counted the device.
     @param epoch The epoch.
@@ -434,18 +490,18 @@ def claim(gateway: address, epoch: uint64, device: address, uptime: uint256, cou
     e: Epoch = self.epochs[gateway][epoch]
     assert e.published_at > 0, "EdgeEpochs: epoch not published"
     assert not e.faulty, "EdgeEpochs: epoch proven faulty"
-    assert not self.gateways[gateway].slashed, "EdgeEpochs: gateway slashed"
     assert block.timestamp >= convert(e.published_at, uint256) + self.challenge_period, "EdgeEpochs: challenge period not over"
     assert not self.claimed[epoch][device], "EdgeEpochs: already claimed"
     assert uptime > 0, "EdgeEpochs: no uptime"
     count_leaf: bytes32 = keccak256(keccak256(abi_encode(device, uptime)))
     assert merkle._verify(count_proof, e.counts_root, count_leaf), "EdgeEpochs: count not in counts root"
-    assert staticcall device_registry.is_active(device), "EdgeEpochs: device not active"
     owner: address = staticcall device_registry.owner_of(device)
     amount: uint256 = uptime * self.reward_per_interval * staticcall device_registry.crowd_factor_bps(device) // 10000
-    # Only stake in place since before the epoch started counts (audit M7: no flash top-ups).
-    stake: uint256 = min(staticcall device_registry.stake_of(device),
-                         staticcall device_registry.stake_at(device, convert(epoch, uint256) * convert(epoch_length, uint256)))
+    # Only stake in place for the whole epoch counts: not a top-up after it started (audit M7),
+    # not a device deregistered before it ended (its stake history then reads 0).
+    start: uint256 = convert(epoch, uint256) * convert(epoch_length, uint256)
+    stake: uint256 = min(staticcall device_registry.stake_at(device, start),
+                         staticcall device_registry.stake_at(device, start + convert(epoch_length, uint256) - 1))
     cap: uint256 = stake * self.stake_cap_bps // 10000
     amount = min(amount, cap)
     amount = min(amount, staticcall emission.pool_balance(EDGE_POOL))
@@ -462,13 +518,16 @@ def set_parameters(challenge_period_: uint256, gateway_bond_: uint256, reward_pe
     """
     @notice Change parameters (owner = governance timelock). A new bond applies to
             gateways enrolling afterwards.
-    @param challenge_period_ Seconds during which a publication can be challenged.
+    @param challenge_period_ Seconds during which a publication can be challenged
+           (> 0 and <= NodeRegistry.max_challenge_window, so bonds cannot unbond first).
     @param gateway_bond_ Bond per gateway (> 0).
     @param reward_per_interval_ Tokens per uptime interval.
     @param stake_cap_bps_ Reward cap in basis points of stake.
     """
     ownable._check_owner()
     assert gateway_bond_ > 0, "EdgeEpochs: zero bond"
+    assert challenge_period_ > 0, "EdgeEpochs: zero challenge period"
+    assert challenge_period_ <= staticcall INodeRegistryParams(node_registry.address).max_challenge_window(), "EdgeEpochs: challenge period too long"
     self.challenge_period = challenge_period_
     self.gateway_bond = gateway_bond_
     self.reward_per_interval = reward_per_interval_
@@ -637,6 +696,22 @@ def _reading_valid(e: Epoch, epoch: uint64, l: Leaf) -> bool:
     if signer == empty(address):
         return False
     return staticcall device_registry.key_valid_at(l.device, signer, l.timestamp)
+
+
+@internal
+def _reveal(kind: uint256, gateway: address, epoch: uint64, data: bytes32, salt: bytes32):
+    # The commitment binds msg.sender: a copied reveal hashes to a commitment nobody made.
+    commitment: bytes32 = keccak256(abi_encode(msg.sender, keccak256(abi_encode(kind, gateway, epoch, data)), salt))
+    committed: uint256 = self.challenge_commits[commitment]
+    assert committed != 0, "EdgeEpochs: no commitment from this sender"
+    assert block.number > committed, "EdgeEpochs: reveal in a later block than the commit"
+    self.challenge_commits[commitment] = 0
+
+
+@pure
+@internal
+def _pair_hash(has_a: bool, a: Leaf, has_b: bool, b: Leaf) -> bytes32:
+    return keccak256(abi_encode(has_a, self._leaf_hash(a), has_b, self._leaf_hash(b)))
 
 
 @internal
