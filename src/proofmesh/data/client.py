@@ -244,9 +244,7 @@ def publish(chain: Chain, store, index: CrossBatchIndex | None, batch_dir: str |
     # A batch ingested before another batch was published may now hold records that are
     # no longer new: refuse rather than publish something challengeable.
     if index is not None:
-        sk = lb.sketch()
-        hashes = lb.record_hashes()
-        stale = index.published(sk["xxh"], hashes)
+        stale = index.published(lb.record_hashes())
         if stale.any():
             raise InputError(f"{int(stale.sum())} record(s) of this batch were published since it was ingested",
                              fix="re-run `proofmesh data ingest` to drop them")
@@ -260,7 +258,7 @@ def publish(chain: Chain, store, index: CrossBatchIndex | None, batch_dir: str |
         sk = lb.sketch()
         off, sh = sk["shingle_offsets"], sk["shingles"]
         shingles = [sh[off[i]:off[i + 1]] for i in range(len(off) - 1)]
-        index.commit(batch_id, lb.record_hashes(), sk["xxh"], sk["bands"], shingles,
+        index.commit(batch_id, lb.record_hashes(), sk["bands"], shingles,
                      {"source_id": source_id, "root": info["root"], "records_cid": records_cid})
     published = {"batch_id": batch_id, "source_id": source_id, "tx": tx.tx_hash, "gas_used": tx.gas_used,
                  "records_cid": records_cid, "manifest_cid": manifest_cid, "chain_id": chain.chain_id}
@@ -356,7 +354,7 @@ def rebuild_index(chain: Chain, store, index: CrossBatchIndex, progress=None) ->
         data, offsets = arrow_buffers(hb.normalized)
         sb = mh.shingle(data, offsets)
         shingles = [sb.shingles[sb.shingle_offsets[i]:sb.shingle_offsets[i + 1]] for i in range(len(texts))]
-        index.commit(bid, hb.hashes, hb.xxh, band_hashes(sb.signatures, index.bands, index.rows), shingles,
+        index.commit(bid, hb.hashes, band_hashes(sb.signatures, index.bands, index.rows), shingles,
                      {"source_id": b.source_id, "root": b.root, "records_cid": b.records_cid})
         done.append(bid)
         if progress:

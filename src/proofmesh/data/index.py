@@ -1,7 +1,8 @@
 """The persistent cross-batch index: what the network has already published.
 
 LMDB in ``<home>/data/index``. It holds, for every record of every batch published on
-chain: its ``record_hash`` → (batch id, position), its xxh3 prefilter key, its MinHash
+chain: its ``record_hash`` → (batch id, position), its prefilter key (the hash's first 8
+bytes, see :mod:`proofmesh.data.exact`), its MinHash
 band keys and its shingle set (for exact Jaccard verification of near matches). It is
 written only by :meth:`CrossBatchIndex.commit`, in one LMDB transaction, *after* the
 batch's publish transaction succeeded on chain — so a failed publish leaves it as it was,
@@ -26,7 +27,8 @@ from proofmesh.data.lsh import choose_bands, jaccard_of_sets
 from proofmesh.errors import ConfigError
 
 INDEX_THRESHOLD = 0.5
-_REC = struct.Struct(">QQQ")        # batch id, position, xxh3
+_REC = struct.Struct(">QQQ")        # batch id, position, prefilter key
+PREFILTER = "record_hash[:8]"       # what the key db holds (an index with xxh3 keys must be rebuilt)
 
 
 class CrossBatchIndex:
@@ -38,12 +40,12 @@ class CrossBatchIndex:
         self.env = lmdb.open(str(self.path), max_dbs=8, map_size=1 << 36, subdir=True)
         self.meta = self.env.open_db(b"meta")
         self.rec = self.env.open_db(b"rec")
-        self.xxh = self.env.open_db(b"xxh", dupsort=True)
+        self.keys = self.env.open_db(b"key", dupsort=True)
         self.band = self.env.open_db(b"band", dupsort=True)
         self.shingle = self.env.open_db(b"shingle")
         self.batches = self.env.open_db(b"batch")
         self.bands, self.rows = choose_bands(INDEX_THRESHOLD, int(params["num_perm"]))
-        want = dict(params, bands=self.bands, rows=self.rows)
+        want = dict(params, bands=self.bands, rows=self.rows, prefilter=PREFILTER)
         with self.env.begin(write=True) as txn:
             raw = txn.get(b"params", db=self.meta)
             if raw is None:
@@ -60,9 +62,9 @@ class CrossBatchIndex:
         # LMDB keeps keys sorted and big-endian 8-byte keys sort like the integers, so the
         # joined key bytes are already a sorted uint64 array.
         with self.env.begin() as txn:
-            xs = b"".join(txn.cursor(db=self.xxh).iternext_nodup(keys=True, values=False))
+            xs = b"".join(txn.cursor(db=self.keys).iternext_nodup(keys=True, values=False))
             bs = b"".join(txn.cursor(db=self.band).iternext_nodup(keys=True, values=False))
-        self._xxh = np.frombuffer(xs, dtype=">u8").astype(np.uint64)
+        self._keys = np.frombuffer(xs, dtype=">u8").astype(np.uint64)
         self._band = np.frombuffer(bs, dtype=">u8").astype(np.uint64)
 
     def close(self) -> None:
@@ -73,17 +75,24 @@ class CrossBatchIndex:
             return txn.stat(self.rec)["entries"]
 
     # ---------------------------------------------------------------- lookups
-    def published(self, xxh: np.ndarray, hashes: list[bytes]) -> np.ndarray:
-        """Which of these records (xxh3 + record_hash) are already published."""
-        out = np.zeros(len(hashes), dtype=bool)
-        if self._xxh.size == 0 or not hashes:
+    def published(self, digests: np.ndarray | list[bytes]) -> np.ndarray:
+        """Which of these records (``(n, 32)`` record hashes, or a list of them) are already published.
+
+        A sorted-array search on the prefilter keys answers "certainly new" for almost every
+        record; only key hits are confirmed on the full record_hash in LMDB."""
+        from proofmesh.data.exact import as_digests, digest_keys
+
+        digests = as_digests(digests)
+        out = np.zeros(digests.shape[0], dtype=bool)
+        if self._keys.size == 0 or digests.shape[0] == 0:
             return out
-        pos = np.searchsorted(self._xxh, xxh)
-        maybe = np.flatnonzero((pos < self._xxh.size) & (self._xxh[np.minimum(pos, self._xxh.size - 1)] == xxh))
+        keys = digest_keys(digests)
+        pos = np.searchsorted(self._keys, keys)
+        maybe = np.flatnonzero((pos < self._keys.size) & (self._keys[np.minimum(pos, self._keys.size - 1)] == keys))
         if maybe.size:
             with self.env.begin() as txn:
                 for i in maybe.tolist():
-                    out[i] = txn.get(hashes[i], db=self.rec) is not None
+                    out[i] = txn.get(digests[i].tobytes(), db=self.rec) is not None
         return out
 
     def locate(self, record_hash: bytes) -> tuple[int, int] | None:
@@ -129,16 +138,19 @@ class CrossBatchIndex:
         return out
 
     # ---------------------------------------------------------------- writes
-    def commit(self, batch_id: int, hashes: list[bytes], xxh: np.ndarray, band_keys: np.ndarray,
+    def commit(self, batch_id: int, hashes: list[bytes], band_keys: np.ndarray,
                shingles: list[np.ndarray], info: dict) -> None:
         """Record a batch that is now on chain (one atomic LMDB transaction)."""
+        from proofmesh.data.exact import as_digests, digest_keys
+
+        keys = digest_keys(as_digests(hashes)).tolist()
         with self.env.begin(write=True) as txn:
             if txn.get(batch_id.to_bytes(8, "big"), db=self.batches) is not None:
                 return  # idempotent: already indexed
             for pos, h in enumerate(hashes):
-                x = int(xxh[pos])
+                x = keys[pos]
                 txn.put(h, _REC.pack(batch_id, pos, x), db=self.rec, overwrite=False)
-                txn.put(x.to_bytes(8, "big"), h, db=self.xxh)
+                txn.put(x.to_bytes(8, "big"), h, db=self.keys)
                 for k in band_keys[pos].tolist():
                     txn.put(int(k).to_bytes(8, "big"), h, db=self.band)
                 txn.put(h, np.ascontiguousarray(shingles[pos], dtype=np.uint64).tobytes(), db=self.shingle)

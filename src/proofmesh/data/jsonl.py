@@ -116,6 +116,24 @@ def _skip_literal(buf, p, end, lit):
 
 
 @nb.njit(cache=True)
+def _skip_key(buf, p, end):
+    """Skip an object key and its colon (whitespace allowed around both); the index after
+    the colon, or -1 if there is none."""
+    while p < end and _ws(buf[p]):
+        p += 1
+    if p >= end or buf[p] != 0x22:
+        return -1
+    p, _e = _skip_string(buf, p, end)
+    if p < 0:
+        return -1
+    while p < end and _ws(buf[p]):
+        p += 1
+    if p >= end or buf[p] != 0x3A:
+        return -1
+    return p + 1
+
+
+@nb.njit(cache=True)
 def _skip_value(buf, p, end, stack):
     """Validate and skip any JSON value starting at ``p``; -1 if invalid."""
     TRUE = np.array([0x74, 0x72, 0x75, 0x65], dtype=np.uint8)
@@ -143,16 +161,9 @@ def _skip_value(buf, p, end, stack):
                 depth -= 1
                 p += 1
             elif c == 0x7B:                  # object: a key and a colon come first
-                if p >= end or buf[p] != 0x22:
-                    return -1
-                p, _e = _skip_string(buf, p, end)
+                p = _skip_key(buf, p, end)
                 if p < 0:
                     return -1
-                while p < end and _ws(buf[p]):
-                    p += 1
-                if p >= end or buf[p] != 0x3A:
-                    return -1
-                p += 1
                 continue
             else:
                 continue
@@ -181,18 +192,9 @@ def _skip_value(buf, p, end, stack):
             if c == 0x2C:
                 p += 1
                 if top == 0x7B:
-                    while p < end and _ws(buf[p]):
-                        p += 1
-                    if p >= end or buf[p] != 0x22:
-                        return -1
-                    p, _e = _skip_string(buf, p, end)
+                    p = _skip_key(buf, p, end)
                     if p < 0:
                         return -1
-                    while p < end and _ws(buf[p]):
-                        p += 1
-                    if p >= end or buf[p] != 0x3A:
-                        return -1
-                    p += 1
                 break
             if (c == 0x7D and top == 0x7B) or (c == 0x5D and top == 0x5B):
                 depth -= 1
@@ -421,9 +423,9 @@ def scan_block(body: bytes, field: str, max_record_bytes: int):
     if np.array_equal(out_len, lens[ok_idx]) and not bad.any():
         data = scratch       # nothing was escaped-shrunk: already contiguous
     else:
-        from proofmesh.data.normalize import _pack
+        from proofmesh.data.normalize import pack_spans
 
         data = np.empty(int(offsets[-1]), dtype=np.uint8)
-        _pack(scratch, bound_start, out_len, data, offsets)
+        pack_spans(scratch, bound_start, out_len, data, offsets)
     flagged = np.sort(np.concatenate([np.flatnonzero(status == FLAGGED), flagged_extra]))
     return data, offsets, ok_idx, flagged, nlines

@@ -2,7 +2,7 @@
 write a batch (records, manifest, report) ready to publish.
 
 Per input batch (the *map* step, :func:`sketch`, which Ray can run on a cluster):
-normalise → xxh3 + record_hash → shingles + MinHash signature. Then, in order, on the
+normalise → record_hash (BLAKE3, a block per call) → shingles + MinHash signature. Then, in order, on the
 driver (the *reduce* step — global decisions, so they are made once):
 
 1. exact: a record identical to an earlier one in this run, or to a published record
@@ -197,7 +197,6 @@ def _ingest(sketches: Iterator[Sketch], out_dir: Path, work: Path, cfg: IngestCo
         idx_bands, idx_rows = index.bands, index.rows
     exact = ExactDeduper(cfg.norm, published=index.published if index is not None else None)
     cand_hash: list[bytes] = []
-    cand_xxh: list[np.ndarray] = []
     cand_tokens: list[np.ndarray] = []
     cand_origin: list[str] = []
     cand_idx_bands: list[np.ndarray] = []
@@ -211,7 +210,7 @@ def _ingest(sketches: Iterator[Sketch], out_dir: Path, work: Path, cfg: IngestCo
         base = len(cand_hash)
         ex = exact.add_hashed(hb)
         for i in np.flatnonzero(ex.first >= 0).tolist():
-            dropped.append(_Dropped(origins[i], hb.hashes[i], "exact", exact.hashes[ex.first[i]], 1.0))
+            dropped.append(_Dropped(origins[i], hb.hashes[i], "exact", exact.hash_at(ex.first[i]), 1.0))
         for i in np.flatnonzero(ex.published).tolist():
             dropped.append(_Dropped(origins[i], hb.hashes[i], "published-exact", hb.hashes[i], 1.0))
         # candidates for the near stage: new to this run, including the published ones, which
@@ -233,7 +232,6 @@ def _ingest(sketches: Iterator[Sketch], out_dir: Path, work: Path, cfg: IngestCo
                 near_pub_hits[base + r] = (h_pub, sim)
         det.add_shingled(sub)
         texts.add(hb, rows)
-        cand_xxh.append(hb.xxh[rows])
         cand_tokens.append(hb.tokens[rows])
         cand_idx_bands.append(ib)
         cand_alive.append(alive)
@@ -249,7 +247,6 @@ def _ingest(sketches: Iterator[Sketch], out_dir: Path, work: Path, cfg: IngestCo
     alive = np.concatenate(cand_alive) if cand_alive else np.empty(0, bool)
     for r, (h_pub, sim) in near_pub_hits.items():
         dropped.append(_Dropped(cand_origin[r], cand_hash[r], "published-near", h_pub, sim))
-    xxh_all = np.concatenate(cand_xxh)
     tokens_all = np.concatenate(cand_tokens)
     idx_bands_all = np.concatenate(cand_idx_bands) if index is not None else None
     m = len(cand_hash)
@@ -330,7 +327,7 @@ def _ingest(sketches: Iterator[Sketch], out_dir: Path, work: Path, cfg: IngestCo
                                     "duplicate_of": d.kept.hex(), "similarity": round(d.similarity, 6),
                                     "origin": d.origin}) + "\n")
         # sketches of the kept records, for the cross-batch index once published
-        np.savez(staging / "sketch.npz", xxh=xxh_all[kept_rows],
+        np.savez(staging / "sketch.npz",
                  bands=(idx_bands_all[kept_rows] if idx_bands_all is not None
                         else np.empty((kept_rows.size, 0), np.uint64)),
                  **_kept_shingles(det, kept_rows))
