@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from proofmesh.crypto.cid import cid_of_bytes
 from proofmesh.edge.beacon import Beacons
@@ -434,10 +435,11 @@ def make_router(core: GatewayCore, prefix: str = "/edge") -> Any:
         return core.beacon()
 
     @router.post("/readings")
-    async def readings(request: Request) -> JSONResponse:
+    async def readings(request: Request) -> Response:
         body = await request.body()
         try:
-            return JSONResponse(await core.submit(body))
+            # orjson: the answer carries a code and a receipt run per reading (~5x faster than json)
+            return Response(orjson.dumps(await core.submit(body)), media_type="application/json")
         except InputError as exc:
             raise HTTPException(status_code=400, detail={"error": exc.message, "fix": exc.fix}) from None
 
