@@ -7,6 +7,10 @@
 2. Explorer reads: one ``EventIndex.poll`` (one ``eth_getLogs`` over every address-book
    contract, decoded by ABI) vs the naive way (``Chain.events`` once per contract and
    event type), on the same chain after ``--transfers`` transfers and node registrations.
+3. Inference inside the daemon: ``POST /v1/infer`` latency (sequential, keep-alive) of a
+   small MLP served by the daemon's inference service vs the same InferenceNode served
+   alone by its own uvicorn (``create_app`` + ``ServerHandle``, the baseline), interleaved
+   rounds in one process.
 
     python bench/node.py            # 300 reads, 100 transfers per path, index over 400 transfers
     python bench/node.py --quick
@@ -145,8 +149,65 @@ def main() -> None:
     print(f"{'EventIndex.poll (one getLogs, ABI decode)':44s} {n_index:8d} {t_index:9.3f}")
     print(f"EventIndex vs naive: x{t_naive / t_index:.1f} faster on a full read")
     print(f"incremental poll after {more} more transfers: {t_incr * 1000:.1f} ms "
-          f"(the transfers themselves took {t_tx:.2f} s)")
+          f"(the transfers themselves took {t_tx:.2f} s)\n")
+    bench_inference(home, chain, accts, tmp, rounds=3 if args.quick else 6, per_round=60 if args.quick else 200)
     close_embedded(home.chain_dir)
+
+
+def bench_inference(home: Home, chain: Chain, accts: list, tmp: Path, *, rounds: int, per_round: int) -> None:
+    import secrets
+    import statistics
+
+    import httpx
+    import numpy as np
+
+    from proofmesh.inference.model import export_mlp
+    from proofmesh.inference.publish import publish_model
+    from proofmesh.inference.registry import InferenceRegistry
+    from proofmesh.inference.server import InferenceNode, NodeConfig, ServerHandle, create_app
+
+    node = accts[7]
+    onnx = export_mlp(tmp / "mlp.onnx", seed=5)
+    v = publish_model(chain, "bench-mlp", onnx, tolerance=1e-3).version
+    reg, ireg = Registry(chain), InferenceRegistry(chain)
+    reg.register("http://127.0.0.1:1", 4, sender=node)
+    reg.stake(300 * MESH, sender=node)
+    ireg.post_bond(ireg.min_bond(), sender=node)
+    with home.config_file.open("a") as f:
+        f.write(f'\n[inference]\nserve = [{{version = {v}, onnx = "{onnx}"}}]\n')
+    daemon = NodeDaemon(home, port=0, chain=chain.with_account(node), log_stderr=False,
+                        services=["proofmesh.inference.service"]).start()
+    t = threading.Thread(target=daemon.serve, daemon=True)
+    t.start()
+    while not daemon.serving:
+        time.sleep(0.05)
+    alone = ServerHandle(create_app(InferenceNode(NodeConfig(v, onnx, tmp / "alone"), node, domain=ireg.domain,
+                                                  registry=ireg))).start()
+    x = np.random.default_rng(3).random((1, 4), dtype=np.float32).tolist()
+    lat: dict[str, list[float]] = {"alone (create_app + own uvicorn, baseline)": [], "node daemon service": []}
+    urls = dict(zip(lat, (alone.url, daemon.url)))
+    try:
+        with httpx.Client() as c:
+            for _ in range(rounds):
+                for name, url in urls.items():
+                    ts = []
+                    for _ in range(per_round):
+                        body = {"version": v, "input": x, "nonce": secrets.randbits(256), "mode": "plain"}
+                        t0 = time.perf_counter()
+                        r = c.post(f"{url}/v1/infer", json=body)
+                        ts.append(time.perf_counter() - t0)
+                        assert r.status_code == 200, r.text
+                    lat[name].append(statistics.median(ts))
+    finally:
+        daemon.request_stop()
+        t.join(timeout=30)
+        alone.stop()
+    print(f"POST /v1/infer, MLP, sequential keep-alive, {rounds} x {per_round} requests per path")
+    print(f"{'path':44s} {'median ms':>10s}   per-round medians")
+    for name, vals in lat.items():
+        print(f"{name:44s} {statistics.median(vals) * 1000:10.3f}   {[round(a * 1000, 2) for a in vals]}")
+    base, svc = (statistics.median(v_) for v_ in lat.values())
+    print(f"daemon service vs alone: x{svc / base:.2f} latency")
 
 
 if __name__ == "__main__":

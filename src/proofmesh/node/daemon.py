@@ -369,8 +369,10 @@ class NodeDaemon:
 
         if self.app is None:
             self.start()
+        # keep-alive longer than clients (routers, peers) idle between calls, so pooled
+        # connections are not closed under them (uvicorn's default is 5 s)
         config = uvicorn.Config(self.asgi, log_config=None, access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=self.stop_timeout, ws="none")
+                                timeout_graceful_shutdown=self.stop_timeout, ws="none", timeout_keep_alive=75)
         self._server = uvicorn.Server(config)
         if threading.current_thread() is threading.main_thread():
             # uvicorn handles SIGTERM/SIGINT while serving (graceful shutdown) and then
