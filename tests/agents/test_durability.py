@@ -78,3 +78,35 @@ def test_strict_provider_releases_results_only_for_vouchers_on_disk(net):
     assert res.result == 3
     assert p.ledger.durable(p.ledger.mark())
     assert agent.wallet.durable(agent.wallet.mark())
+
+
+def test_agent_that_lost_its_newest_wallet_records_resumes_from_the_provider(net):
+    p = net.provider(1)
+    agent = net.agent(5)
+    assert agent.call_sync("word_count", {"text": "a"}).result == 1
+    wallet_file = net.tmp / "agent5" / "wallet.json"
+    snapshot = wallet_file.read_bytes()
+    for _ in range(3):
+        agent.call_sync("word_count", {"text": "a b"})
+    wallet_file.write_bytes(snapshot)          # an OS crash lost the last three wallet records
+    again = net.agent(5)
+    channel = again.wallet.channel_of(p.address)
+    assert again.wallet.committed(p.address) == PRICE
+    res = again.call_sync("word_count", {"text": "a b c"})   # refused as stale, resynced, paid
+    assert res.result == 3 and res.receipt.nonce == 5
+    assert p.ledger.owed(channel) == 5 * PRICE == again.wallet.committed(p.address)
+
+
+def test_wallet_resyncs_only_from_its_own_newer_vouchers(net):
+    payee = net.staked(1)
+    pc, wallet = _channel(net, payee.account.address)
+    v1, v2 = wallet.pay(payee.account.address, PRICE), wallet.pay(payee.account.address, PRICE)
+    fresh = Wallet(pc, wallet.account)
+    fresh.ensure_channel(payee.account.address, PRICE)           # knows nothing of v1, v2
+    from proofmesh.payments.voucher import Voucher, sign_voucher
+    forged = sign_voucher(net.accounts[6], pc.domain, Voucher(v2.channel, 0, 9))
+    assert not fresh.resync(payee.account.address, forged)        # not this payer's signature
+    assert fresh.resync(payee.account.address, v2)
+    assert not fresh.resync(payee.account.address, v1)            # older than what it now knows
+    assert fresh.committed(payee.account.address) == 2 * PRICE
+    assert fresh.pay(payee.account.address, PRICE).nonce == 3

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import anyio
 import httpx
 from eth_utils import to_checksum_address
 from mcp import Client
@@ -41,7 +40,7 @@ from proofmesh.agents.schema import ArgumentValidator, canonical_json, json_hash
 from proofmesh.agents.x402 import (META_PAYMENT, META_RESPONSE, PAYMENT_REQUIRED, SCHEME_EXACT, SCHEME_VOUCHER,
                                    Authorization, PaymentRequired, Requirement, payment_payload, token_domain)
 from proofmesh.errors import InputError, ProofmeshError, VerificationError
-from proofmesh.payments import DURABILITY_GROUP, PaymentChannels, Wallet
+from proofmesh.payments import DURABILITY_GROUP, PaymentChannels, Voucher, Wallet
 
 INVALID_PARAMS = -32602
 
@@ -139,10 +138,12 @@ class AgentClient:
         self.state_dir = state_dir
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
-        # The wallet record of each voucher is fdatasynced by a group-commit thread while the call
-        # is on the wire; call() returns only once it is on disk (see _call_one).
+        # Wallet records are written to the OS before a voucher leaves (a process crash loses
+        # nothing) and fdatasynced by a group-commit thread off the call path. If an OS crash
+        # loses the newest ones, the provider's refusal carries the newest voucher it holds and
+        # the wallet resumes from it (_resync): losing them never costs the payer money.
         self.wallet = Wallet(self.channels, self.account, state_dir / "wallet.json" if state_dir else None,
-                             durability=DURABILITY_GROUP)
+                             durability=DURABILITY_GROUP, commit_interval_s=0.02)
         self._journal = Journal(state_dir / "usage.jsonl" if state_dir else None, key=lambda r: r["toolId"])
         self._usage: dict[bytes, _UsageState] = {
             bytes.fromhex(r["toolId"]): _UsageState(r["calls"], r["failures"], int(r["paid"]), r["seq"])
@@ -307,7 +308,7 @@ class AgentClient:
         conn.verified[t.name] = v
         return v
 
-    async def _call_one(self, t: ToolRecord, args: dict, scheme: str) -> CallResult:
+    async def _call_one(self, t: ToolRecord, args: dict, scheme: str, resynced: bool = False) -> CallResult:
         t0 = time.perf_counter()
         conn = await self._conn(t.endpoint)
         self._validator(conn, t).validate(args)       # InputError: not the provider's fault
@@ -315,7 +316,6 @@ class AgentClient:
         transaction = None
         if scheme == SCHEME_VOUCHER:
             voucher = self._voucher(t.provider, t.price)
-            mark = self.wallet.mark()
             nonce = voucher.nonce
             payload = {"voucher": voucher.to_json()}
             if self._usage_due(t.tool_id, usage):
@@ -331,6 +331,9 @@ class AgentClient:
             result = await conn.client.call_tool(t.name, args, meta=meta)
         except MCPError as exc:
             if exc.code == PAYMENT_REQUIRED:
+                latest = (exc.data or {}).get("latestVoucher") if isinstance(exc.data, dict) else None
+                if scheme == SCHEME_VOUCHER and latest and not resynced and self._resync(t.provider, latest):
+                    return await self._call_one(t, args, scheme, resynced=True)
                 # not counted against the tool: a refused payment may be this agent's fault
                 reqs = [Requirement.from_json(r) for r in (exc.data or {}).get("accepts", [])]
                 raise PaymentRequired(f"{t.provider} refused the payment: {exc.message}", reqs)
@@ -358,9 +361,6 @@ class AgentClient:
             self._record(t.tool_id, failed=True, paid=receipt.payment)
             raise ProofmeshError(f"tool {t.name} failed at {t.provider}: {value}")
         self._record(t.tool_id, failed=False, paid=receipt.payment)
-        if scheme == SCHEME_VOUCHER and not self.wallet.durable(mark):
-            # usually already synced: the sync ran while the call was on the wire
-            await anyio.to_thread.run_sync(self.wallet.wait_durable, mark)
         return CallResult(t.name, t.provider, t.endpoint, value, receipt.payment, scheme, receipt, transaction,
                           time.perf_counter() - t0)
 
@@ -406,6 +406,19 @@ class AgentClient:
             v = self.wallet.pay(provider, price)
             self._committed[provider] = v.cumulative
             return v
+
+    def _resync(self, provider: str, doc: dict) -> bool:
+        """The provider holds a newer voucher of ours than the wallet remembers (its newest
+        records were lost): resume from it if our own key signed it for this channel."""
+        try:
+            voucher = Voucher.from_json(doc)
+        except ProofmeshError:
+            return False
+        with self._lock:
+            if not self.wallet.resync(provider, voucher):
+                return False
+            self._committed[provider] = self.wallet.committed(provider)
+            return True
 
     def _usage_due(self, tool_id: bytes, u: _UsageState) -> bool:
         last = self._reported_at.get(tool_id)
