@@ -32,7 +32,8 @@ import httpx
 import numpy as np
 
 from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, VerificationError
-from proofmesh.inference.model import encode_tensor, prepare_inputs, spec_from_json
+from proofmesh.inference import wire
+from proofmesh.inference.model import prepare_inputs, spec_from_json
 from proofmesh.inference.tee import require_tee
 from proofmesh.inference.receipt import (COMMIT_VALUES, COMMIT_ZK, FIXED_POINT, Receipt, input_hash,
                                          instances_hash, values_hash)
@@ -158,8 +159,6 @@ class Router:
 
     # --- one request to one node --------------------------------------------------
     def _body(self, node: NodeHandle, data: Any, mode: str, nonce: int) -> dict:
-        if isinstance(data, dict) and data and all(isinstance(v, np.ndarray) for v in data.values()):
-            data = {k: encode_tensor(v) for k, v in data.items()}   # compact binary wire form
         body = {"version": self.version, "input": data, "nonce": str(nonce), "mode": mode}
         if node.price and self.wallet is not None:
             cid = self.wallet.ensure_channel(node.address, self.deposit)
@@ -178,13 +177,19 @@ class Router:
                 node.inflight += 1
         try:
             body = self._body(node, data, mode, nonce)
+            if isinstance(data, dict) and data and all(isinstance(v, np.ndarray) for v in data.values()):
+                # checked arrays go as raw bytes (wire.py): no base64, no JSON lists
+                kw: dict[str, Any] = {"content": wire.encode_request(body, data),
+                                      "headers": {"content-type": wire.CONTENT_TYPE}}
+            else:
+                kw = {"json": body}
             t0 = time.perf_counter()
             try:
-                r = self.http.post(node.endpoint + "/v1/infer", json=body)
+                r = self.http.post(node.endpoint + "/v1/infer", **kw)
             except httpx.RemoteProtocolError:
                 # a pooled keep-alive connection the server had just closed: retry once on a
                 # fresh connection (a dead node then fails with ConnectError and we fail over)
-                r = self.http.post(node.endpoint + "/v1/infer", json=body)
+                r = self.http.post(node.endpoint + "/v1/infer", **kw)
         finally:
             with self._lock:
                 node.inflight -= 1
