@@ -49,6 +49,8 @@ class EvaluatorService:
         self.last_error: str | None = None
         self._done: set[int] = set()            # requests with nothing left for this node to do
         self._refused_bundle: dict[int, str] = {}   # request -> weights bundle CID refused for it
+        self._retry_at: dict[int, float] = {}       # request -> when to try fetching its inputs again
+        self.retry_seconds = float(os.environ.get("PROOFMESH_EVALUATOR_RETRY", "15"))
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ NodeService
@@ -124,6 +126,8 @@ class EvaluatorService:
                     or chain.timestamp() > req["deadline"]):
                 self._done.add(rid)
                 continue
+            if time.monotonic() < self._retry_at.get(rid, 0.0):
+                continue
             outcome = self._evaluate(rid, req)
             if outcome:
                 done.append(outcome)
@@ -168,7 +172,8 @@ class EvaluatorService:
                       version=version, bundle=bundle, error=exc.message)
             return f"refused request {rid}"
         except (NotAvailableError, StoreError) as exc:
-            # not published yet, or no peer up: try again next round while the window is open
+            # not published yet, or no peer up: try again later while the window is open
+            self._retry_at[rid] = time.monotonic() + self.retry_seconds
             self.last_error = exc.message
             log_event(log, "evaluation inputs not retrievable yet", 30, request=rid, version=version,
                       error=exc.message)
