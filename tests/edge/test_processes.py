@@ -103,7 +103,7 @@ def test_devices_gateway_kill_restart_epochs(edge_net, accounts, tmp_path):
     before_kill: dict = {}
     proof = None
     try:
-        _wait_http(f"{url}/edge/beacon", gw)
+        _wait_http(f"{url}/edge/beacon", gw, timeout=180)   # a fresh checkout JIT-compiles the verifier first
         devs = [_cli(home, "--json", "edge", "device", "run", "--dir", str(d), "--gateway", url, "--every", "0.5s",
                      "--count", "24", "--batch", "4") for d in dirs]
         end = time.time() + 60
@@ -116,7 +116,7 @@ def test_devices_gateway_kill_restart_epochs(edge_net, accounts, tmp_path):
         gw.wait()
         time.sleep(2)
         gw = _cli(home, *gw_args)
-        _wait_http(f"{url}/edge/beacon", gw)
+        _wait_http(f"{url}/edge/beacon", gw, timeout=180)   # a fresh checkout JIT-compiles the verifier first
         results = []
         for p in devs:
             out, err = p.communicate(timeout=90)
