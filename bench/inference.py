@@ -166,9 +166,7 @@ class LeanClient:
     def post(self, path: str, body: bytes, content_type: str) -> bytes:
         head = (f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: {content_type}\r\n"
                 f"content-length: {len(body)}\r\n\r\n").encode()
-        self.sock.sendall(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
-            self.sock.sendall(body)
+        self.sock.sendall(head + body)      # one write: the node wakes once per request
         while b"\r\n\r\n" not in self.buf:
             chunk = self.sock.recv(1 << 16)
             if not chunk:

@@ -457,14 +457,18 @@ class _Dispatch:
     own checks, hashing and signing (a cross-thread wake-up each way), which is the whole of
     a small model's overhead budget. Inline, the loop is busy for one model run, as the
     node's one onnxruntime session would be anyway; a request that sleeps (delay_ms), waits
-    for a slot (max_concurrency) or builds a zk witness always goes to a worker, and so does
-    any request arriving while one runs there, so those never queue behind each other."""
+    for a slot (max_concurrency), builds a zk witness or is paid for (a channel look-up, the
+    payment journal) always goes to a worker, and so does any request arriving while one
+    runs there, so those never queue behind each other."""
 
     def __init__(self, node: InferenceNode) -> None:
         self.node = node
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="proofmesh-infer")
         self.busy = 0          # requests on worker threads (touched only on the event loop)
-        self.inline_ok = not node.config.delay_ms and not node.config.max_concurrency
+        # a paid node may touch the chain (a new channel) or its journal per request: never
+        # on the event loop
+        self.inline_ok = (not node.config.delay_ms and not node.config.max_concurrency
+                          and (node.ledger is None or not node.config.price))
 
     async def answer(self, raw: bytes, content_type: str) -> tuple[int, bytes]:
         """``POST /v1/infer``: (HTTP status, JSON bytes). orjson in and out; the binary

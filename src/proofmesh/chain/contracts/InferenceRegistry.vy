@@ -210,6 +210,10 @@ event ChallengeCommitted:
 event ArbiterSet:
     arbiter: indexed(address)
 
+event CaseChanged:
+    node: indexed(address)
+    open_cases: uint256
+
 event ParametersChanged:
     challenge_window: uint256
     response_window: uint256
@@ -305,6 +309,7 @@ def arbiter_case(node: address, opened: bool):
         self.open_cases[node] += 1
     else:
         self.open_cases[node] -= 1
+    log CaseChanged(node=node, open_cases=self.open_cases[node])
 
 
 @external
