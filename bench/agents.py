@@ -11,8 +11,7 @@
    voucher is written to the OS before the call runs and fdatasynced off the request
    path), books on disk in strict mode (a result is released only once its voucher is
    fdatasynced), and books in RAM, to show what each durability level costs. The agent
-   of the disk variants keeps its wallet on disk too (synced while the call is on the
-   wire; a call returns only once its voucher record is on disk).
+   of the disk variants keeps its wallet on disk too (group commit).
 2. The `exact` scheme (an EIP-3009 transfer executed on chain per call), separately.
 3. Gas per settled call when all voucher-paid calls (1,000 by default) settle in one
    redeem (+ one usage report) vs one `settle_exact` transaction per call.

@@ -200,7 +200,8 @@ class _Journal:
         self._error: OSError | None = None
         self._committer: threading.Thread | None = None
         self._closed = False
-        self._urgent = False       # a wait_durable caller is waiting: sync now
+        self._hurry = threading.Event()   # a wait_durable caller (or close) wants a sync now
+        self._idle = False         # the committer waits for records (only then is put's notify needed)
         self.commit_interval_s = max(0.0, float(commit_interval_s))
 
     def load(self) -> dict[str, dict]:
@@ -271,7 +272,8 @@ class _Journal:
                 self._committer = threading.Thread(target=self._commit_loop, name=f"journal-{self.path.name}",
                                                    daemon=True)
                 self._committer.start()
-            self._cv.notify_all()
+            elif self._idle:
+                self._cv.notify_all()   # waking the committer costs a thread switch: only when it sleeps
         return seq
 
     def durable(self, seq: int) -> bool:
@@ -281,7 +283,7 @@ class _Journal:
         """Block until record ``seq`` is on disk; BooksUnwritable if it cannot be."""
         with self._cv:
             if self._synced < seq:
-                self._urgent = True
+                self._hurry.set()
                 self._cv.notify_all()
             if not self._cv.wait_for(lambda: self._synced >= seq or self._error is not None, timeout):
                 raise BooksUnwritable(f"payment books in {self.path} not on disk after {timeout} s",
@@ -292,14 +294,17 @@ class _Journal:
         last = 0.0
         while True:
             with self._cv:
+                self._idle = True
                 self._cv.wait_for(lambda: self._written > self._synced or self._closed)
+                self._idle = False
                 if self._written <= self._synced:
                     return                                   # closed with nothing pending
-                delay = last + self.commit_interval_s - time.monotonic()
-                if delay > 0:                                # gather more records into this sync
-                    self._cv.wait_for(lambda: self._urgent or self._closed, delay)
+            delay = last + self.commit_interval_s - time.monotonic()
+            if delay > 0 and not self._closed:               # gather more records into this sync
+                self._hurry.wait(delay)
+            self._hurry.clear()
+            with self._cv:
                 target, fd = self._written, self._fh.fileno()
-                self._urgent = False
             last = time.monotonic()
             try:
                 os.fdatasync(fd)
@@ -316,6 +321,7 @@ class _Journal:
         """Sync what is pending and stop the committer (a clean shutdown loses nothing)."""
         with self._cv:
             self._closed = True
+            self._hurry.set()
             self._cv.notify_all()
             committer = self._committer
         if committer is not None:
