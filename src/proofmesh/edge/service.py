@@ -28,7 +28,8 @@ class GatewayService:
         from proofmesh.edge.onchain import EdgeChain
 
         key = KeyHolder(ctx.account, coincurve.PrivateKey(bytes(ctx.account.key)), ctx.home.keys_dir)
-        workers = int(os.environ.get("PROOFMESH_GATEWAY_WORKERS", "1"))  # verifier threads
+        # verifier threads (cheap: the kernel runs with the GIL released, no extra processes)
+        workers = int(os.environ.get("PROOFMESH_GATEWAY_WORKERS", str(os.cpu_count() or 1)))
         self.core = GatewayCore(GatewayConfig(directory=ctx.home.dir("edge") / "gateway", workers=workers),
                                 key, edge=EdgeChain(ctx.chain))
 
