@@ -111,8 +111,12 @@ def normalize_with_tokens(column: pa.Array | pa.ChunkedArray,
         src.append(np.empty(0, dtype=np.uint8))
     new_off = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lens, out=new_off[1:])
-    out = np.empty(int(new_off[-1]), dtype=np.uint8)
-    _pack2(src[0], src[1], which, src_start, lens, out, new_off)
+    if rows.size == 0 and new_off[-1] == offsets[-1] - offsets[0]:
+        # nothing shrank (the usual case): every record sits in place in the scratch buffer
+        out = scratch[offsets[0]:offsets[-1]]
+    else:
+        out = np.empty(int(new_off[-1]), dtype=np.uint8)
+        _pack2(src[0], src[1], which, src_start, lens, out, new_off)
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(new_off), pa.py_buffer(out)), tokens
 
 
@@ -143,57 +147,92 @@ def _ws_len(data, p, end):
 def _normalize_spans(data, offsets, out, out_len, tokens, slow, lower, collapse, unicode_rules):
     """Per record, in place of its own span of ``out``: ASCII lower-case (``lower``), collapse
     whitespace runs to one space and trim (``collapse``), count tokens. A record with a
-    non-ASCII byte is only flagged in ``slow`` when ``unicode_rules`` (its output is unused)."""
+    non-ASCII byte is only flagged in ``slow`` when ``unicode_rules`` (its output is unused).
+
+    Most records are already in shape — printable ASCII words separated by single spaces —
+    and for them one branch-free pass (which LLVM vectorises) lower-cases, checks and counts;
+    only a record that fails the check takes the byte-by-byte loop."""
     n = offsets.shape[0] - 1
     for d in nb.prange(n):
-        p = offsets[d]
-        end = offsets[d + 1]
-        o = offsets[d]  # output never exceeds input: write in place of the same span
-        pending = False
-        started = False
-        in_word = False
-        ntok = 0
-        while p < end:
-            c = data[p]
-            if 0x20 < c < 0x80:  # fast path: printable ASCII, never whitespace
-                if pending:
-                    out[o] = 0x20
-                    o += 1
-                    pending = False
-                    in_word = False
-                out[o] = c + 32 if lower and 0x41 <= c <= 0x5A else c
-                o += 1
-                if not in_word:
-                    ntok += 1
-                    in_word = True
-                started = True
-                p += 1
+        s0 = offsets[d]
+        e0 = offsets[d + 1]
+        if collapse and e0 > s0:
+            # unsigned indices: numba adds no negative-index fix-up, so these loops vectorise
+            acc = np.uint8(0)
+            ctrl = np.uint8(0)
+            spaces = 0
+            add = np.uint8(32) if lower else np.uint8(0)
+            for p in range(np.uint64(s0), np.uint64(e0)):
+                c = data[p]
+                out[p] = c + add if 0x41 <= c <= 0x5A else c
+                acc |= c
+                ctrl |= np.uint8(c < 0x20)
+                spaces += np.int64(c == 0x20)
+            double = np.uint8(0)
+            for p in range(np.uint64(s0), np.uint64(e0 - 1)):
+                double |= np.uint8(data[p] == 0x20) & np.uint8(data[p + np.uint64(1)] == 0x20)
+            if acc < 0x80 and ctrl == 0 and double == 0 and data[s0] != 0x20 and data[e0 - 1] != 0x20:
+                out_len[d] = e0 - s0
+                tokens[d] = spaces + 1
                 continue
-            if c >= 0x80 and unicode_rules:
+            if acc >= 0x80 and unicode_rules:
                 slow[d] = True
-                break
-            if collapse:
-                w = _ws_len(data, p, end)
-                if w:
-                    pending = started
-                    p += w
-                    continue
+                out_len[d] = 0
+                tokens[d] = 0
+                continue
+        _normalize_one(data, s0, e0, out, out_len, tokens, slow, d, lower, collapse, unicode_rules)
+
+
+@nb.njit(cache=True)
+def _normalize_one(data, p, end, out, out_len, tokens, slow, d, lower, collapse, unicode_rules):
+    """The byte-by-byte rules for one record (see ``_normalize_spans``)."""
+    o = p  # output never exceeds input: write in place of the same span
+    start = p
+    pending = False
+    started = False
+    in_word = False
+    ntok = 0
+    while p < end:
+        c = data[p]
+        if 0x20 < c < 0x80:  # fast path: printable ASCII, never whitespace
             if pending:
                 out[o] = 0x20
                 o += 1
                 pending = False
                 in_word = False
-            out[o] = c
+            out[o] = c + 32 if lower and 0x41 <= c <= 0x5A else c
             o += 1
-            started = True
-            if c == 0x20:
-                in_word = False
-            elif not in_word:
+            if not in_word:
                 ntok += 1
                 in_word = True
+            started = True
             p += 1
-        out_len[d] = o - offsets[d]
-        tokens[d] = ntok
+            continue
+        if c >= 0x80 and unicode_rules:
+            slow[d] = True
+            break
+        if collapse:
+            w = _ws_len(data, p, end)
+            if w:
+                pending = started
+                p += w
+                continue
+        if pending:
+            out[o] = 0x20
+            o += 1
+            pending = False
+            in_word = False
+        out[o] = c
+        o += 1
+        started = True
+        if c == 0x20:
+            in_word = False
+        elif not in_word:
+            ntok += 1
+            in_word = True
+        p += 1
+    out_len[d] = o - start
+    tokens[d] = ntok
 
 
 @nb.njit(parallel=True, cache=True)

@@ -1,8 +1,8 @@
 """Streaming readers: JSONL, Parquet and folders of text files → Arrow batches of raw text.
 
 Memory stays bounded by the block size: a JSONL file is read in blocks split at the
-last newline and parsed by pyarrow's C++ JSON reader; only a block that fails to parse
-is re-read line by line to name the exact file and line of each problem. Every record
+last newline and parsed by a compiled scanner (:mod:`proofmesh.data.jsonl`); only lines it
+flags are re-parsed by Python's ``json`` to name the exact file and line of each problem. Every record
 carries its origin (file, line) into the manifest.
 
 Problems (malformed JSON, non-UTF-8 bytes, missing or non-string text field, empty
@@ -157,43 +157,56 @@ def _read_jsonl(f: Path, opts: ReadOptions) -> Iterator[RawBatch]:
 
 def _read_jsonl_range(f: Path, start: int, end: int, line_base: int, opts: ReadOptions) -> Iterator[RawBatch]:
     """Records of the byte range [start, end) of a JSONL file whose first line is ``line_base + 1``
-    (``start`` and ``end`` on line boundaries; the Ray path reads shards this way)."""
-    schema = parse = read_opts = None
-    carry = b""
+    (``start`` and ``end`` on line boundaries; the Ray path reads shards this way).
+
+    Blocks are read into one reused buffer (``readinto``; the partial last line moves to its
+    front): no per-block allocation, page faults or concatenation copies."""
+    arena = bytearray(opts.block_bytes)
+    have = 0                       # bytes of an unfinished line at the front of the arena
     with open(f, "rb") as fh:
         fh.seek(start)
         pos = start
         while True:
-            chunk = fh.read(min(opts.block_bytes, end - pos)) if pos < end else b""
-            pos += len(chunk)
-            block = carry + chunk
-            if not chunk:
-                if not block:
+            want = min(opts.block_bytes, end - pos) if pos < end else 0
+            if have + want > len(arena):
+                arena.extend(bytes(have + want - len(arena)))
+            got = 0
+            if want:
+                with memoryview(arena) as mv:
+                    got = fh.readinto(mv[have:have + want]) or 0
+            pos += got
+            total = have + got
+            if got == 0:
+                if total == 0:
                     break
-                cut = len(block)
+                cut = total        # the last line has no newline
             else:
-                cut = block.rfind(b"\n") + 1
+                cut = arena.rfind(b"\n", 0, total) + 1
                 if cut == 0:
-                    if len(block) > opts.max_record_bytes:
+                    if total > opts.max_record_bytes:
                         opts.problem(str(f), line_base + 1,
-                                     f"record of over {len(block) / 1e6:.0f} MB exceeds the "
+                                     f"record of over {total / 1e6:.0f} MB exceeds the "
                                      f"{opts.max_record_bytes / 1e6:.0f} MB limit",
                                      "split the record or raise --max-record-bytes")
-                        # skip the rest of this oversized line
+                        # skip the rest of this oversized line (never past the range's end)
                         carry = _skip_to_newline(fh)
-                        pos = fh.tell() - len(carry)
+                        carry = carry[:max(0, end - (fh.tell() - len(carry)))]
+                        pos = fh.tell()
+                        arena[:len(carry)] = carry
+                        have = len(carry)
                         line_base += 1
                         continue
-                    carry = block
+                    have = total
                     continue
-            body, carry = block[:cut], block[cut:]
-            if not chunk:
-                carry = b""
-            batch = _parse_block(f, body, line_base, opts, schema, parse, read_opts)
-            line_base += body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+            with memoryview(arena) as mv:
+                batch, nlines = _parse_block(f, mv[:cut], line_base, opts)
+            line_base += nlines
             if batch is not None and len(batch.texts):
                 yield batch
-            if not chunk:
+            tail = total - cut
+            arena[:tail] = arena[cut:total]
+            have = tail
+            if got == 0:
                 break
 
 
@@ -207,27 +220,27 @@ def _skip_to_newline(fh) -> bytes:
             return chunk[i + 1:]
 
 
-def _parse_block(f: Path, body: bytes, line_base: int, opts: ReadOptions, schema, parse,
-                 read_opts) -> RawBatch | None:
+def _parse_block(f: Path, body: memoryview, line_base: int, opts: ReadOptions) -> tuple[RawBatch | None, int]:
+    """The records of a block of whole lines, and how many lines it held."""
     from proofmesh.data.jsonl import scan_block
 
-    data, offsets, ok_idx, flagged, _n = scan_block(body, opts.text_field, opts.max_record_bytes)
+    data, offsets, ok_idx, flagged, nlines = scan_block(body, opts.text_field, opts.max_record_bytes)
     texts = pa.LargeStringArray.from_buffers(len(ok_idx), pa.py_buffer(offsets), pa.py_buffer(data))
     try:
         texts.validate(full=True)       # UTF-8 check of every accepted value, in C++
     except pa.ArrowInvalid:
-        return _parse_slow(f, body, line_base, opts)   # rare: let Python name the bad lines
+        return _parse_slow(f, bytes(body), line_base, opts), nlines   # rare: Python names the bad lines
     lines = ok_idx.astype(np.int64) + line_base + 1
     if flagged.size == 0:
-        return RawBatch(texts, str(f), lines)
-    raw_lines = body.split(b"\n")
+        return RawBatch(texts, str(f), lines), nlines
+    raw_lines = bytes(body).split(b"\n")
     extra = _parse_slow_lines(f, [(int(i), raw_lines[int(i)]) for i in flagged], line_base, opts)
     if not extra:
-        return RawBatch(texts, str(f), lines)
+        return RawBatch(texts, str(f), lines), nlines
     all_lines = np.concatenate([lines, np.asarray([ln for ln, _ in extra], dtype=np.int64)])
     merged = pa.concat_arrays([texts, pa.array([t for _, t in extra], pa.large_string())])
     order = np.argsort(all_lines, kind="stable")
-    return RawBatch(merged.take(pa.array(order)), str(f), all_lines[order])
+    return RawBatch(merged.take(pa.array(order)), str(f), all_lines[order]), nlines
 
 
 def _parse_slow(f: Path, body: bytes, line_base: int, opts: ReadOptions) -> RawBatch:
