@@ -26,7 +26,7 @@ import threading
 import numpy as np
 
 from proofmesh.crypto.keccak import keccak256
-from proofmesh.edge.reading import HALF_N, HEAD, READING_TYPEHASH, RECORD_FIXED
+from proofmesh.edge.reading import HALF_N, HEAD, READING_TYPEHASH, RECORD_FIXED, runs_root
 
 HEAD_SIZE = HEAD.size
 SWITCH_INTERVAL = 0.0002      # seconds; see VerifierPool
@@ -158,9 +158,11 @@ def native() -> _Native:
         if _native is None:
             n = _Native()
             # Compile (or load from numba's cache) now, not inside the first batch.
-            probe = np.zeros(HEAD_SIZE + RECORD_FIXED, np.uint8)
-            n.run(np.zeros(34, np.uint8), probe, np.array([HEAD_SIZE, HEAD_SIZE + RECORD_FIXED], np.int64),
-                  0, 1, Verdicts(1))
+            # Read-only buffers, as batches (bytes) give: numba compiles per array flavour.
+            probe = np.frombuffer(bytes(HEAD_SIZE + RECORD_FIXED), np.uint8)
+            n.run(np.frombuffer(bytes(34), np.uint8), probe,
+                  np.asarray([HEAD_SIZE, HEAD_SIZE + RECORD_FIXED], np.int64), 0, 1, Verdicts(1))
+            runs_root([(bytes(20), 0, 1, 1), (bytes(20), 0, 3, 3)])     # the receipt kernels too
             _native = n
         return _native
 
