@@ -131,6 +131,7 @@ class AgentClient:
         # whenever a failure is new): reputation needs only the latest, signing each is waste.
         self.usage_every = max(1, int(usage_every))
         self._reported_at: dict[bytes, tuple[int, int]] = {}
+        self._unsaved: set[bytes] = set()            # tools whose usage counters changed since journaled
         self.registry = ToolRegistry(chain)
         self.channels = PaymentChannels(chain)
         self.token = to_checksum_address(chain.contract("MeshToken").address)
@@ -165,6 +166,9 @@ class AgentClient:
     async def aclose(self) -> None:
         for url in reversed(list(self._conns)):   # anyio cancel scopes must exit LIFO
             await self._drop(url)
+        with self._lock:
+            for tool_id in list(self._unsaved):
+                self._save_usage(tool_id, self._usage[tool_id])
         self._journal.close()
         self.wallet.close()
 
@@ -440,7 +444,9 @@ class AgentClient:
             else:
                 u.calls += 1
             u.paid += paid
-            self._save_usage(tool_id, u)
+            # Counters are journaled with every signed report (each 16th call, each new failure) and
+            # on close, not per call: a crash can only make this payer under-report its own usage.
+            self._unsaved.add(tool_id)
 
     def usage_of(self, tool_id: bytes) -> dict[str, int]:
         u = self._usage.get(tool_id, _UsageState())
@@ -463,6 +469,7 @@ class AgentClient:
         return sent
 
     def _save_usage(self, tool_id: bytes, u: _UsageState) -> None:
+        self._unsaved.discard(tool_id)
         self._journal.put({"toolId": tool_id.hex(), "calls": u.calls, "failures": u.failures, "paid": str(u.paid),
                            "seq": u.seq})
 
