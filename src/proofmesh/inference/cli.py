@@ -117,7 +117,8 @@ def serve(version: int,
 
     With the home's node daemon running, the version is registered with it and this
     returns; otherwise the daemon starts here, in the foreground, serving it. Either way
-    the daemon serves it again after a restart (see `[inference] serve` in config.toml)."""
+    the daemon serves it again after a restart (config.toml's inference table lists
+    versions to serve too: serve = [{version = 3, onnx = "/m.onnx"}])."""
     from proofmesh.cli.context import password_for
     from proofmesh.crypto.keys import Keystore
     from proofmesh.inference.service import serve_with_daemon
