@@ -110,3 +110,20 @@ def test_wallet_resyncs_only_from_its_own_newer_vouchers(net):
     assert not fresh.resync(payee.account.address, v1)            # older than what it now knows
     assert fresh.committed(payee.account.address) == 2 * PRICE
     assert fresh.pay(payee.account.address, PRICE).nonce == 3
+
+
+def test_write_behind_wallet_persists_at_its_sync(net):
+    from proofmesh.payments import DURABILITY_BEHIND
+    payee = net.staked(1)
+    agent = net.staked(5, 1)
+    pc = PaymentChannels(agent)
+    path = net.tmp / "behind.json"
+    wallet = Wallet(pc, agent.account, path, durability=DURABILITY_BEHIND, commit_interval_s=5.0)
+    wallet.ensure_channel(payee.account.address, 100 * PRICE)
+    wallet.wait_durable(wallet.mark())
+    size = path.stat().st_size
+    wallet.pay(payee.account.address, PRICE)
+    assert path.stat().st_size == size                 # encoded, not yet written: nothing on the request path
+    wallet.wait_durable(wallet.mark())                 # a waiter gets its sync at once, not after 5 s
+    assert path.stat().st_size > size
+    assert Wallet(pc, agent.account, path).committed(payee.account.address) == PRICE

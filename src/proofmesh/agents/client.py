@@ -40,7 +40,7 @@ from proofmesh.agents.schema import ArgumentValidator, canonical_json, json_hash
 from proofmesh.agents.x402 import (META_PAYMENT, META_RESPONSE, PAYMENT_REQUIRED, SCHEME_EXACT, SCHEME_VOUCHER,
                                    Authorization, PaymentRequired, Requirement, payment_payload, token_domain)
 from proofmesh.errors import InputError, ProofmeshError, VerificationError
-from proofmesh.payments import DURABILITY_GROUP, PaymentChannels, Voucher, Wallet
+from proofmesh.payments import DURABILITY_BEHIND, PaymentChannels, Voucher, Wallet
 
 INVALID_PARAMS = -32602
 
@@ -139,12 +139,12 @@ class AgentClient:
         self.state_dir = state_dir
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
-        # Wallet records are written to the OS before a voucher leaves (a process crash loses
-        # nothing) and fdatasynced by a group-commit thread off the call path. If an OS crash
-        # loses the newest ones, the provider's refusal carries the newest voucher it holds and
-        # the wallet resumes from it (_resync): losing them never costs the payer money.
+        # Wallet records are written and fdatasynced by a group-commit thread off the call path
+        # (write-behind, every 20 ms). If a crash loses the newest ones, the provider's refusal
+        # carries the newest voucher it holds and the wallet resumes from it (_resync): losing
+        # them costs the payer neither money nor the channel.
         self.wallet = Wallet(self.channels, self.account, state_dir / "wallet.json" if state_dir else None,
-                             durability=DURABILITY_GROUP, commit_interval_s=0.02)
+                             durability=DURABILITY_BEHIND, commit_interval_s=0.02)
         self._journal = Journal(state_dir / "usage.jsonl" if state_dir else None, key=lambda r: r["toolId"])
         self._usage: dict[bytes, _UsageState] = {
             bytes.fromhex(r["toolId"]): _UsageState(r["calls"], r["failures"], int(r["paid"]), r["seq"])

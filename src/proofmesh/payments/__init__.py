@@ -10,9 +10,10 @@ Shared by ``inference`` (pay a node per answer) and ``agents`` (pay a tool per c
 """
 
 from proofmesh.payments.voucher import Voucher, VOUCHER_TYPES, voucher_domain, sign_voucher, recover_voucher
-from proofmesh.payments.channels import (DURABILITY_FSYNC, DURABILITY_GROUP, BooksUnwritable, ChannelState, Ledger,
+from proofmesh.payments.channels import (DURABILITY_BEHIND, DURABILITY_FSYNC, DURABILITY_GROUP, BooksUnwritable, ChannelState, Ledger,
                                          PaymentChannels, StaleVoucher, Wallet)
 
 __all__ = ["Voucher", "VOUCHER_TYPES", "voucher_domain", "sign_voucher", "recover_voucher",
-           "PaymentChannels", "ChannelState", "Wallet", "Ledger", "BooksUnwritable", "StaleVoucher", "DURABILITY_FSYNC",
+           "PaymentChannels", "ChannelState", "Wallet", "Ledger", "BooksUnwritable", "StaleVoucher",
+           "DURABILITY_BEHIND", "DURABILITY_FSYNC",
            "DURABILITY_GROUP"]
