@@ -122,3 +122,25 @@ def test_h2_cheap_sybils_cannot_shut_out_a_better_staked_node(market, accounts):
     assert len(out) == 1 and bonded(market, out[0]) == 0      # displaced sybil's bond released
     assert market.client.slot(job, out[0])["state"] == "dropped"
     market.assert_books()
+
+
+def test_l1_zero_windows_are_refused(market):
+    """L1: a zero reveal or referee window (which would void every replicated job at once and,
+    with a lapsed referee, lock escrow) is refused even from governance; a positive one applies."""
+    from web3.exceptions import ContractLogicError
+
+    from proofmesh.chain.core import GovernanceClient
+    from proofmesh.errors import ProofmeshError
+
+    chain, c = market.chain, market.client.c
+    gov = chain.addresses["Governance"]
+    for name in ("reveal_window", "referee_window", "min_reward", "worker_bond", "max_share_bps"):
+        before = chain.call(getattr(c.functions, name)())
+        fn = c.functions.set_parameter(name, 0)
+        with pytest.raises(ContractLogicError, match="parameter must be > 0"):
+            fn.call({"from": gov})
+        with pytest.raises(ProofmeshError):
+            GovernanceClient(chain).apply_now(fn, salt=os.urandom(32))
+        assert chain.call(getattr(c.functions, name)()) == before
+    GovernanceClient(chain).apply_now(c.functions.set_parameter("reveal_window", 900))
+    assert chain.call(c.functions.reveal_window()) == 900

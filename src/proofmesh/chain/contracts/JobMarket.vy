@@ -936,24 +936,25 @@ def set_parameter(name: String[32], new_value: uint256):
     """
     @notice Change one parameter. Owner (Governance timelock) only. Names:
             min_reward, worker_bond, reveal_window, referee_window, max_share_bps
-            (1..10000). The bond applies to jobs posted afterwards.
+            (1..10000). Every value must be > 0. The bond applies to jobs posted afterwards.
     @param name Parameter name.
-    @param new_value New new_value.
+    @param new_value The new value (> 0).
     """
     ownable._check_owner()
+    # Audit L1: every parameter must be > 0 (a zero reveal or referee window would void
+    # every replicated job at once and, with a lapsed referee, lock its escrow)
+    assert new_value > 0, "parameter must be > 0"
     h: bytes32 = keccak256(name)
     if h == keccak256("min_reward"):
-        assert new_value > 0, "min_reward must be > 0"
         self.min_reward = new_value
     elif h == keccak256("worker_bond"):
-        assert new_value > 0, "worker_bond must be > 0"
         self.worker_bond = new_value
     elif h == keccak256("reveal_window"):
         self.reveal_window = new_value
     elif h == keccak256("referee_window"):
         self.referee_window = new_value
     elif h == keccak256("max_share_bps"):
-        assert new_value > 0 and new_value <= _BPS, "max_share_bps 1..10000"
+        assert new_value <= _BPS, "max_share_bps 1..10000"
         self.max_share_bps = new_value
     else:
         raise "unknown parameter"
