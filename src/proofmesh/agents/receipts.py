@@ -85,6 +85,13 @@ def _b32(value: bytes | str, name: str) -> bytes:
 _HEX40 = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
+@lru_cache(maxsize=4096)
+def _address_bytes(address: str) -> bytes:
+    if not _HEX40.match(address):
+        raise InputError(f"not an address: {address!r:.60}", fix="give a 0x-prefixed 20-byte hex address")
+    return bytes.fromhex(address[2:])
+
+
 def _address(value: str) -> str:
     # Format check only: EIP-55 normalisation costs more than the signature check it precedes,
     # and the address is hashed as 20 bytes anyway.
@@ -118,8 +125,12 @@ class Receipt:
         return {"toolId": self.tool_id, "argsHash": self.args_hash, "resultHash": self.result_hash,
                 "payer": self.payer, "payment": int(self.payment), "nonce": int(self.nonce)}
 
+    def _hashed(self, domain: Domain) -> bytes:
+        # payer as 20 bytes (format-checked by from_json / the signer): skips hex validation
+        return _struct(domain, "Receipt").hash({**self.message(), "payer": _address_bytes(self.payer)})
+
     def signed(self, account, domain: Domain) -> "Receipt":
-        sig = sign_digest(account, _struct(domain, "Receipt").hash(self.message()))
+        sig = sign_digest(account, self._hashed(domain))
         return Receipt(self.tool_id, self.args_hash, self.result_hash, self.payer, self.payment, self.nonce, sig)
 
     def signer(self, domain: Domain) -> str:
@@ -132,7 +143,7 @@ class Receipt:
                                     fix="do not trust this result; use another provider") from exc
 
     def digest(self, domain: Domain) -> bytes:
-        return _struct(domain, "Receipt").hash(self.message())
+        return self._hashed(domain)
 
     def signed_by(self, domain: Domain, address: str) -> bool:
         """Whether ``address`` signed this receipt (bytes compared: no EIP-55 work on the hot path)."""
