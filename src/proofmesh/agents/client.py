@@ -189,7 +189,7 @@ class AgentClient:
         args = {} if args is None else args
         if not isinstance(args, dict):
             raise InputError("tool arguments must be a JSON object", fix='e.g. --args \'{"x": 1}\'')
-        canonical_json(args)   # refuse non-JSON arguments before anything is signed
+        args_hash = json_hash(args)   # refuses non-JSON arguments before anything is signed
         scheme = scheme or self.scheme
         limit = self.max_price if max_price is None else max_price
         candidates = self.discover(name)
@@ -215,7 +215,7 @@ class AgentClient:
                     failures.append(f"{t.provider}: price {t.price} above max {limit}")
                     continue
                 try:
-                    res = await self._call_one(t, args, scheme)
+                    res = await self._call_one(t, args, scheme, args_hash)
                 except InputError:
                     raise   # the caller's own problem: another provider would refuse it too
                 except PaymentRequired as exc:
@@ -312,7 +312,8 @@ class AgentClient:
         conn.verified[t.name] = v
         return v
 
-    async def _call_one(self, t: ToolRecord, args: dict, scheme: str, resynced: bool = False) -> CallResult:
+    async def _call_one(self, t: ToolRecord, args: dict, scheme: str, args_hash: bytes,
+                        resynced: bool = False) -> CallResult:
         t0 = time.perf_counter()
         conn = await self._conn(t.endpoint)
         self._validator(conn, t).validate(args)       # InputError: not the provider's fault
@@ -337,7 +338,7 @@ class AgentClient:
             if exc.code == PAYMENT_REQUIRED:
                 latest = (exc.data or {}).get("latestVoucher") if isinstance(exc.data, dict) else None
                 if scheme == SCHEME_VOUCHER and latest and not resynced and self._resync(t.provider, latest):
-                    return await self._call_one(t, args, scheme, resynced=True)
+                    return await self._call_one(t, args, scheme, args_hash, resynced=True)
                 # not counted against the tool: a refused payment may be this agent's fault
                 reqs = [Requirement.from_json(r) for r in (exc.data or {}).get("accepts", [])]
                 raise PaymentRequired(f"{t.provider} refused the payment: {exc.message}", reqs)
@@ -355,7 +356,7 @@ class AgentClient:
             else None
         try:
             receipt = Receipt.from_json(response.get("receipt") or {})
-            self._check_receipt(receipt, t, args, value, nonce, scheme, response)
+            self._check_receipt(receipt, t, args_hash, value, nonce, scheme, response)
         except VerificationError:
             self._record(t.tool_id, failed=True, paid=t.price if scheme == SCHEME_VOUCHER else 0)
             raise
@@ -368,12 +369,12 @@ class AgentClient:
         return CallResult(t.name, t.provider, t.endpoint, value, receipt.payment, scheme, receipt, transaction,
                           time.perf_counter() - t0)
 
-    def _check_receipt(self, r: Receipt, t: ToolRecord, args: dict, value: Any, nonce: int, scheme: str,
+    def _check_receipt(self, r: Receipt, t: ToolRecord, args_hash: bytes, value: Any, nonce: int, scheme: str,
                        response: dict) -> None:
         problems = []
         if r.tool_id != t.tool_id:
             problems.append("tool id")
-        if r.args_hash != json_hash(args):
+        if r.args_hash != args_hash:
             problems.append("arguments hash")
         if r.result_hash != json_hash(value):
             problems.append("result hash")

@@ -22,8 +22,6 @@ transaction and submits the payers' latest signed ``Usage`` reports to the regis
 from __future__ import annotations
 
 import inspect
-import json
-import os
 import socket
 import threading
 import time
