@@ -158,3 +158,13 @@ def test_rpc_router_answers_json_rpc(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json() == {"jsonrpc": "2.0", "id": 7, "result": "0x7a69"}
     finally:
         chain.close()
+
+
+def test_gas_is_estimated_in_the_next_blocks_context(any_chain) -> None:
+    """A reveal right after its commit is estimable (and lands): estimates run with the next
+    block's number, timestamp and the head as parent, as the transaction will, on both backends."""
+    c = any_chain.contract("test/NextBlock", any_chain.deploy("test/NextBlock"))
+    commit = any_chain.transact(c.functions.commit())
+    any_chain.transact(c.functions.reveal())
+    block = any_chain.w3.eth.get_block(commit.block_number)
+    assert any_chain.call(c.functions.seed()) == bytes(block["hash"])

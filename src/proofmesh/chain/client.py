@@ -196,7 +196,11 @@ class Chain:
                     # Pad the estimate: nodes estimate without the 63/64 call-gas rule's
                     # slack or refunds in some paths (seen on anvil), and a transaction
                     # given exactly the estimate can run out of gas. Unused gas is refunded.
-                    estimate = fn.estimate_gas({"from": sender.address, "value": value})
+                    # "pending": estimate in the next block's context (its number and
+                    # time), where the transaction will run; "latest" would replay the head
+                    # block's context and refuse e.g. a reveal due "in a later block".
+                    estimate = fn.estimate_gas({"from": sender.address, "value": value},
+                                               block_identifier="pending")
                     params["gas"] = min(estimate * 6 // 5 + 20_000, 30_000_000)
                 tx = fn.build_transaction(params)
             except (ContractLogicError, ContractCustomError, ContractPanicError) as exc:

@@ -414,9 +414,12 @@ class EmbeddedChain:
         # padded guess with one more run; binary search only if the guess fails.
         header = self._readonly_header(tag)
         if tag in (None, "latest", "pending"):
-            # Estimate in the context the transaction will run in: the next block's
-            # timestamp, so time-dependent code (epochs, deadlines) costs what it will.
-            header = header.copy(timestamp=max(header.timestamp + 1, self.now()))
+            # Estimate in the context the transaction will run in: the next block (its
+            # number, timestamp and the head as parent), so time- and block-dependent code
+            # (epochs, deadlines, "reveal in a later block") costs and passes as it will.
+            head = self._head()
+            header = self.chain.create_header_from_parent(
+                head, timestamp=max(head.timestamp + 1, self.now())).copy(base_fee_per_gas=0)
         state_at = lambda: self.chain.get_vm(header).state  # noqa: E731  (fresh state per run)
         probe = dict(tx, gas=hex(_int(tx["gas"])) if tx.get("gas") else hex(header.gas_limit))
         spoof = self._spoof(probe, header)
