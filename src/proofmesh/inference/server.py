@@ -409,7 +409,10 @@ def create_app(node: InferenceNode) -> FastAPI:
     dispatch = _Dispatch(node)
 
     async def infer(request: Request) -> Response:
-        status, data = await dispatch.answer(await request.body(), request.headers.get("content-type", ""))
+        # mounted into another app (the node daemon), whose event loop serves its other
+        # services: the model always runs on a worker thread
+        status, data = await dispatch.answer(await request.body(), request.headers.get("content-type", ""),
+                                             inline=False)
         return Response(data, status_code=status, media_type="application/json")
 
     app.dispatch = dispatch      # the hot path (NodeApp.__call__)
@@ -470,12 +473,13 @@ class _Dispatch:
         self.inline_ok = (not node.config.delay_ms and not node.config.max_concurrency
                           and (node.ledger is None or not node.config.price))
 
-    async def answer(self, raw: bytes, content_type: str) -> tuple[int, bytes]:
+    async def answer(self, raw: bytes, content_type: str, *, inline: bool = True) -> tuple[int, bytes]:
         """``POST /v1/infer``: (HTTP status, JSON bytes). orjson in and out; the binary
-        form (wire.py) skips base64 and JSON lists."""
+        form (wire.py) skips base64 and JSON lists. ``inline=False`` where the event loop
+        serves other things too (the routes mounted in the node daemon)."""
         try:
             body = wire.decode_request(raw) if content_type.startswith(wire.CONTENT_TYPE) else _loads(raw)
-            if self.inline_ok and not self.busy and body.get("mode", "plain") == "plain":
+            if inline and self.inline_ok and not self.busy and body.get("mode", "plain") == "plain":
                 out = self.node._infer(body)
             else:
                 self.busy += 1
