@@ -270,9 +270,11 @@ def blake3_spans(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
     ends = np.ascontiguousarray(ends, dtype=np.int64)
     lengths = ends - starts
     short = lengths <= _CHUNK
-    # lanes of one group finish together when their lengths are alike
+    # lanes of one group finish together when they have as many blocks (1..16: a small-int
+    # key, which numpy's stable sort orders by radix in linear time)
     short_ids = np.flatnonzero(short)
-    short_order = short_ids[np.argsort(lengths[short_ids], kind="stable")]
+    blocks = ((lengths[short_ids] + _BLOCK - 1) // _BLOCK).astype(np.int16)
+    short_order = short_ids[np.argsort(blocks, kind="stable")]
     _hash_spans(np.ascontiguousarray(data, dtype=np.uint8), starts, ends, short_order,
                 np.flatnonzero(~short), out)
     return out

@@ -380,10 +380,22 @@ def _line_starts(buf):
     starts[0] = 0
     for g in nb.prange(nseg):
         k = counts[g] + 1
-        for p in range(g * _SEGMENT, min(size, (g + 1) * _SEGMENT)):
-            if buf[p] == 0x0A:
-                starts[k] = p + 1
-                k += 1
+        p = g * _SEGMENT
+        stop = min(size, (g + 1) * _SEGMENT)
+        while p < stop:
+            q = min(stop, p + 32)
+            if q - p == 32:        # lines are long: most 32-byte windows hold no newline
+                hit = np.uint8(0)
+                for x in range(np.uint64(p), np.uint64(q)):
+                    hit |= np.uint8(buf[x] == 0x0A)
+                if hit == 0:
+                    p = q
+                    continue
+            for x in range(p, q):
+                if buf[x] == 0x0A:
+                    starts[k] = x + 1
+                    k += 1
+            p = q
     if tail:
         starts[n + 1] = size + 1
     return starts

@@ -14,6 +14,7 @@ record is left out — never silently.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -159,65 +160,47 @@ def _read_jsonl_range(f: Path, start: int, end: int, line_base: int, opts: ReadO
     """Records of the byte range [start, end) of a JSONL file whose first line is ``line_base + 1``
     (``start`` and ``end`` on line boundaries; the Ray path reads shards this way).
 
-    Blocks are read into one reused buffer (``readinto``; the partial last line moves to its
-    front): no per-block allocation, page faults or concatenation copies."""
-    arena = bytearray(opts.block_bytes)
-    have = 0                       # bytes of an unfinished line at the front of the arena
+    The file is memory-mapped and scanned in place, a block of whole lines at a time: no
+    read copy, no concatenation of a partial line. Pages already scanned are dropped from
+    the mapping (``MADV_DONTNEED``), so resident memory stays bounded by the block size on
+    a file of any size."""
+    if end <= start:
+        return
     with open(f, "rb") as fh:
-        fh.seek(start)
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
         pos = start
-        while True:
-            want = min(opts.block_bytes, end - pos) if pos < end else 0
-            if have + want > len(arena):
-                arena.extend(bytes(have + want - len(arena)))
-            got = 0
-            if want:
-                with memoryview(arena) as mv:
-                    got = fh.readinto(mv[have:have + want]) or 0
-            pos += got
-            total = have + got
-            if got == 0:
-                if total == 0:
-                    break
-                cut = total        # the last line has no newline
-            else:
-                cut = arena.rfind(b"\n", 0, total) + 1
-                if cut == 0:
-                    if total > opts.max_record_bytes:
-                        opts.problem(str(f), line_base + 1,
-                                     f"record of over {total / 1e6:.0f} MB exceeds the "
-                                     f"{opts.max_record_bytes / 1e6:.0f} MB limit",
-                                     "split the record or raise --max-record-bytes")
-                        # skip the rest of this oversized line (never past the range's end)
-                        carry = _skip_to_newline(fh)
-                        carry = carry[:max(0, end - (fh.tell() - len(carry)))]
-                        pos = fh.tell()
-                        arena[:len(carry)] = carry
-                        have = len(carry)
-                        line_base += 1
-                        continue
-                    have = total
+        dropped = start - start % mmap.PAGESIZE
+        while pos < end:
+            lim = min(end, pos + opts.block_bytes)
+            cut = end if lim == end else mm.rfind(b"\n", pos, lim) + 1
+            if cut == 0:               # no newline in a whole block: one line longer than a block
+                nl = mm.find(b"\n", lim, end)
+                line_end = end if nl < 0 else nl + 1
+                if line_end - pos - (nl >= 0) > opts.max_record_bytes:
+                    opts.problem(str(f), line_base + 1,
+                                 f"record of over {(line_end - pos) / 1e6:.0f} MB exceeds the "
+                                 f"{opts.max_record_bytes / 1e6:.0f} MB limit",
+                                 "split the record or raise --max-record-bytes")
+                    pos = line_end     # skipped without being parsed
+                    line_base += 1
                     continue
-            with memoryview(arena) as mv:
-                batch, nlines = _parse_block(f, mv[:cut], line_base, opts)
+                cut = line_end
+            with memoryview(mm) as whole, whole[pos:cut] as body:
+                batch, nlines = _parse_block(f, body, line_base, opts)
             line_base += nlines
+            pos = cut
+            if hasattr(mm, "madvise") and pos - dropped >= mmap.PAGESIZE:
+                upto = pos - pos % mmap.PAGESIZE
+                mm.madvise(mmap.MADV_DONTNEED, dropped, upto - dropped)
+                dropped = upto
             if batch is not None and len(batch.texts):
                 yield batch
-            tail = total - cut
-            arena[:tail] = arena[cut:total]
-            have = tail
-            if got == 0:
-                break
-
-
-def _skip_to_newline(fh) -> bytes:
-    while True:
-        chunk = fh.read(1 << 20)
-        if not chunk:
-            return b""
-        i = chunk.find(b"\n")
-        if i >= 0:
-            return chunk[i + 1:]
+    finally:
+        try:
+            mm.close()
+        except BufferError:            # a view is still referenced (by a traceback): GC closes it
+            pass
 
 
 def _parse_block(f: Path, body: memoryview, line_base: int, opts: ReadOptions) -> tuple[RawBatch | None, int]:
