@@ -76,3 +76,26 @@ def test_agents_cli_end_to_end(cli, home, chain, accounts):
     assert "no attribute" in bad.output
     bad = cli("agents", "publish", "tests.agents.tooldemo:reverse", "--price", "-1", "--once", ok=False)
     assert "price" in bad.output
+
+
+def test_prove_fault_cli_slashes_a_deterministic_tool(cli, home, chain, accounts, tmp_path):
+    from proofmesh.agents.receipts import Receipt
+    from proofmesh.agents.registry import ToolRegistry, tool_id_of
+    from proofmesh.agents.schema import json_hash
+    cli("agents", "publish", "tests.agents.tooldemo:reverse", "--price", "0.01", "--name", "rev",
+        "--deterministic", "--once", "--port", "1")
+    reg = ToolRegistry(chain)
+    tid = tool_id_of(accounts[1].address, "rev")
+    assert reg.get(tid).deterministic
+
+    def receipt(result, nonce):
+        r = Receipt(tid, json_hash({"text": "ab"}), json_hash(result), accounts[5].address, MESH // 100, nonce)
+        f = tmp_path / f"r{nonce}.json"
+        f.write_text(json.dumps({"receipt": r.signed(accounts[1], reg.domain).to_json()}))
+        return str(f)
+    a, b, same = receipt("ba", 1), receipt("xx", 2), receipt("ba", 3)
+    bad = cli("agents", "prove-fault", a, same, "--account", "agent", ok=False)
+    assert "do not conflict" in bad.output                      # refused before any bond is locked
+    out = json.loads(cli("agents", "prove-fault", a, b, "--account", "agent", "--json").stdout)
+    assert out["proven"] is True and float(out["bounty_mesh"]) > 0
+    assert not reg.get(tid).active and reg.get(tid).disputes == 1

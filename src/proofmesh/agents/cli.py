@@ -52,6 +52,8 @@ def publish(
     endpoint: Optional[str] = typer.Option(None, help="public URL to register (default http://HOST:PORT/mcp)"),
     settle_every: float = typer.Option(300.0, help="redeem vouchers and report usage every N seconds (0 = never)"),
     once: bool = typer.Option(False, "--once", help="register and exit without serving (for scripts)"),
+    deterministic: bool = typer.Option(False, "--deterministic", help="declare the tools pure (same arguments, "
+                                       "same result): two receipts that disagree slash the tool bond"),
     node: bool = typer.Option(False, "--node", help="let the node daemon serve them: write "
                               "<home>/agents/tools.json and exit (restart `proofmesh node start`)"),
     account: AccountOpt = None,
@@ -68,6 +70,9 @@ def publish(
     specs = [tool_from_function(load_function(ref), name=names[i] if names else None)
              for i, ref in enumerate(functions)]
     price_wei = parse_mesh(price, "price")
+    if node and deterministic:
+        raise InputError("--deterministic is not passed to the node daemon's tools service",
+                         fix="publish deterministic tools without --node")
     if node:
         # Checked above (functions load, schemas build, price parses); the daemon's tools
         # service registers them with its own endpoint when it starts.
@@ -88,7 +93,7 @@ def publish(
     if not specs:
         raise InputError("nothing to publish", fix="pass module:function arguments and/or --builtin")
     provider = ToolProvider(chain, specs, price_wei, state_dir=home.dir("agents") / "provider",
-                            schemes=tuple(scheme), host=host, port=port)
+                            schemes=tuple(scheme), host=host, port=port, deterministic=deterministic)
     store = _store(home)
     ids = provider.publish(store, endpoint=endpoint)
     output({"endpoint": endpoint or provider.endpoint, "provider": provider.address,
@@ -161,6 +166,41 @@ def report(account: AccountOpt = None, json_: JsonOpt = False) -> None:
     home, chain = _ctx(account)
     client = AgentClient(chain, state_dir=home.dir("agents") / "client")
     output({"reports_sent": client.report_usage()}, json_)
+
+
+def _receipt_file(path: str):
+    from pathlib import Path
+
+    from proofmesh.agents.receipts import Receipt
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read a receipt from {path}: {exc}",
+                         fix="pass a JSON file holding a receipt or an `agents call --json` result") from None
+    return Receipt.from_json(doc.get("receipt", doc) if isinstance(doc, dict) else {})
+
+
+@app.command("prove-fault")
+def prove_fault(receipt_a: str = typer.Argument(..., help="JSON file: a receipt (or an `agents call --json` output)"),
+                receipt_b: str = typer.Argument(..., help="JSON file: a second receipt of the same tool"),
+                account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """Prove a deterministic tool wrong: two of its provider's receipts with the same arguments
+    and different results. Commits (locking the dispute bond), then reveals in a later block;
+    a valid proof slashes the tool bond and pays you the bounty, anything else burns the bond."""
+    from proofmesh.agents.registry import ToolRegistry
+    _, chain = _ctx(account)
+    a, b = _receipt_file(receipt_a), _receipt_file(receipt_b)
+    if a.args_hash != b.args_hash or a.result_hash == b.result_hash:
+        raise InputError("these receipts do not conflict (need equal argsHash and different resultHash)",
+                         fix="a false dispute burns the dispute bond; check the receipts")
+    reg = ToolRegistry(chain)
+    salt = reg.commit_dispute(a, b, sender=chain.account)
+    proven = reg.prove_fault(a, b, salt, sender=chain.account)
+    ev = (chain.events("ToolRegistry", "FaultProven" if proven else "DisputeRejected",
+                       from_block=chain.w3.eth.block_number) or [{"args": {}}])[-1]["args"]
+    output({"proven": proven, "tool_id": "0x" + a.tool_id.hex(),
+            **({"slashed_mesh": fmt_mesh(ev.get("slashed", 0)), "bounty_mesh": fmt_mesh(ev.get("bounty", 0))}
+               if proven else {"reason": ev.get("reason", "")})}, json_, title="fault proof")
 
 
 def _store(home):
