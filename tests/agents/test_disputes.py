@@ -78,6 +78,17 @@ def test_inconsistent_receipts_of_a_deterministic_tool_slash_its_bond(chain, acc
     assert reg.search(name="wc") == []
 
 
+def test_the_deterministic_promise_cannot_be_dropped_to_dodge_a_proof(chain, accounts):
+    reg, tid = _tool(chain, accounts[1])
+    with pytest.raises(ContractRevert, match="deterministic flag is fixed"):
+        reg.update(tid, CID, "http://x/mcp", 10, 3, sender=accounts[1])
+    _, loose = _tool(chain, accounts[2], name="llm", deterministic=False)
+    with pytest.raises(ContractRevert, match="deterministic flag is fixed"):
+        ToolRegistry(chain.with_account(accounts[2])).update(loose, CID, "http://x/mcp", 10, 7, sender=accounts[2])
+    reg.update(tid, CID, "http://moved/mcp", 12, 2 | 4, sender=accounts[1])     # everything else may change
+    assert reg.get(tid).endpoint == "http://moved/mcp" and reg.get(tid).deterministic
+
+
 def test_false_disputes_burn_the_disputer_bond(chain, accounts):
     reg, tid = _tool(chain, accounts[1])
     _, loose = _tool(chain, accounts[2], name="llm", deterministic=False)

@@ -328,13 +328,18 @@ def update_tool(tool_id: bytes32, schema_cid: String[128], endpoint: String[256]
     @param schema_cid New schema CID.
     @param endpoint New endpoint.
     @param price New price per call.
-    @param schemes New scheme bitmask.
+    @param schemes New scheme bitmask; the deterministic flag (4) must stay as registered. A
+           deterministic tool promises the same result for the same arguments for as long as it
+           lives, across updates: a changed function needs a new tool name.
     """
     t: Tool = self.tools[tool_id]
     assert t.provider == msg.sender, "ToolRegistry: not the provider"
     assert t.active, "ToolRegistry: tool retired"
     assert len(schema_cid) > 0 and len(endpoint) > 0, "ToolRegistry: empty field"
     assert schemes & (SCHEME_EXACT | SCHEME_VOUCHER) != 0 and schemes <= 7, "ToolRegistry: bad schemes"
+    # Fixed at registration: dropping it would dodge a pending fault proof, adding it would make
+    # receipts signed without the promise slashable.
+    assert (schemes ^ t.schemes) & FLAG_DETERMINISTIC == 0, "ToolRegistry: deterministic flag is fixed"
     self.tools[tool_id].schema_cid = schema_cid
     self.tools[tool_id].endpoint = endpoint
     self.tools[tool_id].price = price
