@@ -113,13 +113,15 @@ def _check_shape(spec: InputSpec, shape: tuple) -> None:
 def check_tensor(spec: InputSpec, arr: np.ndarray) -> np.ndarray:
     """A typed tensor (binary or base64 wire form): exact dtype, shape, finite floats."""
     want = np.dtype(spec.dtype)
-    if arr.dtype.newbyteorder("=") != want and arr.dtype != want:
+    if arr.dtype != want and arr.dtype.newbyteorder("=") != want:
         raise InputError(f"input {spec.name!r} has dtype {arr.dtype.name}, model wants {want.name}",
                          fix=f"send {spec.describe()}")
     _check_shape(spec, arr.shape)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(want)
-    if want.kind == "f" and not np.isfinite(arr).all():
+    # a finite sum means every element is finite (NaN and infinities propagate); only a
+    # non-finite sum (which an overflow can also give) needs the element-wise check
+    if want.kind == "f" and not np.isfinite(arr.sum(dtype=np.float64)) and not np.isfinite(arr).all():
         raise InputError(f"input {spec.name!r} contains NaN or infinity", fix="send finite numbers")
     return arr
 

@@ -16,6 +16,7 @@ still applies (names, dtypes, shapes, finite values): the decoded arrays go thro
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any, Mapping
 
@@ -83,7 +84,7 @@ def decode_request(buf: bytes) -> dict:
             raise InputError(f"tensor {name!r}: unsupported dtype {dtype}, negative dimension or repeated name",
                              fix="numeric dtypes, non-negative shapes, one entry per input")
         off += _pad(off)
-        n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        n = math.prod(shape) * dtype.itemsize
         if off + n > len(buf):
             raise InputError(f"tensor {name!r}: {len(buf) - off} bytes left, shape {list(shape)} of {dtype.name} "
                              f"needs {n}", fix="check shape and dtype")
