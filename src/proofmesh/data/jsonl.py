@@ -404,19 +404,21 @@ def _line_starts(buf):
 @nb.njit(parallel=True, cache=True)
 def _scan(buf, starts, key, max_len, status, vstart, vend, lens):
     nlines = starts.shape[0] - 1
-    for i in nb.prange(nlines):
-        s = starts[i]
-        e = starts[i + 1] - 1      # exclude the newline
-        if e > buf.shape[0]:
-            e = buf.shape[0]
+    per_task = 256                 # lines per parallel task: one nesting stack for all of them
+    for t in nb.prange((nlines + per_task - 1) // per_task):
         stack = np.empty(64, dtype=np.uint8)
-        st, vs, ve = _scan_line(buf, s, e, key, stack)
-        if st == OK and e - s > max_len:
-            st = FLAGGED
-        status[i] = st
-        vstart[i] = vs
-        vend[i] = ve
-        lens[i] = ve - vs if st == OK else 0
+        for i in range(t * per_task, min(nlines, (t + 1) * per_task)):
+            s = starts[i]
+            e = starts[i + 1] - 1      # exclude the newline
+            if e > buf.shape[0]:
+                e = buf.shape[0]
+            st, vs, ve = _scan_line(buf, s, e, key, stack)
+            if st == OK and e - s > max_len:
+                st = FLAGGED
+            status[i] = st
+            vstart[i] = vs
+            vend[i] = ve
+            lens[i] = ve - vs if st == OK else 0
 
 
 @nb.njit(parallel=True, cache=True)
