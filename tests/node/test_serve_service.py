@@ -74,6 +74,10 @@ def test_daemon_serves_configured_and_cli_registered_versions(chain: Chain, home
         out = httpx.post(f"{d.url}/v1/infer", json=body, timeout=30).json()
         assert np.allclose(np.asarray(out["output"]), ort.InferenceSession(str(onnx2)).run(None, {"x": x})[0])
         assert httpx.get(f"{d.url}/v1/info", params={"version": v2}).json()["version"] == v2
+        # a router for the second version finds it on the shared endpoint
+        ans2 = Router(chain, v2, account=client).infer(x)
+        assert ans2.node == node.address
+        assert np.allclose(ans2.output, ort.InferenceSession(str(onnx2)).run(None, {"x": x})[0])
         assert httpx.get(f"{d.url}/v1/info").json()["version"] == v1      # the default (first) version
         missing = httpx.get(f"{d.url}/v1/info", params={"version": 999})
         assert missing.status_code == 404 and "does not serve version 999" in missing.json()["error"]

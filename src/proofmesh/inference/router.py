@@ -126,7 +126,9 @@ class Router:
                 continue   # withdrawing its service bond: its answers may no longer be slashable
             try:
                 t0 = time.perf_counter()
-                info = self.http.get(n.endpoint.rstrip("/") + "/v1/info", timeout=10.0).json()
+                # ?version=: a daemon may serve several versions on one endpoint
+                info = self.http.get(n.endpoint.rstrip("/") + "/v1/info", params={"version": self.version},
+                                     timeout=10.0).json()
                 rtt = time.perf_counter() - t0
             except (httpx.HTTPError, ValueError):
                 continue
@@ -183,6 +185,9 @@ class Router:
                                       "headers": {"content-type": wire.CONTENT_TYPE}}
             else:
                 kw = {"json": body}
+            # a daemon serving several versions on one endpoint routes by this header
+            # (without parsing a binary body)
+            kw["headers"] = {**kw.get("headers", {}), "x-proofmesh-version": str(self.version)}
             t0 = time.perf_counter()
             try:
                 r = self.http.post(node.endpoint + "/v1/infer", **kw)

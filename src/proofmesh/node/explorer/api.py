@@ -260,7 +260,7 @@ class Explorer:
             stats[e.args["node"]]["answered"] += 1
         for e in self.index.of("InferenceRegistry", "ChallengeExpired"):
             stats[e.args["node"]]["lost"] += 1
-        for e in self.index.of("InferenceRegistry", "DisputeResolved"):
+        for e in self.index.of("InferenceDisputes", "DisputeResolved"):
             stats[e.args["loser"]]["lost"] += 1
         bonded = {e.args["node"] for e in self.index.of("InferenceRegistry", "BondPosted")}
         candidates = {n.address: n for n in Registry(self.chain).nodes() if n.roles & 4} if self._has("NodeRegistry") else {}
