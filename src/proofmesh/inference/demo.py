@@ -51,7 +51,9 @@ def run(ctx) -> dict:
         log(f"{len(nodes)} inference nodes staked, bonded and serving (the last one lies by +0.3)")
 
         client = ctx.actor(2)
-        router = Router(chain, pub.version, account=client)
+        # a generous timeout: the first zk answer loads the circuit (witness + keys), which
+        # takes well over the default 30 s on a busy 2-core machine
+        router = Router(chain, pub.version, account=client, timeout=180.0)
         router.discover()
         x = np.random.default_rng(0).random((1, 4), dtype=np.float32).tolist()
         ans = router.infer(x, verify="zk")
