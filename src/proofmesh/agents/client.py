@@ -140,11 +140,11 @@ class AgentClient:
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
         # Wallet records are written and fdatasynced by a group-commit thread off the call path
-        # (write-behind, every 20 ms). If a crash loses the newest ones, the provider's refusal
+        # (write-behind, every 100 ms). If a crash loses the newest ones, the provider's refusal
         # carries the newest voucher it holds and the wallet resumes from it (_resync): losing
         # them costs the payer neither money nor the channel.
         self.wallet = Wallet(self.channels, self.account, state_dir / "wallet.json" if state_dir else None,
-                             durability=DURABILITY_BEHIND, commit_interval_s=0.02)
+                             durability=DURABILITY_BEHIND, commit_interval_s=0.1)
         self._journal = Journal(state_dir / "usage.jsonl" if state_dir else None, key=lambda r: r["toolId"])
         self._usage: dict[bytes, _UsageState] = {
             bytes.fromhex(r["toolId"]): _UsageState(r["calls"], r["failures"], int(r["paid"]), r["seq"])

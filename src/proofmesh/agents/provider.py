@@ -48,9 +48,9 @@ from proofmesh.errors import InputError, ProofmeshError, VerificationError
 from proofmesh.payments import DURABILITY_GROUP, Ledger, PaymentChannels, StaleVoucher, Voucher
 
 INVALID_PARAMS = -32602
-# Group commit of the payment books: at most one fdatasync per this interval (each costs ~0.3 ms
+# Group commit of the payment books: at most one fdatasync per this interval (each costs ~0.2-0.3 ms
 # of CPU here); a strict-mode waiter gets its sync at once.
-COMMIT_INTERVAL_S = 0.02
+COMMIT_INTERVAL_S = 0.05
 
 
 @dataclass
