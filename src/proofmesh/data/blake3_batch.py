@@ -232,7 +232,7 @@ def _hash_long(data, start, end, out, row, cv, m, prm):
     _store_digest(level[0], out, row)
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _hash_spans(data, starts, ends, short_order, long_ids, out):
     n_short = short_order.shape[0]
     group = LANES * _GROUPS_PER_TASK

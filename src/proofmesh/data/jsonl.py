@@ -360,7 +360,7 @@ def _scan_line(buf, s, end, key, stack):
 _SEGMENT = 1 << 20
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _line_starts(buf):
     """Start of every line, and ``len(buf) + 1`` after an unterminated last line (as if it
     ended in a newline). Newlines are counted per 1 MiB segment in parallel, then written."""
@@ -401,7 +401,7 @@ def _line_starts(buf):
     return starts
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _scan(buf, starts, key, max_len, status, vstart, vend, lens):
     nlines = starts.shape[0] - 1
     per_task = 256                 # lines per parallel task: one nesting stack for all of them
@@ -421,7 +421,7 @@ def _scan(buf, starts, key, max_len, status, vstart, vend, lens):
             lens[i] = ve - vs if st == OK else 0
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _extract(buf, ok_idx, vstart, vend, out_off, out, out_len):
     for t in nb.prange(ok_idx.shape[0]):
         i = ok_idx[t]

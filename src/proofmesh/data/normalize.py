@@ -143,7 +143,7 @@ def _ws_len(data, p, end):
     return 0
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _normalize_spans(data, offsets, out, out_len, tokens, slow, lower, collapse, unicode_rules):
     """Per record, in place of its own span of ``out``: ASCII lower-case (``lower``), collapse
     whitespace runs to one space and trim (``collapse``), count tokens. A record with a
@@ -235,7 +235,7 @@ def _normalize_one(data, p, end, out, out_len, tokens, slow, d, lower, collapse,
     tokens[d] = ntok
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def _pack2(src0, src1, which, src_start, lens, dst, dst_off):
     """Gather each record's bytes from ``src0`` or ``src1`` (``which``) into one packed buffer."""
     for d in nb.prange(lens.shape[0]):
@@ -245,7 +245,7 @@ def _pack2(src0, src1, which, src_start, lens, dst, dst_off):
             copy_bytes(dst, dst_off[d], src0, src_start[d], lens[d])
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)
 def pack_spans(src, src_start, lens, dst, dst_off):
     """``dst[dst_off[d]:+lens[d]] = src[src_start[d]:+lens[d]]`` for every record, as memcpys."""
     for d in nb.prange(lens.shape[0]):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,13 +95,65 @@ def input_files(path: str | Path) -> list[Path]:
     return files
 
 
+PREFETCH = 2      # blocks read ahead by the reader thread (memory: this many blocks more)
+
+
 def read_records(path: str | Path, text_field: str = "text", on_error: str = "fail",
                  options: ReadOptions | None = None) -> Iterator[RawBatch]:
-    """Stream every record under ``path`` as :class:`RawBatch` es."""
+    """Stream every record under ``path`` as :class:`RawBatch` es.
+
+    A reader thread scans the next blocks while the caller works on the current one (the
+    compiled kernels release the GIL), so reading overlaps normalising and hashing; problems
+    and exceptions arrive in input order, exactly as without the thread."""
     opts = options or ReadOptions(text_field=text_field, on_error=on_error)
+    files = input_files(path)                  # a missing path fails here, in the caller
+    return _prefetched(_read_files(files, opts), PREFETCH)
+
+
+def _prefetched(items: Iterator[RawBatch], depth: int) -> Iterator[RawBatch]:
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except Exception as exc:  # handed to the consumer, in order
+            q.put((done, exc))
+
+    worker = threading.Thread(target=produce, name="proofmesh-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():               # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            worker.join(timeout=0.05)
+
+
+def _read_files(files: list[Path], opts: ReadOptions) -> Iterator[RawBatch]:
     text_batch: list[str] = []
     text_file_lines: list[str] = []
-    for f in input_files(path):
+    for f in files:
         suffix = f.suffix.lower()
         if suffix in JSONL_SUFFIXES:
             yield from _read_jsonl(f, opts)
