@@ -129,3 +129,16 @@ def test_block_reader_equals_one_block_for_any_block_size(tmp_path):
     assert read(8 << 20) == want
     assert read(1000) == want
     assert read(150) == want                   # most lines span two reads
+
+
+def test_persistent_index_confirms_key_hits_on_the_full_hash(tmp_path):
+    """Published records sharing an 8-byte key are all found; a third record with that key
+    but another hash is new."""
+    index = CrossBatchIndex(tmp_path / "idx", {"num_perm": 128, "shingle_size": 5, "seed": 1, "norm": "nlw"})
+    a, b, c = b"K" * 8 + b"a" * 24, b"K" * 8 + b"b" * 24, b"K" * 8 + b"c" * 24
+    index.commit(1, [a, b], np.empty((2, 0), np.uint64), [np.empty(0, np.uint64)] * 2, {})
+    assert index.published([b, c, a, b"z" * 32]).tolist() == [True, False, True, False]
+    index.close()
+    reopened = CrossBatchIndex(tmp_path / "idx", {"num_perm": 128, "shingle_size": 5, "seed": 1, "norm": "nlw"})
+    assert reopened.published([b, c]).tolist() == [True, False]
+    reopened.close()

@@ -140,6 +140,39 @@ def _rehash(table_k, table_v, keys, vals):
         table_v[h] = vals[i]
 
 
+def build_key_table(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A read-only open-addressing table from each key to the index of its first occurrence
+    in ``keys`` (load factor ≤ 1/2)."""
+    size = 1 << max(4, int(2 * max(1, keys.size) - 1).bit_length())
+    table_k = np.zeros(size, dtype=np.uint64)
+    table_v = np.full(size, -1, dtype=np.int64)
+    if keys.size:
+        _insert_keys(table_k, table_v, np.ascontiguousarray(keys, dtype=np.uint64), 0,
+                     np.empty(keys.size, dtype=np.int64))
+    return table_k, table_v
+
+
+@nb.njit(cache=True)
+def _lookup(table_k, table_v, keys, out):
+    mask = table_k.shape[0] - 1
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        h = (k ^ (k >> np.uint64(29))) & np.uint64(mask)
+        out[i] = -1
+        while table_v[h] >= 0:
+            if table_k[h] == k:
+                out[i] = table_v[h]
+                break
+            h = (h + np.uint64(1)) & np.uint64(mask)
+
+
+def lookup_keys(table: tuple[np.ndarray, np.ndarray], keys: np.ndarray) -> np.ndarray:
+    """For each key, the value stored in a :func:`build_key_table` table, or -1."""
+    out = np.empty(keys.size, dtype=np.int64)
+    _lookup(table[0], table[1], np.ascontiguousarray(keys, dtype=np.uint64), out)
+    return out
+
+
 class ExactDeduper:
     """Exact dedup over a stream of batches, with an optional cross-batch lookup.
 

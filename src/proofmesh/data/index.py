@@ -58,13 +58,19 @@ class CrossBatchIndex:
         self._load_prefilters()
 
     def _load_prefilters(self) -> None:
-        # Sorted in-memory arrays answer "certainly new" without touching LMDB.
-        # LMDB keeps keys sorted and big-endian 8-byte keys sort like the integers, so the
-        # joined key bytes are already a sorted uint64 array.
+        # In-memory structures answer "certainly new" without touching LMDB. LMDB keeps keys
+        # sorted and big-endian 8-byte keys sort like the integers, so the joined band keys
+        # are already a sorted uint64 array. Record keys go into a compiled hash table that
+        # maps each key to its record_hash (entries sorted by key, duplicates adjacent), so a
+        # hit is confirmed in memory too.
+        from proofmesh.data.exact import build_key_table
+
         with self.env.begin() as txn:
-            xs = b"".join(txn.cursor(db=self.keys).iternext_nodup(keys=True, values=False))
+            pairs = list(txn.cursor(db=self.keys).iternext(keys=True, values=True))
             bs = b"".join(txn.cursor(db=self.band).iternext_nodup(keys=True, values=False))
-        self._keys = np.frombuffer(xs, dtype=">u8").astype(np.uint64)
+        self._keys = np.frombuffer(b"".join(k for k, _v in pairs), dtype=">u8").astype(np.uint64)
+        self._key_hashes = np.frombuffer(b"".join(v for _k, v in pairs), dtype=np.uint8).reshape(-1, 32)
+        self._key_table = build_key_table(self._keys)
         self._band = np.frombuffer(bs, dtype=">u8").astype(np.uint64)
 
     def close(self) -> None:
@@ -78,21 +84,27 @@ class CrossBatchIndex:
     def published(self, digests: np.ndarray | list[bytes]) -> np.ndarray:
         """Which of these records (``(n, 32)`` record hashes, or a list of them) are already published.
 
-        A sorted-array search on the prefilter keys answers "certainly new" for almost every
-        record; only key hits are confirmed on the full record_hash in LMDB."""
-        from proofmesh.data.exact import as_digests, digest_keys
+        A compiled hash table of the prefilter keys answers "certainly new" for almost every
+        record; a key hit is confirmed on the full record_hash, in memory."""
+        from proofmesh.data.exact import as_digests, digest_keys, lookup_keys
 
         digests = as_digests(digests)
         out = np.zeros(digests.shape[0], dtype=bool)
         if self._keys.size == 0 or digests.shape[0] == 0:
             return out
         keys = digest_keys(digests)
-        pos = np.searchsorted(self._keys, keys)
-        maybe = np.flatnonzero((pos < self._keys.size) & (self._keys[np.minimum(pos, self._keys.size - 1)] == keys))
-        if maybe.size:
-            with self.env.begin() as txn:
-                for i in maybe.tolist():
-                    out[i] = txn.get(digests[i].tobytes(), db=self.rec) is not None
+        first = lookup_keys(self._key_table, keys)     # index of the key's first entry, or -1
+        hit = np.flatnonzero(first >= 0)
+        if hit.size:
+            same = (self._key_hashes[first[hit]] == digests[hit]).all(axis=1)
+            out[hit[same]] = True
+            for i in hit[~same].tolist():      # another record shares the key: check its others
+                j = int(first[i]) + 1
+                while j < self._keys.size and self._keys[j] == keys[i]:
+                    if self._key_hashes[j].tobytes() == digests[i].tobytes():
+                        out[i] = True
+                        break
+                    j += 1
         return out
 
     def locate(self, record_hash: bytes) -> tuple[int, int] | None:
