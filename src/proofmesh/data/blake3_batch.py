@@ -275,8 +275,10 @@ def blake3_spans(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
     short_ids = np.flatnonzero(short)
     blocks = ((lengths[short_ids] + _BLOCK - 1) // _BLOCK).astype(np.int16)
     short_order = short_ids[np.argsort(blocks, kind="stable")]
-    _hash_spans(np.ascontiguousarray(data, dtype=np.uint8), starts, ends, short_order,
-                np.flatnonzero(~short), out)
+    # always a read-only view: one compiled signature for every caller (the kernel is big)
+    view = np.ascontiguousarray(data, dtype=np.uint8).view()
+    view.flags.writeable = False
+    _hash_spans(view, starts, ends, short_order, np.flatnonzero(~short), out)
     return out
 
 
