@@ -477,22 +477,47 @@ class _Dispatch:
         """``POST /v1/infer``: (HTTP status, JSON bytes). orjson in and out; the binary
         form (wire.py) skips base64 and JSON lists. ``inline=False`` where the event loop
         serves other things too (the routes mounted in the node daemon)."""
+        if inline:
+            now = self.answer_now(raw, content_type)
+            return now if isinstance(now, tuple) else await self.answer_offloaded(now)
         try:
-            body = wire.decode_request(raw) if content_type.startswith(wire.CONTENT_TYPE) else _loads(raw)
-            if inline and self.inline_ok and not self.busy and body.get("mode", "plain") == "plain":
-                out = self.node._infer(body)
-            else:
-                self.busy += 1
-                try:
-                    out = await asyncio.get_running_loop().run_in_executor(self.pool, self.node._infer, body)
-                finally:
-                    self.busy -= 1
+            body = self._decode(raw, content_type)
+        except ProofmeshError as exc:
+            return self._failed(exc)
+        return await self.answer_offloaded(body)
+
+    def answer_now(self, raw: bytes, content_type: str) -> "tuple[int, bytes] | dict":
+        """Answer on this thread when the node may run inline; otherwise the decoded
+        request, for :meth:`answer_offloaded` (no event-loop round trip either way)."""
+        try:
+            body = self._decode(raw, content_type)
+            if not (self.inline_ok and not self.busy and body.get("mode", "plain") == "plain"):
+                return body
+            return 200, orjson.dumps(self.node._infer(body), option=orjson.OPT_SERIALIZE_NUMPY)
+        except ProofmeshError as exc:
+            return self._failed(exc)
+
+    async def answer_offloaded(self, body: dict) -> tuple[int, bytes]:
+        """Answer a decoded request on a worker thread."""
+        self.busy += 1
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(self.pool, self.node._infer, body)
             return 200, orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
         except ProofmeshError as exc:
-            status = _STATUS.get(type(exc))
-            if status is None:
-                status = next((v for k, v in _STATUS.items() if isinstance(exc, k)), 500)
-            return status, orjson.dumps({"error": exc.message, "fix": exc.fix, "type": type(exc).__name__})
+            return self._failed(exc)
+        finally:
+            self.busy -= 1
+
+    @staticmethod
+    def _decode(raw: bytes, content_type: str) -> dict:
+        return wire.decode_request(raw) if content_type.startswith(wire.CONTENT_TYPE) else _loads(raw)
+
+    @staticmethod
+    def _failed(exc: ProofmeshError) -> tuple[int, bytes]:
+        status = _STATUS.get(type(exc))
+        if status is None:
+            status = next((v for k, v in _STATUS.items() if isinstance(exc, k)), 500)
+        return status, orjson.dumps({"error": exc.message, "fix": exc.fix, "type": type(exc).__name__})
 
 
 _STATUS = {InputError: 422, PaymentRequired: 402, UnknownVersion: 404, NotAvailableError: 501, VerificationError: 402}
@@ -554,7 +579,9 @@ def uvicorn_config(app: Any, host: str, port: int, **kw: Any) -> Any:
                             # connections are not closed under them (uvicorn's default is 5 s)
                             "timeout_keep_alive": 75}
     if importlib.util.find_spec("httptools"):
-        opts["http"] = "httptools"
+        from proofmesh.inference.httpfast import protocol_for
+
+        opts["http"] = protocol_for(app) or "httptools"
     if importlib.util.find_spec("uvloop"):
         opts["loop"] = "uvloop"
     opts.update(kw)

@@ -1,0 +1,124 @@
+"""``POST /v1/infer`` answered inside the HTTP protocol, below ASGI.
+
+A node's request costs the model run plus the node's own work; at batch 32 the 5.2M-param
+MLP runs ~7 ms and the 10 % budget is 0.7 ms for everything else. After each run the model
+has streamed its 21 MB of weights through the core's caches, so every Python step after it
+runs cold (measured: each step 2-7x its warm cost), and uvicorn's ASGI machinery per
+request (scope dict, RequestResponseCycle, asyncio.Event, a Task, the receive/send
+coroutines, header assembly) is a long cold path of its own. This protocol is uvicorn's
+httptools protocol (keep-alive, flow control, graceful shutdown, the server's connection
+set: :meth:`ServerHandle.kill` still works) with one change: a ``POST /v1/infer`` is
+collected by the parser callbacks and handed to the node's :class:`_Dispatch` directly,
+answered on the spot when the node can run it inline, or from a task when it goes to a
+worker thread (zk, paid, delayed, busy). Every other request goes through ASGI as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_REASONS = {200: b"OK", 402: b"Payment Required", 404: b"Not Found", 422: b"Unprocessable Entity",
+            500: b"Internal Server Error", 501: b"Not Implemented"}
+
+
+def _head(status: int, length: int, keep_alive: bool) -> bytes:
+    return b"".join((b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"")),
+                     b"content-type: application/json\r\ncontent-length: %d\r\n" % length,
+                     b"" if keep_alive else b"connection: close\r\n", b"\r\n"))
+
+
+class _Pending:
+    """Stands for uvicorn's RequestResponseCycle while an offloaded answer is pending."""
+
+    response_complete = False
+    disconnected = False
+    keep_alive = True
+
+    def __init__(self) -> None:
+        self.message_event = asyncio.Event()
+
+
+class InferProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with ``POST /v1/infer`` short-circuited to the app's
+    ``dispatch`` (see the module docstring)."""
+
+    def __init__(self, config: Any, *args: Any, **kw: Any) -> None:
+        super().__init__(config, *args, **kw)
+        self.dispatch = getattr(config.app, "dispatch", None)
+        self._fast: list[bytes] | None = None      # body chunks of a /v1/infer request being read
+        self._fast_busy = False                    # a /v1/infer answer is pending on a task
+        self._fast_keep_alive = True
+
+    def on_headers_complete(self) -> None:
+        if (self.dispatch is None or self.url != b"/v1/infer" or self.parser.get_method() != b"POST"
+                or self.pipeline or (self.cycle is not None and not self.cycle.response_complete)
+                or self._fast_busy or self.parser.should_upgrade()):
+            self._fast = None
+            return super().on_headers_complete()
+        self._fast = []
+        self._fast_keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        if self.expect_100_continue:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self._fast is None:
+            return super().on_body(body)
+        self._fast.append(body)
+
+    def on_message_complete(self) -> None:
+        chunks = self._fast
+        if chunks is None:
+            return super().on_message_complete()
+        self._fast = None
+        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        ctype = next((v for k, v in self.headers if k == b"content-type"), b"").decode("latin-1")
+        try:
+            answer = self.dispatch.answer_now(raw, ctype)
+        except Exception as exc:   # a bug, not bad input: answer 500 like uvicorn would, keep serving
+            self.logger.exception("inference request failed", exc_info=exc)
+            answer = (500, b'{"error": "internal error"}')
+        if isinstance(answer, tuple):
+            self._respond(*answer)
+            return
+        # runs on a worker thread: read nothing more from this connection until answered;
+        # a request already parsed behind it is queued by uvicorn as a pipelined one (it sees
+        # a cycle in progress) and started by on_response_complete after this answer
+        self._fast_busy = True
+        self.cycle = _Pending()
+        self.flow.pause_reading()
+        task = self.loop.create_task(self._answer_later(answer))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _answer_later(self, body: dict) -> None:
+        try:
+            status, data = await self.dispatch.answer_offloaded(body)
+        except Exception as exc:
+            self.logger.exception("inference request failed", exc_info=exc)
+            status, data = 500, b'{"error": "internal error"}'
+        self._fast_busy = False
+        if isinstance(self.cycle, _Pending):
+            self.cycle = None
+        if not self.transport.is_closing():
+            self._respond(status, data)
+
+    def _respond(self, status: int, data: bytes) -> None:
+        self.transport.write(_head(status, len(data), self._fast_keep_alive) + data)
+        if not self._fast_keep_alive:
+            self.transport.close()
+            return
+        self.on_response_complete()    # keep-alive timer, resume reading, counters
+
+    def shutdown(self) -> None:
+        if self._fast_busy:
+            self._fast_keep_alive = False   # close after the pending answer
+            return
+        super().shutdown()
+
+
+def protocol_for(app: Any) -> "type[asyncio.Protocol] | None":
+    """The protocol class for a node app (None: not a node app, use uvicorn's own)."""
+    return InferProtocol if getattr(app, "dispatch", None) is not None else None

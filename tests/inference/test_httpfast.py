@@ -1,0 +1,89 @@
+"""The node's /v1/infer fast path below ASGI (httpfast.InferProtocol): HTTP semantics a
+client relies on — keep-alive, pipelined requests answered in order (inline and on a
+worker thread), HTTP/1.0 close, Expect: 100-continue, other routes still through FastAPI."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+import orjson
+
+from proofmesh.inference import wire
+from proofmesh.inference.httpfast import InferProtocol
+from proofmesh.inference.receipt import Receipt
+
+
+def _request(version: int, nonce: int, x, http: str = "1.1", extra: str = "") -> bytes:
+    body = wire.encode_request({"version": version, "nonce": nonce}, {"x": x})
+    return (f"POST /v1/infer HTTP/{http}\r\nhost: node\r\ncontent-type: {wire.CONTENT_TYPE}\r\n{extra}"
+            f"content-length: {len(body)}\r\n\r\n").encode() + body
+
+
+def _read_answers(sock: socket.socket, n: int) -> list[tuple[int, dict, bytes]]:
+    """n HTTP responses from sock: (status, JSON body, raw head)."""
+    buf, out = b"", []
+    while len(out) < n:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed early"
+            buf += chunk
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        if head.startswith(b"HTTP/1.1 100"):
+            continue
+        length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")))
+        while len(buf) < length:
+            buf += sock.recv(65536)
+        out.append((int(head.split()[1]), orjson.loads(buf[:length]), head))
+        buf = buf[length:]
+    return out
+
+
+def _connect(url: str) -> socket.socket:
+    u = urlsplit(url)
+    s = socket.create_connection((u.hostname, u.port), timeout=30)
+    return s
+
+
+def test_fast_path_serves_infer_with_http_semantics(network, accounts, x1):
+    n = network.start_node(accounts[3])
+    assert n.server.server.config.http_protocol_class is InferProtocol
+    v = network.version
+    with _connect(n.url) as s:
+        # three pipelined requests in one write, the middle one a reused nonce: answers in order
+        s.sendall(_request(v, 101, x1) + _request(v, 101, x1) + _request(v, 102, x1))
+        (s1, a1, h1), (s2, a2, _), (s3, a3, _) = _read_answers(s, 3)
+        assert (s1, s2, s3) == (200, 422, 200) and b"connection: close" not in h1
+        assert Receipt.from_json(a1["receipt"]).nonce == 101 and Receipt.from_json(a3["receipt"]).nonce == 102
+        assert "nonce already used" in a2["error"]
+        # a client that waits for 100 Continue before sending a large body
+        body = _request(v, 103, x1, extra="expect: 100-continue\r\n")
+        head, _, payload = body.partition(b"\r\n\r\n")
+        s.sendall(head + b"\r\n\r\n")
+        assert s.recv(64).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(payload)
+        [(st, a, _)] = _read_answers(s, 1)
+        assert st == 200 and Receipt.from_json(a["receipt"]).nonce == 103
+    with _connect(n.url) as s:   # HTTP/1.0: answered, then closed
+        s.sendall(_request(v, 104, x1, http="1.0"))
+        [(st, a, head)] = _read_answers(s, 1)
+        assert st == 200 and b"connection: close" in head
+        assert s.recv(10) == b""
+    # every other route still goes through FastAPI
+    with _connect(n.url) as s:
+        s.sendall(b"GET /v1/info HTTP/1.1\r\nhost: node\r\n\r\n")
+        [(st, info, _)] = _read_answers(s, 1)
+        assert st == 200 and info["version"] == v
+
+
+def test_fast_path_offloaded_answers_stay_in_order(network, accounts, x1):
+    """A node with delay_ms answers on worker threads: a request pipelined behind a pending
+    one (here /v1/info, which goes through ASGI) is answered after it, not before."""
+    n = network.start_node(accounts[4], delay_ms=300)
+    v = network.version
+    with _connect(n.url) as s:
+        s.sendall(_request(v, 201, x1) + b"GET /v1/info HTTP/1.1\r\nhost: node\r\n\r\n" + _request(v, 202, x1))
+        (s1, a1, _), (s2, info, _), (s3, a3, _) = _read_answers(s, 3)
+        assert (s1, s2, s3) == (200, 200, 200)
+        assert Receipt.from_json(a1["receipt"]).nonce == 201 and info["version"] == v
+        assert Receipt.from_json(a3["receipt"]).nonce == 202
