@@ -32,7 +32,7 @@ from web3.providers.base import BaseProvider
 from proofmesh.chain.compiler import compile_contract
 from proofmesh.chain.embedded import ChainLockedError, EmbeddedChain
 from proofmesh.config import Home
-from proofmesh.errors import ChainError, ConfigError, ContractRevert
+from proofmesh.errors import ChainError, ConfigError, ContractRevert, ProofmeshError
 
 _OPEN_EMBEDDED: dict[Path, EmbeddedChain] = {}
 _OPEN_LOCK = threading.Lock()
@@ -321,6 +321,22 @@ class Chain:
         """Mine empty blocks (embedded and anvil only)."""
         for _ in range(blocks):
             self.w3.provider.make_request("evm_mine", [])
+
+    def wait_past(self, block: int, *, timeout: float = 120.0) -> None:
+        """Return once the chain has a block after ``block``: mined at once on a dev chain,
+        waited for on a public network. Commit–reveal steps and seed draws need it."""
+        deadline = time.monotonic() + timeout
+        while self.block_number() <= block:
+            try:
+                self.mine()        # dev chains; a public network produces the block itself
+            except ProofmeshError:
+                pass
+            if self.block_number() <= block:
+                if time.monotonic() > deadline:
+                    raise ChainError(f"no block after {block} within {timeout:.0f} s",
+                                     fix="check that the RPC endpoint is producing blocks, then retry "
+                                         "(a commitment stays valid until its window closes)")
+                time.sleep(0.5)
 
 
 class EventCursor:

@@ -140,7 +140,7 @@ class DataRegistryClient:
         next block; wait for it and draw again."""
         for _ in range(3):
             seed_block = self.chain.call(self.c.functions.seed_block_of(batch_id))
-            self._next_block(seed_block)
+            self.chain.wait_past(seed_block)
             self.chain.transact(self.c.functions.draw_committee(batch_id), sender=sender)
             if self.chain.call(self.c.functions.batches(batch_id))[12] != b"\x00" * 32:
                 break
@@ -186,25 +186,9 @@ class DataRegistryClient:
         salt = secrets.token_bytes(32)
         com = self.commitment(account.address, batch_a, index_a, batch_b, index_b, record_hash, salt)
         committed = self.chain.transact(self.c.functions.commit_proof(com), sender=account)
-        self._next_block(committed.block_number)
+        self.chain.wait_past(committed.block_number)
         return self.chain.transact(self.c.functions.reveal_duplicate(batch_a, index_a, proof_a, batch_b, index_b,
                                                                      proof_b, record_hash, salt), sender=account)
-
-    def _next_block(self, after: int) -> None:
-        """Wait until a block after ``after`` exists (mine one on a dev chain)."""
-        import time
-
-        deadline = time.monotonic() + 120
-        while self.chain.block_number() <= after:
-            try:
-                self.chain.mine()   # dev chains; a public network just produces the block
-            except ProofmeshError:
-                pass
-            if self.chain.block_number() <= after:
-                if time.monotonic() > deadline:
-                    raise ProofmeshError("no new block within 120 s after the commitment",
-                                         fix="check the RPC endpoint, then reveal again")
-                time.sleep(0.5)
 
     def takedown_record(self, batch_id: int, index: int, record_hash: bytes, proof: list[bytes], reason: str,
                         *, sender=None):

@@ -21,7 +21,7 @@ from proofmesh.crypto.keccak import keccak256
 from proofmesh.edge.epoch_tree import EMPTY_LEAF, EpochCommitment, Leaf
 from proofmesh.edge.identity import KeyHolder, key_proof
 from proofmesh.edge.reading import ReadingDomain
-from proofmesh.errors import ChainError, InputError, ProofmeshError
+from proofmesh.errors import InputError
 
 MAX_UINT64 = 2**64 - 1
 # Challenge kinds (EdgeEpochs._KIND_*), bound into commitments.
@@ -200,23 +200,8 @@ class EdgeChain:
         sender = sender or self.chain.account
         block = self._committed_in.pop(call.commitment(sender.address, salt), None)
         if block is not None:
-            self._after_block(block)
+            self.chain.wait_past(block)   # the reveal must land in a later block
         return self.chain.transact(getattr(self.epochs.functions, call.function)(*call.args, salt), sender=sender)
-
-    def _after_block(self, block: int) -> None:
-        """Wait until a block after ``block`` exists (mined at once on a dev chain): the
-        reveal must run, and be gas-estimated, in a later block than its commitment."""
-        deadline = time.monotonic() + 120
-        while self.chain.block_number() <= block:
-            try:
-                self.chain.mine()      # dev chains; a public network produces the block itself
-            except ProofmeshError:
-                pass
-            if self.chain.block_number() <= block:
-                if time.monotonic() > deadline:
-                    raise ChainError("no new block within 120 s after the challenge commitment",
-                                     fix="check the RPC endpoint, then reveal again (the commitment stays valid)")
-                time.sleep(0.5)
 
     def commit_and_reveal(self, call: ChallengeCall, sender: LocalAccount | None = None) -> TxResult:
         """Both steps of a challenge, from ``sender`` (default: the chain's account)."""

@@ -139,22 +139,6 @@ class InferenceRegistry:
         return self._tx(self.c.functions.submit_proof(receipt.as_tuple(), receipt.signature, proof,
                                                       [int(i) for i in instances]), sender)
 
-    def _after(self, block: int, timeout: float = 120.0) -> None:
-        """Wait until the chain is past ``block`` (a reveal must come in a later block than
-        its commit: on dev chains mine one, elsewhere wait for the next)."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while self.chain.w3.eth.block_number <= block:
-            try:
-                self.chain.mine()
-            except Exception:  # noqa: BLE001 - a real network: blocks come on their own
-                if time.monotonic() > deadline:
-                    from proofmesh.errors import ChainError
-                    raise ChainError(f"no block after {block} within {timeout:.0f} s",
-                                     fix="check the chain is producing blocks, then reveal") from None
-                time.sleep(1.0)
-
     def _sender_address(self, sender) -> str:
         acct = sender or self.chain.account
         return to_checksum_address(acct.address)
@@ -171,7 +155,7 @@ class InferenceRegistry:
         """Step 1 of a challenge; returns the salt to reveal with (in a later block)."""
         salt = os.urandom(32)
         res = self._tx(self.c.functions.commit_challenge(self.challenge_commitment(receipt, salt, sender)), sender)
-        self._after(res.block_number)
+        self.chain.wait_past(res.block_number)
         return salt
 
     def reveal_challenge(self, receipt: Receipt, salt: bytes, sender=None) -> int:
@@ -218,7 +202,7 @@ class InferenceRegistry:
         """Step 1 of a dispute; returns the salt to reveal with (in a later block)."""
         salt = os.urandom(32)
         res = self._tx(self.disputes.functions.commit_dispute(self.dispute_commitment(ra, rb, salt, sender)), sender)
-        self._after(res.block_number)
+        self.chain.wait_past(res.block_number)
         return salt
 
     def reveal_dispute(self, ra: Receipt, values_a: list[int], rb: Receipt, values_b: list[int], salt: bytes,
