@@ -163,9 +163,9 @@ class LeanClient:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 
-    def post(self, path: str, body: bytes, content_type: str) -> bytes:
+    def post(self, path: str, body: bytes, content_type: str, accept: str = "application/json") -> bytes:
         head = (f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: {content_type}\r\n"
-                f"content-length: {len(body)}\r\n\r\n").encode()
+                f"accept: {accept}\r\ncontent-length: {len(body)}\r\n\r\n").encode()
         self.sock.sendall(head + body)      # one write: the node wakes once per request
         while b"\r\n\r\n" not in self.buf:
             chunk = self.sock.recv(1 << 16)
@@ -220,11 +220,17 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
     import itertools
     nonce = itertools.count(1)     # request nonces are single-use on a node
     print("\n== 1. node overhead vs raw onnxruntime (MLP 512-2048-2048-10, 5.2M params, 1 thread) ==")
-    print("node over HTTP = a node in its own process (uvicorn + httptools) on 127.0.0.1, called through one "
-          "keep-alive connection (a minimal HTTP/1.1 client) with the binary request form (raw tensor "
-          "bytes); the answer's receipt is checked once per batch size outside the timing")
+    print("node over HTTP = a node in its own process (uvicorn + httptools, /v1/infer answered in the protocol "
+          "below ASGI) on 127.0.0.1, called through one keep-alive connection (a minimal HTTP/1.1 client) with "
+          "the binary request and answer forms (raw tensor bytes, accept: " + wire.ANSWER_TYPE + "); the "
+          "answer's receipt is checked once per batch size outside the timing")
 
     def http_call(x):
+        data = lean.post("/v1/infer", wire.encode_request({"version": version, "nonce": next(nonce)}, {"x": x}),
+                         wire.CONTENT_TYPE, accept=wire.ANSWER_TYPE)
+        return wire.decode_answer(data)
+
+    def http_json_call(x):
         data = lean.post("/v1/infer", wire.encode_request({"version": version, "nonce": next(nonce)}, {"x": x}),
                          wire.CONTENT_TYPE)
         return orjson.loads(data)
@@ -242,6 +248,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         calls = {
             "raw": lambda: raw.run(None, {"x": x}),
             "http": lambda: http_call(x),
+            "httpj": lambda: http_json_call(x),
             "httpx": lambda: client.post(url + "/v1/infer",
                                          json={"version": version, "input": xt, "nonce": next(nonce)}),
             "json": lambda: client.post(url + "/v1/infer",
@@ -262,7 +269,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         times: dict[str, list[float]] = {k: [] for k in calls}
         times["raw2"] = []
         block = 10
-        for group in (("raw", "http"), ("raw2", "node"), ("httpx", "json")):
+        for group in (("raw", "http"), ("raw2", "node"), ("httpj", "httpx", "json")):
             for _ in range(max(1, n // block)):
                 for k in group:
                     f = calls["raw" if k == "raw2" else k]
@@ -302,6 +309,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
               + (f", HTTP client + node process {ms(cpu['http'])} (+{ms(cpu['http'] - cpu['raw'])}, "
                  f"+{100 * (cpu['http'] - cpu['raw']) / cpu['raw']:.1f}%)" if cpu.get("http") else ""))
         print(f"          throughput: raw {batch / med['raw']:.0f} rows/s, HTTP node {batch / med['http']:.0f} rows/s; "
+              f"same request with the JSON answer form: {ms(med['httpj'])} (+{ms(med['httpj'] - med['raw'])}); "
               f"JSON request through httpx (the router's client) with the input as base64: {ms(med['httpx'])} "
               f"(+{ms(med['httpx'] - med['raw'])}), as a JSON list of floats: {ms(med['json'])}")
     b1 = results[1]["http"] - results[1]["raw"]

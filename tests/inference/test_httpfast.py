@@ -87,3 +87,35 @@ def test_fast_path_offloaded_answers_stay_in_order(network, accounts, x1):
         assert (s1, s2, s3) == (200, 200, 200)
         assert Receipt.from_json(a1["receipt"]).nonce == 201 and info["version"] == v
         assert Receipt.from_json(a3["receipt"]).nonce == 202
+
+
+def test_binary_answer_form_matches_json_answer(network, accounts, x1):
+    """accept: application/vnd.proofmesh.answer gives the JSON answer's output, values and
+    receipt as a frame (raw bytes); errors stay JSON."""
+    import httpx
+    import numpy as np
+
+    from proofmesh.inference.receipt import input_hash, values_hash
+
+    n = network.start_node(accounts[5])
+    v = network.version
+    x = np.random.default_rng(3).random((32, 4), dtype=np.float32)
+    as_json = httpx.post(n.url + "/v1/infer", json={"version": v, "input": x.tolist(), "nonce": 301}).json()
+    r = httpx.post(n.url + "/v1/infer", content=wire.encode_request({"version": v, "nonce": 302}, {"x": x}),
+                   headers={"content-type": wire.CONTENT_TYPE, "accept": wire.ANSWER_TYPE})
+    assert r.status_code == 200 and r.headers["content-type"] == wire.ANSWER_TYPE
+    ans = wire.decode_answer(r.content)
+    assert ans["output"].dtype == np.float64 and ans["output"].tolist() == as_json["output"]
+    assert ans["values"].dtype == np.int64 and ans["values"].tolist() == as_json["values"]
+    rc = Receipt.from_json(ans["receipt"])
+    assert rc.nonce == 302 and rc.input_hash == input_hash({"x": x}) and rc.output_hash == values_hash(ans["values"])
+    assert rc.signer(network.registry.domain) == accounts[5].address and ans["node"] == accounts[5].address
+    again = httpx.post(n.url + "/v1/infer", content=wire.encode_request({"version": v, "nonce": 302}, {"x": x}),
+                       headers={"content-type": wire.CONTENT_TYPE, "accept": wire.ANSWER_TYPE})
+    assert again.status_code == 422 and "nonce" in again.json()["error"]
+    try:
+        wire.decode_answer(r.content[:-8])
+    except Exception as exc:
+        assert "needs" in str(exc)
+    else:
+        raise AssertionError("a truncated answer frame decoded")

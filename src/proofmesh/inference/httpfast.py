@@ -20,13 +20,17 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from proofmesh.inference.wire import ANSWER_TYPE
+
+_JSON, _BINARY = b"application/json", ANSWER_TYPE.encode()
+
 _REASONS = {200: b"OK", 402: b"Payment Required", 404: b"Not Found", 422: b"Unprocessable Entity",
             500: b"Internal Server Error", 501: b"Not Implemented"}
 
 
-def _head(status: int, length: int, keep_alive: bool) -> bytes:
+def _head(status: int, length: int, keep_alive: bool, binary: bool) -> bytes:
     return b"".join((b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"")),
-                     b"content-type: application/json\r\ncontent-length: %d\r\n" % length,
+                     b"content-type: %s\r\ncontent-length: %d\r\n" % (_BINARY if binary else _JSON, length),
                      b"" if keep_alive else b"connection: close\r\n", b"\r\n"))
 
 
@@ -51,6 +55,7 @@ class InferProtocol(HttpToolsProtocol):
         self._fast: list[bytes] | None = None      # body chunks of a /v1/infer request being read
         self._fast_busy = False                    # a /v1/infer answer is pending on a task
         self._fast_keep_alive = True
+        self._fast_accept = ""
 
     def on_headers_complete(self) -> None:
         if (self.dispatch is None or self.url != b"/v1/infer" or self.parser.get_method() != b"POST"
@@ -74,9 +79,15 @@ class InferProtocol(HttpToolsProtocol):
             return super().on_message_complete()
         self._fast = None
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        ctype = next((v for k, v in self.headers if k == b"content-type"), b"").decode("latin-1")
+        ctype = accept = b""
+        for k, v in self.headers:
+            if k == b"content-type":
+                ctype = v
+            elif k == b"accept":
+                accept = v
+        self._fast_accept = accept = accept.decode("latin-1")
         try:
-            answer = self.dispatch.answer_now(raw, ctype)
+            answer = self.dispatch.answer_now(raw, ctype.decode("latin-1"), accept)
         except Exception as exc:   # a bug, not bad input: answer 500 like uvicorn would, keep serving
             self.logger.exception("inference request failed", exc_info=exc)
             answer = (500, b'{"error": "internal error"}')
@@ -95,7 +106,7 @@ class InferProtocol(HttpToolsProtocol):
 
     async def _answer_later(self, body: dict) -> None:
         try:
-            status, data = await self.dispatch.answer_offloaded(body)
+            status, data = await self.dispatch.answer_offloaded(body, self._fast_accept)
         except Exception as exc:
             self.logger.exception("inference request failed", exc_info=exc)
             status, data = 500, b'{"error": "internal error"}'
@@ -106,7 +117,8 @@ class InferProtocol(HttpToolsProtocol):
             self._respond(status, data)
 
     def _respond(self, status: int, data: bytes) -> None:
-        self.transport.write(_head(status, len(data), self._fast_keep_alive) + data)
+        binary = status == 200 and ANSWER_TYPE in self._fast_accept
+        self.transport.write(_head(status, len(data), self._fast_keep_alive, binary) + data)
         if not self._fast_keep_alive:
             self.transport.close()
             return

@@ -411,9 +411,10 @@ def create_app(node: InferenceNode) -> FastAPI:
     async def infer(request: Request) -> Response:
         # mounted into another app (the node daemon), whose event loop serves its other
         # services: the model always runs on a worker thread
+        accept = request.headers.get("accept", "")
         status, data = await dispatch.answer(await request.body(), request.headers.get("content-type", ""),
-                                             inline=False)
-        return Response(data, status_code=status, media_type="application/json")
+                                             inline=False, accept=accept)
+        return Response(data, status_code=status, media_type=_media(status, accept))
 
     app.dispatch = dispatch      # the hot path (NodeApp.__call__)
     app.router.routes.append(Route("/v1/infer", infer, methods=["POST"], include_in_schema=False))
@@ -473,36 +474,38 @@ class _Dispatch:
         self.inline_ok = (not node.config.delay_ms and not node.config.max_concurrency
                           and (node.ledger is None or not node.config.price))
 
-    async def answer(self, raw: bytes, content_type: str, *, inline: bool = True) -> tuple[int, bytes]:
+    async def answer(self, raw: bytes, content_type: str, *, inline: bool = True,
+                     accept: str = "") -> tuple[int, bytes]:
         """``POST /v1/infer``: (HTTP status, JSON bytes). orjson in and out; the binary
         form (wire.py) skips base64 and JSON lists. ``inline=False`` where the event loop
-        serves other things too (the routes mounted in the node daemon)."""
+        serves other things too (the routes mounted in the node daemon). ``accept`` naming
+        ``wire.ANSWER_TYPE`` gets the binary answer frame."""
         if inline:
-            now = self.answer_now(raw, content_type)
-            return now if isinstance(now, tuple) else await self.answer_offloaded(now)
+            now = self.answer_now(raw, content_type, accept)
+            return now if isinstance(now, tuple) else await self.answer_offloaded(now, accept)
         try:
             body = self._decode(raw, content_type)
         except ProofmeshError as exc:
             return self._failed(exc)
-        return await self.answer_offloaded(body)
+        return await self.answer_offloaded(body, accept)
 
-    def answer_now(self, raw: bytes, content_type: str) -> "tuple[int, bytes] | dict":
+    def answer_now(self, raw: bytes, content_type: str, accept: str = "") -> "tuple[int, bytes] | dict":
         """Answer on this thread when the node may run inline; otherwise the decoded
         request, for :meth:`answer_offloaded` (no event-loop round trip either way)."""
         try:
             body = self._decode(raw, content_type)
             if not (self.inline_ok and not self.busy and body.get("mode", "plain") == "plain"):
                 return body
-            return 200, orjson.dumps(self.node._infer(body), option=orjson.OPT_SERIALIZE_NUMPY)
+            return 200, _encode(self.node._infer(body), accept)
         except ProofmeshError as exc:
             return self._failed(exc)
 
-    async def answer_offloaded(self, body: dict) -> tuple[int, bytes]:
+    async def answer_offloaded(self, body: dict, accept: str = "") -> tuple[int, bytes]:
         """Answer a decoded request on a worker thread."""
         self.busy += 1
         try:
             out = await asyncio.get_running_loop().run_in_executor(self.pool, self.node._infer, body)
-            return 200, orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
+            return 200, _encode(out, accept)
         except ProofmeshError as exc:
             return self._failed(exc)
         finally:
@@ -518,6 +521,12 @@ class _Dispatch:
         if status is None:
             status = next((v for k, v in _STATUS.items() if isinstance(exc, k)), 500)
         return status, orjson.dumps({"error": exc.message, "fix": exc.fix, "type": type(exc).__name__})
+
+
+def _encode(out: dict, accept: str) -> bytes:
+    if wire.ANSWER_TYPE in accept:
+        return wire.encode_answer(out)
+    return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 _STATUS = {InputError: 422, PaymentRequired: 402, UnknownVersion: 404, NotAvailableError: 501, VerificationError: 402}
@@ -545,11 +554,17 @@ class NodeApp(FastAPI):
             if not msg.get("more_body"):
                 break
         ctype = next((v for k, v in scope["headers"] if k == b"content-type"), b"").decode("latin-1")
-        status, data = await self.dispatch.answer(chunks[0] if len(chunks) == 1 else b"".join(chunks), ctype)
+        accept = next((v for k, v in scope["headers"] if k == b"accept"), b"").decode("latin-1")
+        status, data = await self.dispatch.answer(chunks[0] if len(chunks) == 1 else b"".join(chunks), ctype,
+                                                  accept=accept)
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
+                    "headers": [(b"content-type", _media(status, accept).encode()),
                                 (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
+
+
+def _media(status: int, accept: str) -> str:
+    return wire.ANSWER_TYPE if status == 200 and wire.ANSWER_TYPE in accept else "application/json"
 
 
 def _loads(raw: bytes) -> dict:
