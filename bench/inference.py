@@ -30,7 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from proofmesh.inference.model import export_mlp
+# this tree's proofmesh, whatever the interpreter has installed (an editable install of
+# another checkout would otherwise be what gets measured); spawned node processes inherit it
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from proofmesh.inference.model import export_mlp  # noqa: E402
 
 MESH = 10**18
 
