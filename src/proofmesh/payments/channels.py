@@ -208,6 +208,7 @@ class _Journal:
         self._closed = False
         self._pending: list[str] = []     # write-behind: encoded records the committer has not written
         self._hurry = threading.Event()   # a wait_durable caller (or close) wants a sync now
+        self._wanted = 0           # highest record a wait_durable caller waits for
         self._idle = False         # the committer waits for records (only then is put's notify needed)
         self.commit_interval_s = max(0.0, float(commit_interval_s))
 
@@ -293,6 +294,7 @@ class _Journal:
         """Block until record ``seq`` is on disk; BooksUnwritable if it cannot be."""
         with self._cv:
             if self._synced < seq:
+                self._wanted = max(self._wanted, seq)
                 self._hurry.set()
                 self._cv.notify_all()
             if not self._cv.wait_for(lambda: self._synced >= seq or self._error is not None, timeout):
@@ -329,6 +331,10 @@ class _Journal:
                 return
             with self._cv:
                 self._synced = max(self._synced, target)
+                if self._wanted <= self._synced:
+                    # every waiter is served: a hurry left over from them must not cut
+                    # the next gathering interval short
+                    self._hurry.clear()
                 self._cv.notify_all()
 
     def close(self) -> None:
