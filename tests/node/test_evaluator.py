@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -26,6 +25,7 @@ from proofmesh.config import Home
 from proofmesh.crypto.keys import Keystore
 from proofmesh.errors import ContractRevert, ProofmeshError
 from proofmesh.node.devnet import devnet_down, devnet_up
+from tests.node.conftest import wait_for
 
 try:
     find_binary("anvil")
@@ -69,16 +69,6 @@ def _tampered_bundle(client, version, folder: Path, out: Path) -> str:
     return cid
 
 
-def _wait(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_drawn_evaluator_daemons_fetch_weights_from_owner_attest_and_refuse_tampered(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from proofmesh.models.distribution import publish_weights
@@ -118,7 +108,7 @@ def test_drawn_evaluator_daemons_fetch_weights_from_owner_attest_and_refuse_tamp
         rid2 = client.request_evaluation(v2.id, esid)
 
         # the daemons draw (keepers), fetch from node0, evaluate and attest
-        req = _wait(lambda: (r := client.request(rid1))["finalized"] and r, 300, "the quorum's attestations")
+        req = wait_for(lambda: (r := client.request(rid1))["finalized"] and r, 300, "the quorum's attestations")
         assert sorted(req["evaluators"]) == sorted([n1.address, n2.address])
         expected = evaluate_path(v1_dir, RECORDS, "perplexity").value
         result = client.evaluation_result(v1.id, esid)
@@ -134,7 +124,7 @@ def test_drawn_evaluator_daemons_fetch_weights_from_owner_attest_and_refuse_tamp
         def refused_by(n) -> list[dict]:
             return httpx.get(f"{n.url}/svc/evaluator/status", timeout=10).json()["refused"]
         for n in (n1, n2):
-            got = _wait(lambda: [x for x in refused_by(n) if x["request"] == rid2], 240, f"{n.name} to refuse")
+            got = wait_for(lambda: [x for x in refused_by(n) if x["request"] == rid2], 240, f"{n.name} to refuse")
             assert got[0]["bundle"] == bundle2
             assert "refusing them" in got[0]["reason"] and v2.weights_root in got[0]["reason"]
             assert "1 changed" in got[0]["reason"]

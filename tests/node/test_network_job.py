@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -27,20 +26,11 @@ from proofmesh.crypto.keys import Keystore
 from proofmesh.errors import ProofmeshError
 from proofmesh.node.daemon import running_daemon
 from proofmesh.node.devnet import devnet_down, devnet_status, devnet_up
+from tests.node.conftest import wait_for
 
 compute = pytest.importorskip("proofmesh.compute.worker")
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]
-
-
-def _wait(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_kill9_worker_node_mid_job_network_finishes(tmp_path: Path) -> None:
@@ -93,15 +83,15 @@ def test_kill9_worker_node_mid_job_network_finishes(tmp_path: Path) -> None:
                           n_segments=spec.train.n_segments, profile_id=spec.profile.profile_id, reward=30 * MESH,
                           apply_seconds=4, work_seconds=900, deadline=chain.timestamp() + 3600)
 
-        _wait(lambda: client.job(job).status in ("working", "reveal", "settled"), 240, "the workers to be drawn")
+        wait_for(lambda: client.job(job).status in ("working", "reveal", "settled"), 240, "the workers to be drawn")
         assert sorted(client.job(job).workers) == sorted([n1.address, n2.address, n3.address])
         victim = running_daemon(Home.resolve(n1.home))
         os.kill(victim.pid, signal.SIGKILL)
-        _wait(lambda: running_daemon(Home.resolve(n1.home)) is None, 10, "node1 to die")
+        wait_for(lambda: running_daemon(Home.resolve(n1.home)) is None, 10, "node1 to die")
         assert {r["node"]: r["health"] for r in devnet_status(d)}["node1"] == "down"
 
         devnet_up(d)  # restarts node1 on its home: the worker resumes its assigned slot
-        status = _wait(lambda: client.job(job).status in ("settled", "disputed") and client.job(job).status,
+        status = wait_for(lambda: client.job(job).status in ("settled", "disputed") and client.job(job).status,
                        420, "the replicas to reveal and the job to settle or go to the referee")
         accepted = [n1.address, n2.address, n3.address]
         if status == "disputed":

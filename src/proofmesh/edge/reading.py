@@ -143,12 +143,12 @@ def run_leaf(device: bytes, epoch: int, first_seq: int, last_seq: int) -> bytes:
 
 
 def runs_root(runs: Sequence[tuple[bytes, int, int, int]]) -> bytes:
-    """Root of the receipt tree over ``runs`` — the same as
-    ``MerkleTree([run_leaf(*r) for r in runs]).root`` (sorted leaves, sorted pairs) — with
-    the hashing in numba: the gateway builds one per batch, with a run per device."""
+    """Root of the receipt tree over ``runs`` — ``MerkleTree([run_leaf(*r) for r in runs]).root``
+    (sorted leaves, sorted pairs) — with the leaves hashed in numba: the gateway builds one
+    per batch, with a run per device."""
     import numpy as np
 
-    from proofmesh.crypto.keccak import build_tree
+    from proofmesh.crypto.merkle import MerkleTree
     from proofmesh.edge._verify_numba import run_leaves
 
     n = len(runs)
@@ -158,14 +158,7 @@ def runs_root(runs: Sequence[tuple[bytes, int, int, int]]) -> bytes:
     leaves = np.empty((n, 32), np.uint8)
     run_leaves(np.frombuffer(b"".join(devices), np.uint8).reshape(n, 20), np.array(epochs, np.uint64),
                np.array(firsts, np.uint64), np.array(lasts, np.uint64), leaves)
-    if n == 1:
-        return leaves[0].tobytes()
-    words = leaves.view(">u8")
-    order = np.lexsort((words[:, 3], words[:, 2], words[:, 1], words[:, 0]))
-    tree = np.empty((2 * n - 1, 32), np.uint8)
-    tree[n - 1:] = leaves[order[::-1]]          # OpenZeppelin's layout, as crypto.merkle.MerkleTree
-    build_tree(tree, n)
-    return tree[0].tobytes()
+    return MerkleTree(leaves).root
 
 
 def sign_digest(private_key: coincurve.PrivateKey, digest: bytes) -> tuple[bytes, bytes, int]:

@@ -353,6 +353,30 @@ class _Journal:
             self._synced = self._written
 
 
+class _JournaledBooks:
+    """Durability marks shared by both sides' books (``_journal`` is None for books in RAM).
+
+    In group or write-behind mode: take ``mark()`` right after ``pay``/``accept``, then ask
+    ``durable(mark)`` or block in ``wait_durable(mark)`` before relying on the record.
+    """
+
+    _journal: "_Journal | None"
+
+    def mark(self) -> int:
+        return self._journal._written if self._journal is not None else 0
+
+    def durable(self, mark: int) -> bool:
+        return self._journal is None or self._journal.durable(mark)
+
+    def wait_durable(self, mark: int) -> None:
+        if self._journal is not None:
+            self._journal.wait_durable(mark)
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+
+
 @dataclass
 class _PayerChannel:
     channel: bytes
@@ -362,7 +386,7 @@ class _PayerChannel:
     pending: dict[str, int] = field(default_factory=dict)  # condition hex -> amount held back
 
 
-class Wallet:
+class Wallet(_JournaledBooks):
     """The payer's off-chain books: one channel per payee, next voucher per request.
 
     State is persisted (``path``, an fsynced append-only journal) after every voucher
@@ -388,21 +412,6 @@ class Wallet:
         b = self._books[payee]
         self._journal.put(payee, {"channel": b.channel.hex(), "committed": str(b.committed), "nonce": b.nonce,
                                   "pending": {k: str(v) for k, v in b.pending.items()}})
-
-    # Durability marks (group mode): mark() after pay(), then durable(mark) / wait_durable(mark).
-    def mark(self) -> int:
-        return self._journal._written if self._journal is not None else 0
-
-    def durable(self, mark: int) -> bool:
-        return self._journal is None or self._journal.durable(mark)
-
-    def wait_durable(self, mark: int) -> None:
-        if self._journal is not None:
-            self._journal.wait_durable(mark)
-
-    def close(self) -> None:
-        if self._journal is not None:
-            self._journal.close()
 
     def ensure_channel(self, payee: str, deposit: int) -> bytes:
         """The open channel to ``payee``, opening it with ``deposit`` if there is none."""
@@ -507,7 +516,7 @@ class _PayeeChannel:
     conditional: dict[str, tuple[Voucher, int]] = field(default_factory=dict)  # cond hex -> (voucher, price)
 
 
-class Ledger:
+class Ledger(_JournaledBooks):
     """The payee's off-chain books: accept a request only with a voucher that pays for it.
 
     ``accept`` checks the signer (the channel's payer, recovered with the native
@@ -543,21 +552,6 @@ class Ledger:
             "payer": b.payer, "owed": str(b.owed), "nonce": b.nonce, "deposit": str(b.deposit),
             "paid": str(b.paid), "best": b.best.to_json() if b.best else None,
             "conditional": {k: [v.to_json(), str(p)] for k, (v, p) in b.conditional.items()}})
-
-    # Durability marks (group mode): mark() right after accept(), then durable()/wait_durable().
-    def mark(self) -> int:
-        return self._journal._written if self._journal is not None else 0
-
-    def durable(self, mark: int) -> bool:
-        return self._journal is None or self._journal.durable(mark)
-
-    def wait_durable(self, mark: int) -> None:
-        if self._journal is not None:
-            self._journal.wait_durable(mark)
-
-    def close(self) -> None:
-        if self._journal is not None:
-            self._journal.close()
 
     def _book(self, channel: bytes) -> _PayeeChannel:
         b = self._books.get(channel)
