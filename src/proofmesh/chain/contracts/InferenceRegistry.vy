@@ -524,6 +524,7 @@ def settle_from_epoch(epoch_id: uint256, r: Receipt, signature: Bytes[65], proof
 # --- proofs ---------------------------------------------------------------------
 
 @internal
+@view
 def _check_proof(version: uint256, input_hash: bytes32, output_hash: bytes32,
                  proof: Bytes[MAX_PROOF], instances: DynArray[uint256, MAX_INSTANCES]) -> bool:
     """Does `proof` verify for the version's circuit with instances matching the receipt?"""
@@ -545,6 +546,19 @@ def _check_proof(version: uint256, input_hash: bytes32, output_hash: bytes32,
     ok, res = raw_call(c.verifier, abi_encode(proof, instances, method_id=VERIFY_SELECTOR),
                        max_outsize=32, is_static_call=True, revert_on_failure=False)
     return ok and len(res) == 32 and convert(res, uint256) == 1
+
+
+@external
+@view
+def proof_ok(version: uint256, input_hash: bytes32, output_hash: bytes32, proof: Bytes[MAX_PROOF],
+             instances: DynArray[uint256, MAX_INSTANCES]) -> bool:
+    """
+    @notice Does `proof` verify for the version's registered circuit (pinned verifier
+            code) with instances committing to `input_hash` (instance 0) and
+            `output_hash` (keccak of the others)? The arbiter settles circuit
+            disputes with it, so every proof goes through this one check.
+    """
+    return self._check_proof(version, input_hash, output_hash, proof, instances)
 
 
 @external
