@@ -17,7 +17,9 @@ Pipeline of one HTTP batch (``POST /edge/readings``, wire format of
 A publisher thread closes each epoch (after a grace period for late batches), builds the
 :class:`~proofmesh.edge.epoch_tree.EpochCommitment`, writes it to
 ``epochs/<n>.json`` (content-addressed: its CID is recorded), and publishes the roots and
-the beacon seed on chain (``EdgeEpochs.publish``).
+the beacon seed on chain (``EdgeEpochs.publish``). Back from downtime, it skips the missed
+epochs it holds no readings of in one transaction (``EdgeEpochs.skip``) instead of
+publishing them empty one by one.
 
 :func:`make_router` gives an ``APIRouter`` (mountable in the node daemon);
 :func:`make_app` / :func:`serve` run it standalone.
@@ -139,6 +141,7 @@ class GatewayCore:
         self.closed_through = -1                               # epochs <= this accept nothing
         self.first_epoch = 0
         self.published: dict[int, dict[str, Any]] = self._load_published()
+        self.skipped: list[dict[str, Any]] = self._load_skipped()
         self._lock = threading.Lock()
         self.log = ReadingLog(self.dir / "readings.log")
         self._recover()
@@ -157,6 +160,16 @@ class GatewayCore:
         p = self.dir / "published.json"
         tmp = p.with_suffix(".tmp")
         tmp.write_text(json.dumps({str(k): v for k, v in sorted(self.published.items())}, indent=1))
+        os.replace(tmp, p)
+
+    def _load_skipped(self) -> list[dict[str, Any]]:
+        p = self.dir / "skipped.json"
+        return json.loads(p.read_text()) if p.exists() else []
+
+    def _save_skipped(self) -> None:
+        p = self.dir / "skipped.json"
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.skipped, indent=1))
         os.replace(tmp, p)
 
     def _recover(self) -> None:
@@ -382,6 +395,42 @@ class GatewayCore:
         self.stats["epochs_published"] += 1
         return rec
 
+    def skip_to(self, target: int) -> dict[str, Any]:
+        """Come back from downtime: declare the epochs from the gateway's next one up to
+        ``target`` (excluded) published empty in one transaction (``EdgeEpochs.skip``).
+
+        Refused when this gateway holds readings of an epoch in that range: it receipted
+        them, so skipping it would be a provable omission; publish those epochs instead.
+        The range is closed first (under the judging lock), so no reading is accepted into
+        it while the transaction is in flight.
+        """
+        first = self.edge.gateway(self.key.address)["next_epoch"]
+        if target <= first:
+            raise InputError(f"cannot skip to epoch {target}: the gateway's next epoch is {first}",
+                             fix="skip only forward, to an epoch after the next one")
+        with self._lock:
+            held = sorted(e for e, b in self.open.items() if first <= e < target and b.entries)
+            if held:
+                raise InputError(f"this gateway holds readings of epoch {held[0]}, inside the range to skip",
+                                 fix=f"publish epoch {held[0]} (and those before it) instead of skipping it")
+            self.closed_through = max(self.closed_through, target - 1)
+        tx = self.edge.skip(target, self.beacons.seed(first), self.beacons.seed_hash(target), sender=self.key.account)
+        rec = {"first_epoch": first, "end_epoch": target, "tx": tx.tx_hash, "gas": tx.gas_used}
+        with self._lock:
+            self.skipped.append(rec)
+            self._save_skipped()
+        self.stats["epochs_skipped"] += target - first
+        return rec
+
+    def _skip_target(self, e: int, now: float) -> int:
+        """How far the publisher may skip from epoch ``e``: to the first epoch it holds readings
+        of, but not into an epoch still in its grace period nor past the chain's current one."""
+        limit = min(self.edge.chain.timestamp() // self.epoch_length,
+                    int(now - self.config.grace) // self.epoch_length)
+        with self._lock:
+            held = [k for k, b in self.open.items() if e <= k < limit and b.entries]
+        return min([limit, *held])
+
     def _publisher_loop(self) -> None:
         while not self._stop.wait(0.25):
             try:
@@ -390,7 +439,14 @@ class GatewayCore:
                     continue
                 e = g["next_epoch"]
                 end = (e + 1) * self.epoch_length
-                if time.time() >= end + self.config.grace:
+                now = time.time()
+                if now >= end + self.config.grace:
+                    # Two or more empty epochs behind: one skip instead of one publish each.
+                    target = self._skip_target(e, now)
+                    if target > e + 1:
+                        rec = self.skip_to(target)
+                        log.info("skipped epochs %d..%d: %s", e, target - 1, rec)
+                        continue
                     rec = self.publish_epoch(e)
                     log.info("published epoch %d: %s", e, rec)
             except Exception as exc:  # retry next tick; the epoch stays closed, its file is rebuilt
@@ -423,6 +479,7 @@ class GatewayCore:
             open_counts = {str(e): len(b.entries) for e, b in self.open.items()}
         return {"gateway": self.key.address, "counts": dict(self.stats), "devices_seen": len(self.last),
                 "open_epochs": open_counts, "published": {str(k): v for k, v in self.published.items()},
+                "skipped": list(self.skipped),
                 "known_keys": len(self.devices.keys), "last_publish_error": self.last_publish_error}
 
 

@@ -25,7 +25,7 @@ from proofmesh.errors import InputError
 
 MAX_UINT64 = 2**64 - 1
 # Challenge kinds (EdgeEpochs._KIND_*), bound into commitments.
-KIND_READING, KIND_PAIR, KIND_COUNT, KIND_OMISSION, KIND_EMPTY_SLOT = 1, 2, 3, 4, 5
+KIND_READING, KIND_PAIR, KIND_COUNT, KIND_OMISSION, KIND_EMPTY_SLOT, KIND_SKIPPED = 1, 2, 3, 4, 5, 6
 
 
 def pair_hash(has_a: bool, a: Leaf, has_b: bool, b: Leaf) -> bytes:
@@ -72,6 +72,24 @@ def parse_cell(cell: str) -> int:
         raise InputError(f"--cell {cell!r} is not a valid H3 cell",
                          fix="compute one with h3.latlng_to_cell(lat, lng, resolution)")
     return value
+
+
+def _receipt_run(receipt: dict[str, Any], reading: Leaf, epoch: int
+                 ) -> tuple[int, int, bytes, list[bytes], bytes]:
+    """(first_seq, last_seq, runs_root, run proof, signature) of the receipt's run that covers
+    ``reading`` in ``epoch``: what the omission challenges check the gateway signed."""
+    from proofmesh.crypto.merkle import MerkleTree
+    from proofmesh.edge.reading import run_leaf
+
+    runs = [(bytes.fromhex(d[2:]), e, a, b) for d, e, a, b in receipt["runs"]]
+    k = next((i for i, (d, e, a, b) in enumerate(runs)
+              if d == reading.device and e == epoch and a <= reading.seq <= b), None)
+    if k is None:
+        raise InputError(f"the receipt does not cover seq {reading.seq} of that device in epoch {epoch}",
+                         fix="use the receipt the gateway returned for that batch")
+    tree = MerkleTree([run_leaf(*r) for r in runs])
+    _, _, first, last = runs[k]
+    return first, last, tree.root, tree.proof(k), bytes.fromhex(receipt["signature"].removeprefix("0x"))
 
 
 @dataclass
@@ -175,6 +193,26 @@ class EdgeChain:
             c.epoch, c.root, c.counts_root, len(c.leaves), c.tree.depth, c.total_uptime, seed, next_seed_hash),
             sender=sender)
 
+    def skip(self, to_epoch: int, seed: bytes, next_seed_hash: bytes, *,
+             sender: LocalAccount | None = None) -> TxResult:
+        """Declare the epochs from the gateway's next one up to ``to_epoch`` (excluded) published
+        empty and continue at ``to_epoch`` (``seed``: the next epoch's; see ``EdgeEpochs.skip``)."""
+        return self.chain.transact(self.epochs.functions.skip(to_epoch, seed, next_seed_hash), sender=sender)
+
+    def skipped_range(self, gateway: str, first_epoch: int) -> dict[str, Any]:
+        """The range a skip declared empty, by its first epoch (``skipped_at`` 0: none)."""
+        s = self.chain.call(self.epochs.functions.skips(Web3.to_checksum_address(gateway), first_epoch))
+        return {"first_epoch": first_epoch, "end_epoch": s[0], "seed": s[1], "skipped_at": s[2], "faulty": s[3]}
+
+    def skip_containing(self, gateway: str, epoch: int) -> dict[str, Any] | None:
+        """The skipped range of ``gateway`` that holds ``epoch`` (from EpochsSkipped events), or None."""
+        for ev in self.chain.events("EdgeEpochs", "EpochsSkipped", from_block=0,
+                                    argument_filters={"gateway": Web3.to_checksum_address(gateway)}):
+            a = ev["args"]
+            if a["first_epoch"] <= epoch < a["end_epoch"]:
+                return self.skipped_range(gateway, a["first_epoch"])
+        return None
+
     def epoch(self, gateway: str, epoch: int) -> dict[str, Any]:
         e = self.chain.call(self.epochs.functions.epochs(Web3.to_checksum_address(gateway), epoch))
         return {"root": e[0], "counts_root": e[1], "leaf_count": e[2], "depth": e[3], "seed": e[4],
@@ -255,33 +293,37 @@ class EdgeChain:
 
     def omission_call(self, gateway: str, c: EpochCommitment, receipt: dict[str, Any], reading: Leaf) -> ChallengeCall:
         """The proof that a receipted reading is missing: its run in the batch receipt, and the gap it would sit in."""
-        from proofmesh.crypto.merkle import MerkleTree
-        from proofmesh.edge.reading import run_leaf
-
-        runs = [(bytes.fromhex(d[2:]), e, a, b) for d, e, a, b in receipt["runs"]]
-        k = next((i for i, (d, e, a, b) in enumerate(runs)
-                  if d == reading.device and e == c.epoch and a <= reading.seq <= b), None)
-        if k is None:
-            raise InputError(f"the receipt does not cover seq {reading.seq} of that device in epoch {c.epoch}",
-                             fix="use the receipt the gateway returned for that batch")
-        tree = MerkleTree([run_leaf(*r) for r in runs])
+        first, last, root, proof, sig = _receipt_run(receipt, reading, c.epoch)
         key = (reading.device, reading.seq)
         below = [i for i, lf in enumerate(c.leaves) if (lf.device, lf.seq) < key]
         i = below[-1] if below else None
         j = (i + 1) if i is not None else 0
         j = j if j < len(c.leaves) else None
-        sig = bytes.fromhex(receipt["signature"].removeprefix("0x"))
-        _, _, first, last = runs[k]
         args, h = self._pair(c, i, j)
         data = keccak256(abi_encode(["bytes32", "uint64", "uint64", "bytes32", "bytes32"],
-                                    [reading.hash(), first, last, tree.root, h]))
+                                    [reading.hash(), first, last, root, h]))
         return ChallengeCall("challenge_omission", KIND_OMISSION, gateway, c.epoch, data,
-                             [Web3.to_checksum_address(gateway), c.epoch, reading.as_tuple(), first, last, tree.root,
-                              tree.proof(k), sig[64], sig[:32], sig[32:64], *args])
+                             [Web3.to_checksum_address(gateway), c.epoch, reading.as_tuple(), first, last, root,
+                              proof, sig[64], sig[:32], sig[32:64], *args])
 
     def challenge_omission(self, gateway: str, c: EpochCommitment, receipt: dict[str, Any], reading: Leaf, *,
                            sender: LocalAccount | None = None) -> TxResult:
         return self.commit_and_reveal(self.omission_call(gateway, c, receipt, reading), sender)
+
+    def skipped_call(self, gateway: str, first_epoch: int, epoch: int, receipt: dict[str, Any],
+                     reading: Leaf) -> ChallengeCall:
+        """The proof that ``gateway`` receipted ``reading`` in ``epoch`` and then skipped it
+        (the range that starts at ``first_epoch``): its run in the batch receipt."""
+        first, last, root, proof, sig = _receipt_run(receipt, reading, epoch)
+        data = keccak256(abi_encode(["bytes32", "uint64", "uint64", "bytes32", "uint64"],
+                                    [reading.hash(), first, last, root, first_epoch]))
+        return ChallengeCall("challenge_skipped", KIND_SKIPPED, gateway, epoch, data,
+                             [Web3.to_checksum_address(gateway), first_epoch, epoch, reading.as_tuple(), first, last,
+                              root, proof, sig[64], sig[:32], sig[32:64]])
+
+    def challenge_skipped(self, gateway: str, first_epoch: int, epoch: int, receipt: dict[str, Any], reading: Leaf, *,
+                          sender: LocalAccount | None = None) -> TxResult:
+        return self.commit_and_reveal(self.skipped_call(gateway, first_epoch, epoch, receipt, reading), sender)
 
     def empty_slot_call(self, gateway: str, c: EpochCommitment, index: int) -> ChallengeCall:
         return ChallengeCall("challenge_empty_slot", KIND_EMPTY_SLOT, gateway, c.epoch, index.to_bytes(32, "big"),

@@ -13,12 +13,16 @@
         commitment binds the challenger's address, so a proof copied from the mempool
         pays its copier nothing (audit M8). After the period, devices are paid from
         Emission pool EDGE, in proportion to uptime, scaled for crowded cells and
-        capped by stake.
+        capped by stake. A gateway back from downtime `skip`s the epochs it missed in
+        one transaction: they count as published empty (a receipted reading in one is a
+        provable omission, `challenge_skipped`) and pay no rewards.
 @dev Leaves sit at their index in a fixed-depth tree padded with zero slots
      (node = keccak(left ++ right)), unlike the sorted-pair trees elsewhere: adjacency
      of two leaves must be provable, which sorted-pair trees cannot express.
      Beacon nonces: nonce(interval) = keccak(abi_encode(seed, interval)); the seed of
      epoch e is committed (hashed) when epoch e-1 is published and revealed with e.
+     A skip of epochs [f, t) reveals the seed committed for f and commits t's, so the
+     chain of commitments has no gap; the seeds of f+1 .. t-1 are never committed.
 """
 
 from ethereum.ercs import IERC20
@@ -86,6 +90,12 @@ struct Epoch:
     published_at: uint64
     faulty: bool
 
+struct Skip:
+    end: uint64
+    seed: bytes32
+    skipped_at: uint64
+    faulty: bool
+
 event GatewayEnrolled:
     gateway: indexed(address)
     first_epoch: uint64
@@ -98,6 +108,11 @@ event EpochPublished:
     counts_root: bytes32
     leaf_count: uint64
     total_uptime: uint256
+
+event EpochsSkipped:
+    gateway: indexed(address)
+    first_epoch: indexed(uint64)
+    end_epoch: uint64
 
 event FaultProven:
     gateway: indexed(address)
@@ -156,6 +171,8 @@ gateways: public(HashMap[address, Gateway])
 epochs: public(HashMap[address, HashMap[uint64, Epoch]])
 # A device is paid once per epoch, whichever gateway counted it.
 claimed: public(HashMap[uint64, HashMap[address, bool]])
+# Skipped ranges by their first epoch: epochs [first, end) published empty in one `skip`.
+skips: public(HashMap[address, HashMap[uint64, Skip]])
 # Challenge commitment -> block it was made in (0: none or spent).
 challenge_commits: public(HashMap[bytes32, uint256])
 
@@ -165,6 +182,7 @@ _KIND_PAIR: constant(uint256) = 2
 _KIND_COUNT: constant(uint256) = 3
 _KIND_OMISSION: constant(uint256) = 4
 _KIND_EMPTY_SLOT: constant(uint256) = 5
+_KIND_SKIPPED: constant(uint256) = 6
 
 
 @deploy
@@ -229,7 +247,7 @@ def publish(epoch: uint64, root: bytes32, counts_root: bytes32, leaf_count: uint
     """
     @notice Publish the caller's epoch: readings root, uptime-counts root, and the
             reveal of the epoch's beacon seed. Epochs are published in order, empty
-            ones included (root = 0, leaf_count = 0).
+            ones included (root = 0, leaf_count = 0), or skipped in a range (`skip`).
     @param epoch Must be the gateway's next epoch, and over.
     @param root Positional Merkle root of accepted-reading leaves (0 when empty).
     @param counts_root Sorted-pair Merkle root of (device, uptime) leaves.
@@ -260,6 +278,36 @@ def publish(epoch: uint64, root: bytes32, counts_root: bytes32, leaf_count: uint
     self.gateways[msg.sender].last_publish = convert(block.timestamp, uint64)
     log EpochPublished(gateway=msg.sender, epoch=epoch, root=root, counts_root=counts_root,
                        leaf_count=leaf_count, total_uptime=total_uptime)
+
+
+@external
+def skip(to_epoch: uint64, seed: bytes32, next_seed_hash: bytes32):
+    """
+    @notice Come back from downtime: every epoch from the caller's next epoch up to (not
+            including) `to_epoch` counts as published empty, in one transaction, and the
+            gateway continues at `to_epoch`. The skipped range pays no rewards and can be
+            challenged for `challenge_period` like a published empty epoch: a reading the
+            gateway receipted in it is an omission (`challenge_skipped`), so skipping cannot
+            hide acknowledged readings.
+    @dev Reveals the seed committed for the next epoch (the commitment chain stays
+         unbroken; it is the first skipped epoch's seed) and commits `to_epoch`'s seed.
+    @param to_epoch The epoch to continue at: after the next epoch, not after the current one.
+    @param seed The beacon seed of the next epoch (hash committed earlier).
+    @param next_seed_hash Commitment to `to_epoch`'s seed.
+    """
+    g: Gateway = self.gateways[msg.sender]
+    assert g.active, "EdgeEpochs: gateway not active"
+    assert to_epoch > g.next_epoch, "EdgeEpochs: skip must go past the next epoch"
+    assert to_epoch <= self._current_epoch(), "EdgeEpochs: skip beyond the current epoch"
+    assert keccak256(seed) == g.seed_hash, "EdgeEpochs: seed does not match commitment"
+    assert next_seed_hash != empty(bytes32), "EdgeEpochs: empty next seed hash"
+    now: uint64 = convert(block.timestamp, uint64)
+    self.skips[msg.sender][g.next_epoch] = Skip(end=to_epoch, seed=seed, skipped_at=now, faulty=False)
+    self.gateways[msg.sender].next_epoch = to_epoch
+    self.gateways[msg.sender].seed_hash = next_seed_hash
+    # The bond stays locked until the skip's challenge period is over (withdraw_bond).
+    self.gateways[msg.sender].last_publish = now
+    log EpochsSkipped(gateway=msg.sender, first_epoch=g.next_epoch, end_epoch=to_epoch)
 
 
 @external
@@ -324,7 +372,7 @@ def challenge_reading(gateway: address, epoch: uint64, leaf: Leaf, proof: DynArr
     e: Epoch = self._open_epoch(gateway, epoch)
     self._reveal(_KIND_READING, gateway, epoch, self._leaf_hash(leaf), salt)
     self._check_leaf(e, leaf, proof)
-    assert not self._reading_valid(e, epoch, leaf), "EdgeEpochs: reading is valid"
+    assert not self._reading_valid(e.seed, True, epoch, leaf), "EdgeEpochs: reading is valid"
     self._slash(gateway, epoch, "invalid-reading")
 
 
@@ -435,18 +483,54 @@ def challenge_omission(gateway: address, epoch: uint64, reading: Leaf, first_seq
     e: Epoch = self._open_epoch(gateway, epoch)
     self._reveal(_KIND_OMISSION, gateway, epoch, keccak256(abi_encode(
         self._leaf_hash(reading), first_seq, last_seq, runs_root, self._pair_hash(has_a, a, has_b, b))), salt)
-    assert first_seq <= reading.seq and reading.seq <= last_seq, "EdgeEpochs: seq outside the receipt"
-    assert convert(rs, uint256) <= _MAX_S, "EdgeEpochs: malleable signature"
-    run_leaf: bytes32 = keccak256(keccak256(abi_encode(reading.device, epoch, first_seq, last_seq)))
-    assert merkle._verify(run_proof, runs_root, run_leaf), "EdgeEpochs: run not in the receipt"
-    receipt_hash: bytes32 = keccak256(abi_encode(RECEIPT_TYPEHASH, runs_root))
-    assert ecrecover(eip712._hash_typed_data_v4(receipt_hash), rv, rr, rs) == gateway, "EdgeEpochs: receipt not signed by gateway"
-    assert self._reading_valid(e, epoch, reading), "EdgeEpochs: omitted reading is not valid"
+    self._check_receipt(gateway, epoch, reading, first_seq, last_seq, runs_root, run_proof, rv, rr, rs)
+    assert self._reading_valid(e.seed, True, epoch, reading), "EdgeEpochs: omitted reading is not valid"
     self._check_pair(e, has_a, a, a_proof, has_b, b, b_proof)
     below: bool = (not has_a) or self._key_lt(a.device, a.seq, reading.device, reading.seq)
     above: bool = (not has_b) or self._key_lt(reading.device, reading.seq, b.device, b.seq)
     assert below and above, "EdgeEpochs: reading is not missing between the leaves"
     self._slash(gateway, epoch, "omitted-reading")
+
+
+@external
+def challenge_skipped(gateway: address, first_epoch: uint64, epoch: uint64, reading: Leaf, first_seq: uint64,
+                      last_seq: uint64, runs_root: bytes32, run_proof: DynArray[bytes32, 255], rv: uint8, rr: bytes32,
+                      rs: bytes32, salt: bytes32):
+    """
+    @notice Prove that the gateway acknowledged a valid reading in an epoch it then skipped
+            (declared empty with `skip`): the omission challenge of a skipped range. The
+            receipt is checked as in `challenge_omission`; there are no leaves to bound the gap.
+    @dev The reading's signature, key validity and interval/timestamp are checked; its
+         beacon nonce only in the range's first epoch, the one skipped epoch whose seed is on
+         chain. Later skipped epochs' seeds were never committed, so their nonces cannot be
+         checked; the gateway's own signed receipt stands in for that check (it receipts
+         only readings carrying its beacon), and requiring it would let a gateway that
+         served those epochs dodge every omission by skipping them.
+    @param gateway The skipping gateway (the receipt's signer).
+    @param first_epoch First epoch of the skipped range (EpochsSkipped.first_epoch).
+    @param epoch The epoch named in the receipt, inside the range.
+    @param reading The omitted reading (index, credit and last_credit_interval are ignored).
+    @param first_seq First sequence number the receipt acknowledges.
+    @param last_seq Last sequence number the receipt acknowledges.
+    @param runs_root The receipt's runs root.
+    @param run_proof Proof of (device, epoch, first_seq, last_seq) in runs_root.
+    @param rv Receipt signature v.
+    @param rr Receipt signature r.
+    @param rs Receipt signature s.
+    @param salt The commitment's salt (kind 6, data = keccak256(abi_encode(leaf_hash(reading),
+           first_seq, last_seq, runs_root, first_epoch))).
+    """
+    s: Skip = self.skips[gateway][first_epoch]
+    assert s.skipped_at > 0, "EdgeEpochs: no skipped range starts at first_epoch"
+    assert first_epoch <= epoch and epoch < s.end, "EdgeEpochs: epoch not in the skipped range"
+    assert not s.faulty, "EdgeEpochs: skipped range already proven faulty"
+    assert block.timestamp < convert(s.skipped_at, uint256) + self.challenge_period, "EdgeEpochs: challenge period over"
+    self._reveal(_KIND_SKIPPED, gateway, epoch, keccak256(abi_encode(
+        self._leaf_hash(reading), first_seq, last_seq, runs_root, first_epoch)), salt)
+    self._check_receipt(gateway, epoch, reading, first_seq, last_seq, runs_root, run_proof, rv, rr, rs)
+    assert self._reading_valid(s.seed, epoch == first_epoch, epoch, reading), "EdgeEpochs: omitted reading is not valid"
+    self.skips[gateway][first_epoch].faulty = True
+    self._slash(gateway, epoch, "skipped-reading")
 
 
 @external
@@ -678,7 +762,7 @@ def _pair_consistent(has_a: bool, a: Leaf, b: Leaf) -> bool:
 
 @view
 @internal
-def _reading_valid(e: Epoch, epoch: uint64, l: Leaf) -> bool:
+def _reading_valid(seed: bytes32, check_nonce: bool, epoch: uint64, l: Leaf) -> bool:
     el: uint256 = convert(epoch_length, uint256)
     il: uint256 = convert(interval_length, uint256)
     start: uint256 = convert(epoch, uint256) * el
@@ -686,7 +770,7 @@ def _reading_valid(e: Epoch, epoch: uint64, l: Leaf) -> bool:
         return False
     if convert(l.timestamp, uint256) < convert(l.interval, uint256) * il or convert(l.timestamp, uint256) >= start + el:
         return False
-    if l.nonce != keccak256(abi_encode(e.seed, l.interval)):
+    if check_nonce and l.nonce != keccak256(abi_encode(seed, l.interval)):
         return False
     if convert(l.s, uint256) > _MAX_S or (l.v != 27 and l.v != 28):
         return False
@@ -696,6 +780,18 @@ def _reading_valid(e: Epoch, epoch: uint64, l: Leaf) -> bool:
     if signer == empty(address):
         return False
     return staticcall device_registry.key_valid_at(l.device, signer, l.timestamp)
+
+
+@view
+@internal
+def _check_receipt(gateway: address, epoch: uint64, reading: Leaf, first_seq: uint64, last_seq: uint64,
+                   runs_root: bytes32, run_proof: DynArray[bytes32, 255], rv: uint8, rr: bytes32, rs: bytes32):
+    assert first_seq <= reading.seq and reading.seq <= last_seq, "EdgeEpochs: seq outside the receipt"
+    assert convert(rs, uint256) <= _MAX_S, "EdgeEpochs: malleable signature"
+    run_leaf: bytes32 = keccak256(keccak256(abi_encode(reading.device, epoch, first_seq, last_seq)))
+    assert merkle._verify(run_proof, runs_root, run_leaf), "EdgeEpochs: run not in the receipt"
+    receipt_hash: bytes32 = keccak256(abi_encode(RECEIPT_TYPEHASH, runs_root))
+    assert ecrecover(eip712._hash_typed_data_v4(receipt_hash), rv, rr, rs) == gateway, "EdgeEpochs: receipt not signed by gateway"
 
 
 @internal
