@@ -7,7 +7,7 @@ import os
 import pytest
 
 from proofmesh.chain.core import MESH, Registry, Token
-from proofmesh.errors import ContractRevert
+from proofmesh.errors import ContractRevert, InputError
 
 from .conftest import PROFILE, random_trace
 
@@ -144,3 +144,151 @@ def test_l1_zero_windows_are_refused(market):
         assert chain.call(getattr(c.functions, name)()) == before
     GovernanceClient(chain).apply_now(c.functions.set_parameter("reveal_window", 900))
     assert chain.call(c.functions.reveal_window()) == 900
+
+
+# ------------------------------------------------------------------ L2: front-running the result's registration
+
+def _front_run(market, attacker, root: bytes, name: str = "squat"):
+    """The audit's attacker: register a revealed weights root under a lineage of its own."""
+    models = market.chain.contract("ModelRegistry")
+    return market.chain.transact(models.functions.register(name, root, 0, 0, 0, [], 0, "", ""), sender=attacker)
+
+
+def _registered(market, job) -> tuple:
+    """(ok, version id) of the job's ResultRegistered event."""
+    ev = market.chain.events("JobMarket", "ResultRegistered", from_block=0, argument_filters={"job_id": job})
+    assert len(ev) == 1
+    return ev[0]["args"]["ok"], ev[0]["args"]["version_id"]
+
+
+def test_l2_revealed_root_and_name_cannot_be_taken_before_settlement(market, accounts):
+    """L2 (replicated): between the first reveal and settlement an outsider tries to register the
+    revealed root and to squat the job's lineage name. Both revert, and the job's result is
+    registered to the poster, under the job's name, as a child of the base version."""
+    attacker = accounts[8]
+    models = market.chain.contract("ModelRegistry")
+    job = market.post(name="l2-lineage")
+    # The name is the poster's from the post on (locators() exposes it to everyone).
+    assert market.chain.call(models.functions.name_owner(market.chain.w3.keccak(text="l2-lineage"))) == \
+        market.poster.address
+    with pytest.raises(ContractRevert, match="name is owned by another account"):
+        _front_run(market, attacker, os.urandom(32), name="l2-lineage")
+    workers = market.assign(job, market.workers[:3])
+    wr, tr = os.urandom(32), os.urandom(32)
+    salts = {w: market.client.commit(job, wr, tr, sender=market.account(w)) for w in workers}
+    market.client.reveal(job, wr, tr, salts[workers[0]], "bafkmanifest", "bafkresult",
+                         sender=market.account(workers[0]))
+    # The root is public now (Revealed event): the registry holds it for this job.
+    assert tuple(market.chain.call(models.functions.hold_of(wr))) == (market.client.c.address, job)
+    with pytest.raises(ContractRevert, match=f"weights held for compute job {job} until it closes"):
+        _front_run(market, attacker, wr)
+    # ...also through a registrar-looking path: only the holding registrar, for this job.
+    with pytest.raises(ContractRevert, match="not a registrar"):
+        market.chain.transact(models.functions.hold_root(wr, 999), sender=attacker)
+    with pytest.raises(ContractRevert, match="not a registrar"):
+        market.chain.transact(models.functions.reserve_name(attacker.address, "l2-lineage"), sender=attacker)
+    for w in workers[1:]:
+        market.client.reveal(job, wr, tr, salts[w], "bafkmanifest", "bafkresult", sender=market.account(w))
+    with pytest.raises(ContractRevert, match="weights held for compute job"):
+        _front_run(market, attacker, wr)                     # the last moment before settlement
+    market.client.finalize_replicated(job, sender=attacker)
+    info = market.client.job(job)
+    assert info.status == "settled"
+    ok, vid = _registered(market, job)
+    assert ok and vid == info.version_id and vid > 0
+    v = market.chain.call(models.functions.versions(vid))
+    assert v[0] == wr and v[2] == market.base_version and v[5] == market.poster.address
+    assert v[6] == market.client.c.address and v[7] == job
+    assert v[1] == market.chain.w3.keccak(text="l2-lineage")
+    assert market.chain.call(models.functions.version_of_root(wr)) == vid
+    # Settled: the hold is gone, and the root is simply a registered duplicate now.
+    assert tuple(market.chain.call(models.functions.hold_of(wr)))[1] == 0
+    with pytest.raises(ContractRevert, match=f"duplicate weights, already version {vid}"):
+        _front_run(market, attacker, wr)
+    market.assert_books()
+
+
+def test_l2_optimistic_submitted_root_is_held_for_the_job(market, accounts):
+    """L2 (optimistic): the root submitted to the OptimisticVerifier is held during the whole
+    challenge window and audit; the settled result is the poster's version."""
+    attacker = accounts[8]
+    job = market.post(mode="optimistic", replicas=1, n_segments=4, name="l2-opt")
+    (worker,) = market.assign(job, market.workers[:3])
+    wr = os.urandom(32)
+    trace = random_trace(4)
+    market.client.submit(job, wr, trace, "bafkmanifest", "bafkresult", sender=market.account(worker))
+    with pytest.raises(ContractRevert, match=f"weights held for compute job {job}"):
+        _front_run(market, attacker, wr)
+    market.chain.increase_time(1801)
+    market.chain.mine(2)
+    market.client.finalize_optimistic(job)                    # draws the audit (rate 100%)
+    with pytest.raises(ContractRevert, match=f"weights held for compute job {job}"):
+        _front_run(market, attacker, wr)
+    market.client.rule_audit_pass(job, sender=market.referee)
+    market.client.finalize_optimistic(job)
+    info = market.client.job(job)
+    ok, vid = _registered(market, job)
+    assert info.status == "settled" and ok and vid == info.version_id > 0
+    v = market.chain.call(market.chain.contract("ModelRegistry").functions.versions(vid))
+    assert v[0] == wr and v[5] == market.poster.address and v[7] == job
+    market.assert_books()
+
+
+def test_l2_hold_lapses_for_rejected_and_refunded_results(market, accounts):
+    """A hold binds only while the job can still settle with that root: a replica's root the
+    referee rejected, and every root of a refunded job, are free once the job closes."""
+    attacker = accounts[8]
+    models = market.chain.contract("ModelRegistry")
+    job = market.post(name="l2-dispute")
+    workers = market.assign(job, market.workers[:3])
+    good, bad, tr = os.urandom(32), os.urandom(32), os.urandom(32)
+    results = {workers[0]: (good, tr), workers[1]: (good, tr), workers[2]: (bad, tr)}
+    salts = {w: market.client.commit(job, wr, t, sender=market.account(w)) for w, (wr, t) in results.items()}
+    for w, (wr, t) in results.items():
+        market.client.reveal(job, wr, t, salts[w], "m", "r", sender=market.account(w))
+    market.client.finalize_replicated(job)
+    assert market.client.job(job).status == "disputed"
+    with pytest.raises(ContractRevert, match="weights held for compute job"):
+        _front_run(market, attacker, bad)                     # still held while the referee decides
+    market.client.rule_replicated(job, workers[:2], "m", "r", sender=market.referee)
+    ok, vid = _registered(market, job)
+    assert ok and market.chain.call(models.functions.owner_of(vid)) == market.poster.address
+    _front_run(market, attacker, bad)                         # the rejected root is anyone's now
+    # A refunded job frees its roots too.
+    job2 = market.post(name="l2-dispute")                     # same poster: the name is already theirs
+    w2 = market.assign(job2, market.workers[:3])
+    roots = {w: os.urandom(32) for w in w2}
+    salts = {w: market.client.commit(job2, roots[w], tr, sender=market.account(w)) for w in w2}
+    for w in w2:
+        market.client.reveal(job2, roots[w], tr, salts[w], "m", "r", sender=market.account(w))
+    market.client.finalize_replicated(job2)
+    with pytest.raises(ContractRevert, match=f"weights held for compute job {job2}"):
+        _front_run(market, attacker, roots[w2[0]])
+    market.chain.increase_time(1801)
+    market.chain.mine()
+    market.client.timeout_dispute(job2)
+    assert not market.chain.call(market.client.c.functions.job_open(job2))
+    _front_run(market, attacker, roots[w2[0]])
+    market.assert_books()
+
+
+def test_l2_post_under_someone_elses_name_is_refused_before_escrow(market, accounts):
+    """The name is claimed at post, so a name owned by another account is refused up front
+    (client: InputError; contract: revert), with nothing escrowed."""
+    other = accounts[8]
+    _front_run(market, other, os.urandom(32), name="taken")
+    t = Token(market.chain)
+    b0, jobs0 = t.balance(market.poster.address), market.client.job_count()
+    with pytest.raises(InputError, match="lineage 'taken' is owned by"):
+        market.post(name="taken")
+    with pytest.raises(InputError, match="lineage name '' must be 1-64 bytes"):
+        market.post(name="")
+    c = market.client.c
+    now = market.chain.timestamp()
+    market.client.token.ensure_allowance(c.address, 30 * MESH, sender=market.poster)
+    for name, reason in (("taken", "name is owned by another account"), ("", "empty name")):
+        with pytest.raises(ContractRevert, match=reason):
+            market.chain.transact(c.functions.post("s", name, market.base_version, [b"\x01" * 32], 0, 3, 4, PROFILE,
+                                                   30 * MESH, 60, 60, now + 999), sender=market.poster)
+    assert t.balance(market.poster.address) == b0 and market.client.total_escrowed() == 0
+    assert market.client.job_count() == jobs0

@@ -206,7 +206,15 @@ class JobMarketClient:
                              fix="use --replicas 3 (or 5, 7, 9)")
         if mode == "optimistic" and replicas != 1:
             raise InputError("optimistic mode has exactly one worker", fix="drop --replicas or pass --replicas 1")
-        count = self.chain.call(self.chain.contract("ModelRegistry").functions.version_count())
+        models = self.chain.contract("ModelRegistry")
+        if not name or len(name.encode()) > 64:
+            raise InputError(f"lineage name {name!r} must be 1-64 bytes", fix="choose a shorter --name")
+        owner = self.chain.call(models.functions.name_owner(Web3.keccak(text=name)))
+        if int(owner, 16) != 0 and owner.lower() != sender.address.lower():
+            # post claims the name for the poster (audit L2), so the contract would revert.
+            raise InputError(f"lineage {name!r} is owned by {owner}; the result could not be registered under it",
+                             fix="post under a lineage name you own or one nobody has claimed (--name)")
+        count = self.chain.call(models.functions.version_count())
         if not 1 <= base_version <= count:
             raise InputError(f"unknown base model version {base_version} (registry has 1..{count})",
                              fix="register the base model with `proofmesh model register` and pass its id")

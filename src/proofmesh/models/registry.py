@@ -225,6 +225,11 @@ class ModelRegistryClient:
         if existing:
             raise InputError(f"these weights are already registered as version {existing}",
                              fix=f"use version {existing} (e.g. as --parent) instead of registering it again")
+        holder, job = self.chain.call(self.registry.functions.hold_of(m.root))
+        if int(holder, 16) != 0:
+            raise InputError(f"these weights are the result of compute job {job} (registrar {holder}), reserved "
+                             "for its poster until the job closes",
+                             fix="wait for the job to settle: the JobMarket registers the result for its poster")
         if parent and not self.exists(parent):
             raise InputError(f"parent version {parent} does not exist", fix="check the id with `proofmesh model list`")
         kind = KIND_LORA if m.kind == "lora" else KIND_FULL

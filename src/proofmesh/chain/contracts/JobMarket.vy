@@ -22,7 +22,10 @@
           the outcome here (settle, or slash and refund).
         Settlement pays the worker(s) and registers the result once as a child
         model version in the ModelRegistry (if that fails, e.g. the weights are
-        already registered, settlement still pays and logs why).
+        already registered, settlement still pays and logs why). Nobody can take
+        the result first (audit L2): `post` claims the lineage name for the poster
+        and every reveal/submission holds its weights root for this job, in the
+        transaction that makes it public, until the job closes (`job_open`).
 @dev Revert reasons carry no contract prefix (code-size budget); clients name the contract.
      Books: token.balanceOf(self) == total_escrowed at all times; bonds live in
      NodeRegistry (locked/released/slashed through it). The referee is a
@@ -41,6 +44,9 @@ from .interfaces import INodeRegistry
 interface IModelRegistry:
     def version_count() -> uint256: view
     def version_of_root(root: bytes32) -> uint256: view
+    # Return values (bytes32, bool) left undeclared: unused here, and unchecked is smaller.
+    def reserve_name(owner: address, name: String[64]): nonpayable
+    def hold_root(weights_root: bytes32, job_id: uint256): nonpayable
 
 MODE_REPLICATED: public(constant(uint8)) = 0
 MODE_OPTIMISTIC: public(constant(uint8)) = 1
@@ -279,7 +285,8 @@ def post(spec_cid_: String[128], name: String[64], base_version: uint256,
     """
     @notice Post a fine-tuning job and escrow `reward` MESH (approve this contract first).
     @param spec_cid_ CID of the job spec blob.
-    @param name Lineage name the result is registered under (owned by the poster).
+    @param name Lineage name the result is registered under: claimed for the poster now
+                (reverts if another account owns it).
     @param base_version ModelRegistry id of the base model (must exist).
     @param batches Data batch roots the job trains on (1..32).
     @param mode MODE_REPLICATED or MODE_OPTIMISTIC.
@@ -293,7 +300,6 @@ def post(spec_cid_: String[128], name: String[64], base_version: uint256,
     @return The job id.
     """
     assert len(spec_cid_) > 0, "empty spec CID"
-    assert len(name) > 0, "empty lineage name"
     assert base_version != 0 and base_version <= staticcall models.version_count(), \
         "unknown base model version"
     assert len(batches) > 0, "no data batches"
@@ -327,6 +333,9 @@ def post(spec_cid_: String[128], name: String[64], base_version: uint256,
     log JobPosted(job_id=job_id, poster=msg.sender, mode=mode, replicas=replicas, reward=reward,
                   spec_cid=spec_cid_, base_version=base_version, profile=profile, n_segments=n_segments,
                   apply_close=block.timestamp + apply_seconds, deadline=deadline)
+    # Audit L2: the name is public from now on; claim it before anyone can (also
+    # checks it is non-empty and not someone else's).
+    extcall models.reserve_name(msg.sender, name)
     assert extcall token.transferFrom(msg.sender, self, reward), "escrow transfer failed"
     return job_id
 
@@ -537,6 +546,8 @@ def reveal(job_id: uint256, weights_root: bytes32, trace_root: bytes32, salt: by
         self.result_cid[job_id] = result_cid_
     log Revealed(job_id=job_id, worker=msg.sender, weights_root=weights_root, trace_root=trace_root,
                  result_cid=result_cid_)
+    # Audit L2: the root is public from this transaction on; hold it for the job.
+    extcall models.hold_root(weights_root, job_id)
 
 
 @external
@@ -670,6 +681,7 @@ def on_submit(job_id: uint256, worker: address, weights_root: bytes32, trace_roo
     self.manifest_cid[job_id] = manifest_cid_
     self.result_cid[job_id] = result_cid_
     log ResultSubmitted(job_id=job_id, worker=worker, weights_root=weights_root, trace_root=trace_root)
+    extcall models.hold_root(weights_root, job_id)
 
 
 OUTCOME_VERIFIED: public(constant(uint8)) = 1
@@ -900,6 +912,13 @@ def batches_of(job_id: uint256) -> DynArray[bytes32, MAX_BATCHES]:
 def locators(job_id: uint256) -> (String[128], String[64], String[128], String[128]):
     """@notice (spec CID, lineage name, weights manifest CID, result bundle CID) of a job."""
     return self.spec_cid[job_id], self.lineage[job_id], self.manifest_cid[job_id], self.result_cid[job_id]
+
+
+@view
+@external
+def job_open(job_id: uint256) -> bool:
+    """@notice Whether a job can still settle (ModelRegistry keeps its held roots until then)."""
+    return self.jobs[job_id].reward != 0
 
 
 @view

@@ -9,6 +9,11 @@
         authorised registrar such as the compute JobMarket acting on its behalf).
         Identical weights are registered once: a second registration reverts naming
         the existing version. Evaluation and release gating live in ModelEvaluation.
+        A registrar reserves a job's result before it is public (audit L2): the
+        lineage name is claimed for the job's owner when the job is posted
+        (`reserve_name`), and a weights root is held for the job in the same
+        transaction that first reveals it (`hold_root`). While the job can still
+        settle, only that registrar may register the held root, and only for that job.
 @dev Leaves of the weights tree are OpenZeppelin StandardMerkleTree leaves
      keccak256(keccak256(abi.encode(name, dtype, shape, sha256))), sorted-pair tree,
      so any single tensor can be proven with `verify_tensor`.
@@ -66,6 +71,18 @@ weights_cid_of: public(HashMap[uint256, String[128]])
 
 _batches: HashMap[uint256, DynArray[bytes32, MAX_BATCHES]]
 
+struct Hold:
+    registrar: address
+    job_id: uint256
+
+# @notice The job a registrar holds a weights root for (see `hold_root`); a hold lapses
+#         once the registrar reports the job closed (`job_open`) or loses its role.
+root_hold: public(HashMap[bytes32, Hold])
+
+
+interface IRegistrar:
+    def job_open(job_id: uint256) -> bool: view
+
 event VersionRegistered:
     version_id: indexed(uint256)
     name_id: indexed(bytes32)
@@ -93,6 +110,11 @@ event WeightsPublished:
 event RegistrarSet:
     registrar: indexed(address)
     allowed: bool
+
+event RootHeld:
+    weights_root: indexed(bytes32)
+    registrar: indexed(address)
+    job_id: indexed(uint256)
 
 
 @deploy
@@ -164,6 +186,47 @@ def register_for(owner: address, name: String[64], weights_root: bytes32, parent
 
 
 @external
+def reserve_name(owner: address, name: String[64]) -> bytes32:
+    """
+    @notice Claim a lineage name for `owner` ahead of a registration a registrar will
+            make for it (the JobMarket calls this when a job is posted), so nobody
+            can take the name between the job's post and its settlement. No-op if
+            `owner` already owns it; reverts if another account does. Registrars only.
+    @param owner The account the name is claimed for (the job's poster).
+    @param name Lineage name (1-64 bytes).
+    @return keccak256 of the name.
+    """
+    assert self.is_registrar[msg.sender], "ModelRegistry: caller is not a registrar"
+    assert owner != empty(address), "ModelRegistry: owner is the zero address"
+    return self._claim_name(owner, name)
+
+
+@external
+def hold_root(weights_root: bytes32, job_id: uint256) -> bool:
+    """
+    @notice Hold a weights root for a registrar's job while the job can still settle:
+            `register` of that root reverts, and `register_for` accepts it only from
+            this registrar for this job. The registrar calls this in the transaction
+            that first makes the root public (a reveal or an optimistic submission), so
+            nobody can register it first. No-op (returns False) if the root is
+            registered already or held for a job that is still open.
+    @param weights_root The revealed weights root (non-zero).
+    @param job_id The registrar's job id.
+    @return True if the root is now held for this job.
+    """
+    assert self.is_registrar[msg.sender], "ModelRegistry: caller is not a registrar"
+    assert weights_root != empty(bytes32), "ModelRegistry: empty weights root"
+    if self.version_of_root[weights_root] != 0:
+        return False
+    h: Hold = self._live_hold(weights_root)
+    if h.registrar != empty(address):
+        return h.registrar == msg.sender and h.job_id == job_id
+    self.root_hold[weights_root] = Hold(registrar=msg.sender, job_id=job_id)
+    log RootHeld(weights_root=weights_root, registrar=msg.sender, job_id=job_id)
+    return True
+
+
+@external
 def publish_weights(version_id: uint256, weights_cid: String[128]):
     """
     @notice Say where a version's weights can be fetched (the CID of its weights
@@ -183,10 +246,18 @@ def publish_weights(version_id: uint256, weights_cid: String[128]):
 def _register(owner: address, name: String[64], weights_root: bytes32, parent: uint256, kind: uint256,
               base: uint256, data_batches: DynArray[bytes32, MAX_BATCHES], job_id: uint256,
               config_cid: String[128], manifest_cid: String[128]) -> uint256:
-    assert len(name) > 0, "ModelRegistry: empty name"
     assert weights_root != empty(bytes32), "ModelRegistry: empty weights root"
     existing: uint256 = self.version_of_root[weights_root]
     assert existing == 0, concat("ModelRegistry: duplicate weights, already version ", uint2str(existing))
+    h: Hold = self.root_hold[weights_root]
+    if h.registrar != empty(address):
+        # Only the holding registrar, for the job it holds the root for, may register a
+        # held root while that job is open; anyone may once the job has closed.
+        if h.registrar != msg.sender or h.job_id != job_id:
+            h = self._live_hold(weights_root)
+            assert h.registrar == empty(address), concat(
+                "ModelRegistry: weights held for compute job ", uint2str(h.job_id), " until it closes")
+        self.root_hold[weights_root] = empty(Hold)
     assert parent <= self.version_count, "ModelRegistry: parent version does not exist"
     if kind == KIND_LORA:
         assert base != 0 and base <= self.version_count, "ModelRegistry: LoRA base version does not exist"
@@ -194,14 +265,7 @@ def _register(owner: address, name: String[64], weights_root: bytes32, parent: u
     else:
         assert kind == KIND_FULL, "ModelRegistry: kind must be 0 (full) or 1 (lora)"
         assert base == 0, "ModelRegistry: only a LoRA adapter has a base"
-    name_id: bytes32 = keccak256(name)
-    current: address = self.name_owner[name_id]
-    if current == empty(address):
-        self.name_owner[name_id] = owner
-        self.name_of[name_id] = name
-        log NameClaimed(name_id=name_id, owner=owner, name=name)
-    else:
-        assert current == owner, "ModelRegistry: name is owned by another account"
+    name_id: bytes32 = self._claim_name(owner, name)
 
     vid: uint256 = self.version_count + 1
     self.version_count = vid
@@ -224,7 +288,46 @@ def _register(owner: address, name: String[64], weights_root: bytes32, parent: u
     return vid
 
 
+@internal
+def _claim_name(owner: address, name: String[64]) -> bytes32:
+    assert len(name) > 0, "ModelRegistry: empty name"
+    name_id: bytes32 = keccak256(name)
+    current: address = self.name_owner[name_id]
+    if current == empty(address):
+        self.name_owner[name_id] = owner
+        self.name_of[name_id] = name
+        log NameClaimed(name_id=name_id, owner=owner, name=name)
+    else:
+        assert current == owner, "ModelRegistry: name is owned by another account"
+    return name_id
+
+
+@view
+@internal
+def _live_hold(weights_root: bytes32) -> Hold:
+    # A hold binds only while its registrar still has the role and says the job may
+    # still settle: a refunded job, or a replica's rejected root, frees the root.
+    h: Hold = self.root_hold[weights_root]
+    if h.registrar == empty(address) or not self.is_registrar[h.registrar]:
+        return empty(Hold)
+    if not staticcall IRegistrar(h.registrar).job_open(h.job_id):
+        return empty(Hold)
+    return h
+
+
 # ---------------------------------------------------------------- views
+
+@view
+@external
+def hold_of(weights_root: bytes32) -> (address, uint256):
+    """
+    @notice The registrar and job a weights root is held for, if that hold still binds.
+    @param weights_root The weights root.
+    @return (registrar, job id), or (zero address, 0) when anyone may register the root.
+    """
+    h: Hold = self._live_hold(weights_root)
+    return h.registrar, h.job_id
+
 
 @view
 @external
