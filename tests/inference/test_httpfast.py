@@ -105,7 +105,8 @@ def test_binary_answer_form_matches_json_answer(network, accounts, x1):
                    headers={"content-type": wire.CONTENT_TYPE, "accept": wire.ANSWER_TYPE})
     assert r.status_code == 200 and r.headers["content-type"] == wire.ANSWER_TYPE
     ans = wire.decode_answer(r.content)
-    assert ans["output"].dtype == np.float64 and ans["output"].tolist() == as_json["output"]
+    # the frame carries the model's own float32 array; the JSON numbers are those exactly
+    assert ans["output"].dtype == np.float32 and ans["output"].astype(np.float64).tolist() == as_json["output"]
     assert ans["values"].dtype == np.int64 and ans["values"].tolist() == as_json["values"]
     rc = Receipt.from_json(ans["receipt"])
     assert rc.nonce == 302 and rc.input_hash == input_hash({"x": x}) and rc.output_hash == values_hash(ans["values"])
