@@ -12,6 +12,11 @@ receipt is unique to one request. Two commitment kinds, matching the contract:
 * ``ZK`` (1): ``input_hash`` = the circuit's Poseidon hash of the quantised input (its
   first public instance), ``output_hash`` = keccak256(abi.encode(uint256[] output
   instances)); a proof for the registered circuit settles it on chain.
+* ``CIRCUIT`` (2): a ``VALUES`` receipt for a version with a zk circuit, whose
+  ``input_hash`` is :func:`circuit_input_hash` (keccak of the raw input hash and the
+  circuit's Poseidon input instance) and whose values are the circuit's dequantised
+  output: a dispute between two of them is settled by an ezkl proof, without a vote.
+  The EIP-712 type is unchanged (the kind is the signed ``commitment`` field).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from proofmesh.errors import InputError, VerificationError
 
 COMMIT_VALUES = 0
 COMMIT_ZK = 1
+COMMIT_CIRCUIT = 2
 FIXED_POINT = 10**6            # outputs are committed as round(y * 1e6)
 DOMAIN_NAME = "proofmesh Inference"
 DOMAIN_VERSION = "1"
@@ -75,6 +81,15 @@ def input_hash(inputs: Mapping[str, np.ndarray]) -> bytes:
         h += b"".join(int(d).to_bytes(8, "little") for d in a.shape) + b"\x00"
         h += _blake3(memoryview(a).cast("B")).digest()
     return keccak256(bytes(h))
+
+
+def circuit_input_hash(raw_input_hash: bytes, poseidon: int) -> bytes:
+    """``input_hash`` of a CIRCUIT receipt: keccak256(raw input hash ++ Poseidon input
+    instance as 32 bytes big-endian), the preimage InferenceDisputes.settle_by_proof checks."""
+    if len(raw_input_hash) != 32 or not 0 <= int(poseidon) < 2**256:
+        raise InputError("circuit input hash needs a 32-byte input hash and a field element",
+                         fix="pass input_hash(inputs) and the witness's Poseidon hash")
+    return keccak256(bytes(raw_input_hash) + int(poseidon).to_bytes(32, "big"))
 
 
 def output_array(outputs: list[np.ndarray]) -> np.ndarray:
@@ -159,7 +174,7 @@ class Receipt:
             raise InputError("receipt field out of range", fix="version, nonce, price are uint256, "
                              "commitment uint8") from None
         if not 0 <= self.commitment < 256:
-            raise InputError("receipt commitment must be a uint8", fix="use 0 (values) or 1 (zk)")
+            raise InputError("receipt commitment must be a uint8", fix="use 0 (values), 1 (zk) or 2 (circuit values)")
         return keccak256(b"\x19\x01" + domain.separator + keccak256(words))
 
     def signed(self, account, domain: Domain) -> "Receipt":
@@ -195,3 +210,65 @@ class Receipt:
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise InputError(f"malformed receipt: {exc}", fix="a receipt has version, input_hash, output_hash, "
                              "nonce, price, commitment, signature") from exc
+
+
+class ValuesSealer:
+    """Signs ``VALUES`` receipts for one node key in one domain: a model's outputs in, the
+    fixed-point values and the signed :class:`Receipt` out, in one native call
+    (:mod:`proofmesh.inference._receipt_numba`; the node's per-request hot path).
+
+    Equal to ``Receipt(version, input_hash, values_hash(values), nonce, price,
+    COMMIT_VALUES).signed_with(key, domain)`` with ``values = output_array(outputs)``, byte
+    for byte; unlike that path, it refuses outputs that fixed point cannot hold (NaN,
+    infinities, |y| >= 9.2e12) instead of committing garbage. Thread-safe: every call has its
+    own buffers. The kernel is compiled (or loaded from numba's cache) when the sealer is made.
+    """
+
+    def __init__(self, secret: bytes, domain: Domain) -> None:
+        from coincurve._libsecp256k1 import ffi, lib
+        from coincurve.context import GLOBAL_CONTEXT
+
+        from proofmesh.inference import _receipt_numba
+
+        if len(secret) != 32:
+            raise InputError("a node key is 32 bytes", fix="pass the account's private key bytes")
+        self._kernel = _receipt_numba.seal_values
+        self._codes = _receipt_numba
+        self._secret = np.frombuffer(bytes(secret), np.uint8).copy()
+        # signing reads the context only (libsecp256k1 >= 0.2 contexts are immutable after
+        # randomisation), so coincurve's global one serves every thread
+        self._ctx = int(ffi.cast("uintptr_t", GLOBAL_CONTEXT.ctx))
+        self._fns = np.array([int(ffi.cast("uintptr_t", ffi.addressof(lib, name))) for name in (
+            "secp256k1_ecdsa_sign_recoverable", "secp256k1_ecdsa_recoverable_signature_serialize_compact")],
+            dtype=np.uint64)
+        self._type_hash = _struct(domain).type_hash
+        self._prefix = b"\x19\x01" + domain.separator + bytes(32)
+        self.seal(0, bytes(32), 0, 0, [np.zeros(1, np.float32)])    # compile / load now, not on a request
+
+    def seal(self, version: int, input_hash: bytes, nonce: int, price: int,
+             outputs: "list[np.ndarray]") -> tuple[np.ndarray, Receipt]:
+        """(fixed-point values, signed receipt) for ``outputs`` in model order."""
+        if len(outputs) == 1 and outputs[0].dtype in (np.float32, np.float64):
+            y = outputs[0].reshape(-1)
+        else:
+            y = np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs]) if outputs \
+                else np.zeros(0, np.float64)
+        try:
+            words = b"".join((self._type_hash, int(version).to_bytes(32, "big"), _word(input_hash), bytes(32),
+                              int(nonce).to_bytes(32, "big"), int(price).to_bytes(32, "big"), bytes(32)))
+        except OverflowError:
+            raise InputError("receipt field out of range", fix="version, nonce and price are uint256") from None
+        words_a = np.frombuffer(words, np.uint8).copy()
+        prefix = np.frombuffer(self._prefix, np.uint8).copy()
+        values = np.empty(y.size, np.int64)
+        sig = np.empty(65, np.uint8)
+        code = self._kernel(np.ascontiguousarray(y), values, words_a, prefix, self._fns, self._ctx,
+                            self._secret, sig)
+        if code != self._codes.OK:
+            if code == self._codes.SIGN_FAILED:
+                raise VerificationError("libsecp256k1 refused to sign the receipt", fix="check the node key")
+            raise InputError("the model's output is " + ("NaN or infinite" if code == self._codes.NOT_FINITE
+                                                        else "too large for fixed point (|y| >= 9.2e12)"),
+                             fix="check the input: the output cannot be committed in a receipt")
+        return values, Receipt(int(version), bytes(input_hash), words_a[96:128].tobytes(), int(nonce), int(price),
+                               COMMIT_VALUES, sig.tobytes())

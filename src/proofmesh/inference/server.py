@@ -5,6 +5,10 @@ EIP-712 receipt signed by the node key (coincurve fast path). Modes per request:
 
 * ``plain`` (also used by the router's ``redundant`` mode): outputs committed as
   fixed-point values (``COMMIT_VALUES``), disputable against another node's receipt;
+  With ``"commit": "circuit"`` (routers' redundant mode on a version with a circuit) a
+  node holding the circuit answers with the circuit's dequantised output in a
+  ``COMMIT_CIRCUIT`` receipt that also commits the Poseidon input instance, so a
+  dispute over it is settled by a zk proof instead of a vote;
 * ``zk``: the answer is the ezkl circuit's dequantised output, committed as circuit
   instances (``COMMIT_ZK``); the proof is made in the background and fetched from
   ``GET /v1/proof/{receipt}``; proven receipts go into the node's next epoch root;
@@ -45,8 +49,9 @@ from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, Veri
 from proofmesh.inference.model import OnnxModel, spec_to_json
 from proofmesh.inference.tee import require_tee
 from proofmesh.inference import wire
-from proofmesh.inference.receipt import (COMMIT_VALUES, COMMIT_ZK, FIXED_POINT, Receipt, input_hash, output_array,
-                                         output_values, values_hash)
+from proofmesh.inference.receipt import (COMMIT_CIRCUIT, COMMIT_VALUES, COMMIT_ZK, FIXED_POINT, Receipt,
+                                         circuit_input_hash, input_hash, output_array, output_values, values_hash,
+                                         ValuesSealer)
 
 
 class StartupRefused(ProofmeshError):
@@ -92,6 +97,7 @@ class InferenceNode:
         self.address = account.address
         from coincurve import PrivateKey
         self._key = PrivateKey(bytes(account.key))   # built once: receipts are signed per request
+        self._sealer = ValuesSealer(bytes(account.key), domain)
         self.domain = domain                      # receipts' EIP-712 domain
         self.registry = registry                  # InferenceRegistry client (None: offline)
         self.ledger = ledger                      # payments Ledger (None: free node)
@@ -100,6 +106,7 @@ class InferenceNode:
         if config.circuit_dir is not None:
             from proofmesh.inference.zk import Circuit
             self.circuit = Circuit(config.circuit_dir)
+        self.circuit_scale: int | None = None   # set when CIRCUIT value receipts are safe to sign
         if check_registry:
             self._check_registry()
         self.workdir = Path(config.workdir)
@@ -140,9 +147,21 @@ class InferenceNode:
             if self.circuit.onnx_hash != terms.onnx_hash:
                 raise StartupRefused("the circuit was compiled from another ONNX file", fix="rebuild the circuit")
             try:   # audit L6: the registered verifier must be the one generated from this vk
-                self.registry.check_verifier(self.config.version, self.circuit.verifier_artifact()[1])
+                self.registry.check_circuit(self.config.version, self.circuit)
             except VerificationError as exc:
                 raise StartupRefused(exc.message, fix=exc.fix) from None
+            self.circuit_scale = self._checked_output_scale()
+
+    def _checked_output_scale(self) -> int | None:
+        """The on-chain output scale if it is this circuit's: a wrong one would let a proof
+        slash this node's honest CIRCUIT receipts, so then it signs none (values only)."""
+        from proofmesh.inference.registry import circuit_output_scale
+
+        try:
+            scale, mine = self.registry.output_scale(self.config.version), circuit_output_scale(self.circuit)
+        except ProofmeshError:
+            return None
+        return scale if scale == mine else None
 
     def info(self) -> dict:
         c = self.circuit
@@ -271,24 +290,19 @@ class InferenceNode:
             self._jobs.put(_ProofJob(digest, w))
             out = {"output": answer.tolist(), "receipt": receipt.to_json(), "receipt_digest": "0x" + digest.hex(),
                    "instances": [hex(v) for v in w.outputs], "proof": "pending"}
+        elif body.get("commit") == "circuit":
+            receipt, out = self._circuit_answer(inputs, nonce, price, cid)
         else:
             ih = input_hash(inputs)
             outputs = self.model.run(inputs)
             if self.config.tamper:
                 outputs = [o + np.asarray(self.config.tamper, dtype=o.dtype) for o in outputs]
-            # float64: the JSON numbers are then the float32 values exactly (as tolist() writes
-            # them), and the fixed-point values are computed from the same array
-            outs = [o.astype(np.float64) if o.dtype == np.float32 else o for o in outputs]
-            if len(outs) == 1 and outs[0].dtype == np.float64:
-                values = np.rint(outs[0].reshape(-1) * FIXED_POINT).astype(np.int64)
-            else:
-                values = output_array(outputs)
-            receipt = Receipt(self.config.version, ih, values_hash(values), nonce, price,
-                              COMMIT_VALUES).signed_with(self._key, self.domain)
+            values, receipt = self._sealer.seal(self.config.version, ih, nonce, price, outputs)
             with self._lock:
                 if cid is not None:
                     self._channels[cid].unpaid += price
-            out = {"output": outs if len(outs) > 1 else outs[0], "values": values, "receipt": receipt.to_json()}
+            out = {"output": outputs if len(outputs) > 1 else outputs[0], "values": values,
+                   "receipt": receipt.to_json()}
         with self._lock:
             self._seen[(nonce, 0)] = receipt.signature
             if len(self._seen) > 1_000_000:   # bounded memory; nonces are random 256-bit
@@ -299,6 +313,27 @@ class InferenceNode:
         return out
 
     # --- proofs and epochs --------------------------------------------------------
+    def _circuit_answer(self, inputs: dict, nonce: int, price: int, cid: bytes | None) -> tuple[Receipt, dict]:
+        """A CIRCUIT value receipt: the circuit's dequantised output as fixed-point values,
+        ``input_hash`` binding the raw input and its Poseidon instance (a dispute between
+        two of them is settled by a proof of that instance)."""
+        if self.circuit is None or self.circuit_scale is None:
+            raise NotAvailableError(f"this node signs no circuit receipts for version {self.config.version}",
+                                    fix="ask a node with the registered circuit, or omit commit=circuit")
+        w = self.circuit.witness(next(iter(inputs.values())), self.workdir / "witness")
+        w.path.unlink(missing_ok=True)   # nothing to prove here: the disputer proves
+        answer = w.answer.astype(np.float64)
+        if self.config.tamper:
+            answer = answer + self.config.tamper
+        values = np.rint(answer.reshape(-1) * FIXED_POINT).astype(np.int64)
+        receipt = Receipt(self.config.version, circuit_input_hash(input_hash(inputs), w.input_hash),
+                          values_hash(values), nonce, price, COMMIT_CIRCUIT).signed_with(self._key, self.domain)
+        with self._lock:
+            if cid is not None:
+                self._channels[cid].unpaid += price
+        return receipt, {"output": answer, "values": values, "receipt": receipt.to_json(),
+                         "circuit_input": hex(w.input_hash)}
+
     def _prove_loop(self) -> None:
         while True:
             job = self._jobs.get()
@@ -525,7 +560,15 @@ class _Dispatch:
 
 def _encode(out: dict, accept: str) -> bytes:
     if wire.ANSWER_TYPE in accept:
-        return wire.encode_answer(out)
+        return wire.encode_answer(out)    # the model's own arrays: a float32 output stays float32
+    o = out.get("output")
+    # orjson writes a float32 as its shortest float32 decimal, which a JSON reader parses
+    # to a different float64 than the value the receipt committed (rarely, a different
+    # fixed-point value); as float64 the numbers are the float32 values exactly
+    if isinstance(o, np.ndarray) and o.dtype == np.float32:
+        out["output"] = o.astype(np.float64)
+    elif isinstance(o, list) and o and isinstance(o[0], np.ndarray):
+        out["output"] = [a.astype(np.float64) if a.dtype == np.float32 else a for a in o]
     return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -627,9 +670,19 @@ def vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any) -> dic
         raise InputError(f"dispute {dispute_id} is about version {st['version']}, this node serves "
                          f"{node.config.version}", fix="ask a node serving that version")
     inputs = node.model.prepare(raw_input)
-    if input_hash(inputs) != bytes(st["input_hash"]):
+    if st.get("commitment") == COMMIT_CIRCUIT:
+        # circuit receipts commit the circuit's output: re-execute the circuit
+        if node.circuit is None:
+            raise NotAvailableError("the dispute is over circuit receipts and this node has no circuit",
+                                    fix="ask a node serving the version with its circuit")
+        w = node.circuit.witness(next(iter(inputs.values())), node.workdir / "witness")
+        w.path.unlink(missing_ok=True)
+        ih, outputs = circuit_input_hash(input_hash(inputs), w.input_hash), [w.answer]
+    else:
+        ih, outputs = input_hash(inputs), None
+    if ih != bytes(st["input_hash"]):
         raise InputError("input does not match the disputed input hash", fix="send the exact disputed input")
-    values = output_values(node.model.run(inputs))
+    values = output_values(outputs if outputs is not None else node.model.run(inputs))
     node.registry.vote(dispute_id, values, sender=node.account)
     return {"voted": True, "node": node.address}
 
