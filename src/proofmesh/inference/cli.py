@@ -138,6 +138,18 @@ def serve(version: int,
                       announce=lambda msg: console.print(msg, highlight=False))
 
 
+def _redundant_circuit(router_chain, version: int):
+    """The locally built circuit registered for ``version`` (None: none here or none
+    registered): with it, redundant mode settles conflicts with a proof instead of a vote."""
+    from proofmesh.inference.registry import InferenceRegistry
+
+    reg = InferenceRegistry(router_chain)
+    rec = reg.circuit(version)
+    if not rec.registered:
+        return None
+    return find_circuit(_circuits_dir(), reg.terms(version).onnx_hash, rec.vk_hash)
+
+
 def infer(version: int, input_json: Annotated[Path, typer.Argument(help="JSON: a nested list, or {input name: list}.")],
           verify: Annotated[str, typer.Option(help="none | zk | redundant | tee")] = "none",
           k: Annotated[int, typer.Option(help="Nodes asked in redundant mode.")] = 2,
@@ -159,13 +171,16 @@ def infer(version: int, input_json: Annotated[Path, typer.Argument(help="JSON: a
     chain = ctx_chain(account)
     acct = ctx_account(account)
     wallet = Wallet(PaymentChannels(chain), acct, path=home.dir("payments") / f"wallet-{acct.address}.json")
-    router = Router(chain, version, account=acct, wallet=wallet, deposit=to_wei(deposit))
+    router = Router(chain, version, account=acct, wallet=wallet, deposit=to_wei(deposit),
+                    circuit=_redundant_circuit(router_chain=chain, version=version) if verify == "redundant" else None,
+                    workdir=home.dir("inference") / "router")
     router.discover()
     ans = router.infer(data, verify=verify, k=k)
     out = {"output": ans.output.tolist(), "node": ans.node, "verify": verify, "receipt": ans.receipt.to_json(),
            "failovers": ans.failovers}
     if verify == "redundant":
-        out.update(agreeing=ans.agreeing, dispute=ans.dispute)
+        out.update(agreeing=ans.agreeing, dispute=ans.dispute, circuit_receipts=ans.receipt.commitment == 2,
+                   settled_by_proof=ans.settled)
     if verify == "zk":
         rec = router.registry.circuit(version)
         out["dev_srs"] = rec.dev_srs

@@ -19,7 +19,7 @@ import numpy as np
 from proofmesh.errors import InputError
 from proofmesh.inference.model import file_sha256
 from proofmesh.inference.receipt import FIXED_POINT
-from proofmesh.inference.registry import InferenceRegistry
+from proofmesh.inference.registry import InferenceRegistry, circuit_output_scale
 
 
 def onnx_weights_file(onnx_path: Path, out_dir: Path) -> Path:
@@ -74,4 +74,5 @@ def publish_circuit(chain, version: int, circuit, *, sender=None) -> str:
     verifier = circuit.deploy_verifier(chain if sender is None else chain.with_account(sender))
     reg.register_circuit(version, circuit.settings_hash, circuit.vk_hash, circuit.srs_hash, verifier,
                          circuit.dev_srs, circuit.batch, sender=sender)
+    reg.set_output_scale(version, circuit_output_scale(circuit), sender=sender)   # proof-settled disputes
     return verifier

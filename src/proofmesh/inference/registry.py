@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 from eth_utils import to_checksum_address
+from web3.logs import DISCARD
 
 from proofmesh.errors import InputError
 from proofmesh.inference.receipt import Receipt, receipt_domain
@@ -217,7 +218,8 @@ class InferenceRegistry:
 
     def dispute_state(self, dispute_id: int) -> dict:
         r = self.chain.call(self.disputes.functions.disputes(int(dispute_id)))
-        keys = ["version", "input_hash", "node_a", "node_b", "disputer", "deadline", "weight_a", "weight_b", "state"]
+        keys = ["version", "input_hash", "node_a", "node_b", "disputer", "deadline", "weight_a", "weight_b", "state",
+                "commitment"]
         return dict(zip(keys, r))
 
     def dispute_values(self, dispute_id: int) -> tuple[list[int], list[int]]:
@@ -230,3 +232,35 @@ class InferenceRegistry:
     def resolve_dispute(self, dispute_id: int, sender=None) -> str:
         res = self._tx(self.disputes.functions.resolve_dispute(int(dispute_id)), sender)
         return self.disputes.events.DisputeResolved().process_receipt(res.receipt)[0]["args"]["loser"]
+
+    # --- circuit disputes: settled by a zk proof ---------------------------------------
+    def output_scale(self, version: int) -> int | None:
+        """The circuit output scale recorded for ``version`` (None: not set)."""
+        v = self.chain.call(self.disputes.functions.output_scale(int(version)))
+        return None if v == 0 else int(v) - 1
+
+    def set_output_scale(self, version: int, scale: int, sender=None):
+        """Record the circuit's output scale (the version's owner, once): what a proof's
+        outputs are dequantised with when it settles a CIRCUIT dispute."""
+        return self._tx(self.disputes.functions.set_output_scale(int(version), int(scale)), sender)
+
+    def settle_by_proof(self, dispute_id: int, raw_input_hash: bytes, proof, sender=None) -> dict:
+        """Settle an open CIRCUIT dispute with ``proof`` (a ZkProof for the disputed input):
+        the receipts whose values disagree with the proven outputs are slashed now.
+        Returns {"a_wrong", "b_wrong", "slashed"}."""
+        res = self._tx(self.disputes.functions.settle_by_proof(int(dispute_id), bytes(raw_input_hash), proof.proof,
+                                                               [int(i) for i in proof.instances]), sender)
+        # the transaction also logs InferenceRegistry/NodeRegistry events: skip those quietly
+        ev = self.disputes.events.SettledByProof().process_receipt(res.receipt, errors=DISCARD)[0]["args"]
+        return {"a_wrong": ev["a_wrong"], "b_wrong": ev["b_wrong"], "slashed": int(ev["slashed"])}
+
+
+def circuit_output_scale(circuit) -> int:
+    """The one output scale of ``circuit`` (ezkl settings' model_output_scales); InputError
+    when its outputs have several (a CIRCUIT dispute dequantises all outputs alike)."""
+    scales = set(circuit.output_scales or [0])
+    if len(scales) != 1:
+        raise InputError(f"the circuit's outputs have several scales {sorted(scales)}",
+                         fix="build the circuit with one output scale, or settle disputes by vote")
+    return int(scales.pop())
+

@@ -15,7 +15,9 @@ conditional on its receipt.
 
 Verification modes: ``none`` (one node), ``redundant`` (k nodes, answers compared with
 the version's tolerance; conflicting receipts become an on-chain dispute voted by
-bonded nodes that re-execute), ``zk`` (circuit output + proof, checked locally and
+bonded nodes that re-execute — or, on a version with a zk circuit when the router holds
+that circuit, CIRCUIT receipts whose dispute the router settles at once with a proof),
+``zk`` (circuit output + proof, checked locally and
 optionally on chain), ``tee`` (NotAvailableError: no enclave here).
 """
 
@@ -35,8 +37,8 @@ from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, Veri
 from proofmesh.inference import wire
 from proofmesh.inference.model import prepare_inputs, spec_from_json
 from proofmesh.inference.tee import require_tee
-from proofmesh.inference.receipt import (COMMIT_VALUES, COMMIT_ZK, FIXED_POINT, Receipt, input_hash,
-                                         instances_hash, values_hash)
+from proofmesh.inference.receipt import (COMMIT_CIRCUIT, COMMIT_VALUES, COMMIT_ZK, FIXED_POINT, Receipt,
+                                         circuit_input_hash, input_hash, instances_hash, values_hash)
 
 ROLE_INFERENCE = 4
 
@@ -83,6 +85,7 @@ class Answer:
     proof: Any = None
     agreeing: list[str] = field(default_factory=list)
     dispute: int | None = None
+    settled: dict | None = None       # a CIRCUIT dispute settled by proof: {a_wrong, b_wrong, slashed}
     failovers: int = 0
 
 
@@ -90,7 +93,7 @@ class Router:
     """Client-side router for one model version."""
 
     def __init__(self, chain, version: int, *, account=None, wallet=None, model=None, deposit: int = 10**18,
-                 timeout: float = 30.0, registry=None) -> None:
+                 timeout: float = 30.0, registry=None, circuit=None, workdir=None) -> None:
         from proofmesh.inference.registry import InferenceRegistry
 
         self.chain = chain
@@ -112,6 +115,12 @@ class Router:
         self._specs = None                     # input specs learnt from a node's /v1/info
         self._unpaid: dict[str, int] = {}      # node -> price of checked answers not yet in a voucher
         self._disputes: dict[int, Any] = {}    # dispute id -> the disputed input (for the committee)
+        # the version's circuit (zk.Circuit) held locally: redundant mode then asks for CIRCUIT
+        # receipts, checks their Poseidon input instance and settles conflicts with a proof
+        self.circuit = circuit
+        self.workdir = workdir
+        self._circuit_usable: bool | None = None
+        self._last_circuit_input: tuple | None = None   # (raw input hash, _circuit_input result)
 
     # --- discovery ----------------------------------------------------------------
     def discover(self) -> list[NodeHandle]:
@@ -162,6 +171,8 @@ class Router:
     # --- one request to one node --------------------------------------------------
     def _body(self, node: NodeHandle, data: Any, mode: str, nonce: int) -> dict:
         body = {"version": self.version, "input": data, "nonce": str(nonce), "mode": mode}
+        if mode == "circuit":
+            body.update(mode="plain", commit="circuit")
         if node.price and self.wallet is not None:
             cid = self.wallet.ensure_channel(node.address, self.deposit)
             body["channel"] = "0x" + cid.hex()
@@ -229,9 +240,12 @@ class Router:
             digest = receipt.digest(self.domain)
             return Answer(np.asarray(out["output"], dtype=np.float32), receipt, node.address, mode,
                           receipt_digest=digest)
-        if receipt.commitment != COMMIT_VALUES:
+        if receipt.commitment != (COMMIT_CIRCUIT if mode == "circuit" else COMMIT_VALUES):
             raise VerificationError("receipt has the wrong commitment kind", fix="use another node")
-        if receipt.input_hash != input_hash(inputs):
+        # a CIRCUIT receipt's Poseidon instance is recomputed here: one that commits a wrong
+        # instance is no answer to this request (and could not be disputed by proof)
+        want = self._circuit_input(inputs)[0] if mode == "circuit" else input_hash(inputs)
+        if receipt.input_hash != want:
             raise VerificationError("receipt commits to another input", fix="use another node")
         values = [int(v) for v in out["values"]]
         if values_hash(values) != receipt.output_hash:
@@ -338,10 +352,64 @@ class Router:
             self.wallet.release(node.address, ans.receipt_digest)
         return proof
 
+    # --- circuit receipts (redundant mode on a version with a zk circuit) ------------------
+    def circuit_usable(self) -> bool:
+        """True when our circuit is the version's registered one and its output scale is
+        recorded: CIRCUIT disputes can then be settled by our proofs."""
+        if self._circuit_usable is None:
+            ok = False
+            if self.circuit is not None:
+                from proofmesh.inference.registry import circuit_output_scale
+
+                rec = self.registry.circuit(self.version)
+                ok = (rec.registered and rec.vk_hash == self.circuit.vk_hash
+                      and self.registry.output_scale(self.version) == circuit_output_scale(self.circuit))
+            self._circuit_usable = ok
+        return self._circuit_usable
+
+    def _workdir(self):
+        import tempfile
+        from pathlib import Path
+
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="proofmesh-router-"))
+        Path(self.workdir).mkdir(parents=True, exist_ok=True)
+        return Path(self.workdir)
+
+    def _circuit_input(self, inputs: dict) -> tuple[bytes, int, Any]:
+        """(CIRCUIT input_hash, Poseidon instance, witness) of ``inputs``, from our circuit."""
+        raw = input_hash(inputs)
+        cached = self._last_circuit_input
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        w = self.circuit.witness(next(iter(inputs.values())), self._workdir() / "witness")
+        got = (circuit_input_hash(raw, w.input_hash), w.input_hash, w)
+        self._last_circuit_input = (raw, got)
+        if cached is not None:
+            cached[1][2].path.unlink(missing_ok=True)   # one witness file kept: the latest request's
+        return got
+
+    def settle_with_proof(self, dispute_id: int, inputs: dict) -> dict:
+        """Prove the disputed input with our circuit and settle the CIRCUIT dispute on chain:
+        the node(s) whose values disagree with the proof are slashed at once."""
+        _, _, w = self._circuit_input(inputs)
+        proof = self.circuit.prove(w, self._workdir() / f"dispute-{dispute_id}.proof.json")
+        return self.registry.settle_by_proof(dispute_id, input_hash(inputs), proof, sender=self.account)
+
     def _redundant(self, data: Any, inputs: dict, k: int) -> Answer:
         if k < 2:
             raise InputError("redundant mode needs k >= 2 nodes", fix="pass k=2 or more")
-        cands = self.ranked()
+        # CIRCUIT receipts need every compared node to hold the circuit, and our input to be
+        # the circuit's shape; otherwise plain value receipts (disputes settled by vote)
+        mode = "plain"
+        if self.circuit_usable() and len(self.ranked(zk=True)) >= k:
+            try:
+                self.circuit.check_input(next(iter(inputs.values())))
+                self._circuit_input(inputs)
+                mode = "circuit"
+            except ProofmeshError:
+                mode = "plain"
+        cands = self.ranked(zk=mode == "circuit")
         if len(cands) < k:
             raise NoNodeError(f"redundant mode needs {k} live nodes for version {self.version}, found {len(cands)}",
                               fix="start more nodes or lower k")
@@ -350,10 +418,10 @@ class Router:
         with ThreadPoolExecutor(max_workers=k) as ex:
             while len(answers) < k and pool:
                 batch, pool = pool[:k - len(answers)], pool[k - len(answers):]
-                futs = {ex.submit(self._send, n, inputs, "plain"): n for n in batch}
+                futs = {ex.submit(self._send, n, inputs, mode): n for n in batch}
                 for f, n in futs.items():
                     try:
-                        answers.append(self._check(n, f.result(), inputs, "plain"))
+                        answers.append(self._check(n, f.result(), inputs, mode))
                         n.good += 1
                     except (httpx.TransportError, httpx.TimeoutException):
                         n.down_until = time.monotonic() + 30
@@ -378,11 +446,11 @@ class Router:
         if len(groups) > 1:
             if len(best) == len(groups[1]):
                 # no majority: ask one more node as tie-breaker
-                extra = [h for h in self.ranked() if h.address not in {a.node for a in answers}]
+                extra = [h for h in self.ranked(zk=mode == "circuit") if h.address not in {a.node for a in answers}]
                 if not extra:
                     raise VerificationError("nodes disagree and no node is left to break the tie",
                                             fix="retry with a larger k")
-                tb = self._check(extra[0], self._send(extra[0], inputs, "plain"), inputs, "plain")
+                tb = self._check(extra[0], self._send(extra[0], inputs, mode), inputs, mode)
                 for g in groups:
                     if _within(tb.values, g[0].values, tol):
                         g.append(tb)
@@ -395,6 +463,11 @@ class Router:
                                                    sender=self.account)
             self.nodes[liar.node].bad += 1
             self._disputes[result.dispute] = data
+            if mode == "circuit":
+                try:
+                    result.settled = self.settle_with_proof(result.dispute, inputs)
+                except ProofmeshError as exc:   # e.g. the proof agrees with both: the vote decides
+                    result.settled = {"error": exc.message}
         return result
 
     def call_committee(self, dispute_id: int) -> list[str]:

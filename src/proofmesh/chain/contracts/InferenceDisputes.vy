@@ -11,6 +11,18 @@
         side with less weight is slashed in InferenceRegistry and the slash reward
         goes to the disputer.
 
+        Where the version has a zk circuit, nodes sign CIRCUIT (2) value receipts:
+        `input_hash` = keccak256(raw input hash ++ the circuit's Poseidon input
+        instance), so two receipts with the same `input_hash` also commit the same
+        circuit input. Such a dispute is settled at once, without a vote, by anyone
+        submitting an ezkl proof (checked by InferenceRegistry.proof_ok through the
+        pinned verifier) whose input instance is that Poseidon hash: each receipt
+        whose values differ from the proven outputs (dequantised with the version's
+        output scale) by more than the tolerance + 1 (rounding) is slashed. A node
+        that commits a wrong Poseidon hash has a different `input_hash` than an
+        honest node, so the pair is refused at opening (and clients refuse its
+        answer: they recompute the hash); the vote stays as the fallback.
+
         Opening a dispute is commit-reveal (audit M8): the disputer commits to
         keccak256(abi_encode(sender, digest_a, digest_b, salt)) and reveals in a
         later block, so a front-runner (e.g. the liar's own sybil) copying the
@@ -38,6 +50,10 @@ struct Model:
     registered: bool
 
 
+interface IModelRegistry:
+    def owner_of(version_id: uint256) -> address: view
+
+
 interface IInferenceRegistry:
     def models(version: uint256) -> Model: view
     def service_bond(node: address) -> uint256: view
@@ -47,6 +63,9 @@ interface IInferenceRegistry:
     def receipt_digest(r: Receipt) -> bytes32: view
     def arbiter_case(node: address, opened: bool): nonpayable
     def arbiter_slash(node: address, to: address) -> uint256: nonpayable
+    def model_registry() -> address: view
+    def proof_ok(version: uint256, input_hash: bytes32, output_hash: bytes32, proof: Bytes[MAX_PROOF],
+                 instances: DynArray[uint256, MAX_INSTANCES]) -> bool: view
 
 
 struct Dispute:
@@ -59,10 +78,17 @@ struct Dispute:
     weight_a: uint256
     weight_b: uint256
     state: uint8              # 1 open, 2 resolved, 3 void (no majority)
+    commitment: uint8         # the receipts' kind: VALUES, or CIRCUIT (settleable by proof)
 
 
 COMMIT_VALUES: constant(uint8) = 0
+COMMIT_CIRCUIT: constant(uint8) = 2
 MAX_VALUES: constant(uint256) = 64
+MAX_PROOF: constant(uint256) = 16384
+MAX_INSTANCES: constant(uint256) = 257
+# BN254 scalar field: a negative circuit value v is the element p - |v|
+FIELD_P: constant(uint256) = 21888242871839275222246405745257275088548364400416034343698204186575808495617
+FIXED_POINT: constant(int256) = 10**6
 
 inference: public(immutable(IInferenceRegistry))
 
@@ -75,6 +101,8 @@ receipt_disputed: public(HashMap[bytes32, bool])
 voted: public(HashMap[uint256, HashMap[address, bool]])
 # @notice keccak256(abi_encode(disputer, digest_a, digest_b, salt)) -> block committed (max: spent)
 commitments: public(HashMap[bytes32, uint256])
+# @notice Per version: 1 + the circuit's output scale (outputs are felt / 2**scale); 0 = not set.
+output_scale: public(HashMap[uint256, uint256])
 
 
 event DisputeCommitted:
@@ -100,6 +128,17 @@ event DisputeResolved:
     loser: indexed(address)
     slashed: uint256
     state: uint8
+
+event SettledByProof:
+    dispute: indexed(uint256)
+    prover: indexed(address)
+    a_wrong: bool
+    b_wrong: bool
+    slashed: uint256
+
+event OutputScaleSet:
+    version: indexed(uint256)
+    scale: uint256
 
 
 @deploy
@@ -160,7 +199,8 @@ def dispute(ra: Receipt, sig_a: Bytes[65], values_a: DynArray[int256, MAX_VALUES
     @param salt The commitment's salt.
     @return The dispute id.
     """
-    assert ra.commitment == COMMIT_VALUES and rb.commitment == COMMIT_VALUES, "InferenceDisputes: not value receipts"
+    assert ra.commitment == rb.commitment and (ra.commitment == COMMIT_VALUES or ra.commitment == COMMIT_CIRCUIT), \
+        "InferenceDisputes: not value receipts of one kind"
     assert ra.version == rb.version and ra.input_hash == rb.input_hash, "InferenceDisputes: receipts are for different requests"
     digest_a: bytes32 = staticcall inference.receipt_digest(ra)
     digest_b: bytes32 = staticcall inference.receipt_digest(rb)
@@ -186,7 +226,8 @@ def dispute(ra: Receipt, sig_a: Bytes[65], values_a: DynArray[int256, MAX_VALUES
     self.dispute_count = did
     deadline: uint256 = block.timestamp + staticcall inference.vote_window()
     self.disputes[did] = Dispute(version=ra.version, input_hash=ra.input_hash, node_a=node_a, node_b=node_b,
-                                 disputer=msg.sender, deadline=deadline, weight_a=0, weight_b=0, state=1)
+                                 disputer=msg.sender, deadline=deadline, weight_a=0, weight_b=0, state=1,
+                                 commitment=ra.commitment)
     self.dispute_values_a[did] = values_a
     self.dispute_values_b[did] = values_b
     log Disputed(dispute=did, node_a=node_a, node_b=node_b, version=ra.version, input_hash=ra.input_hash,
@@ -260,3 +301,81 @@ def dispute_values(dispute_id: uint256) -> (DynArray[int256, MAX_VALUES], DynArr
     @notice The two conflicting output vectors of a dispute (for voters to compare).
     """
     return self.dispute_values_a[dispute_id], self.dispute_values_b[dispute_id]
+
+
+@external
+def set_output_scale(version: uint256, scale: uint256):
+    """
+    @notice Record the output scale of the version's circuit (ezkl settings'
+            model_output_scales, one for all outputs): proven outputs are
+            felt / 2**scale. Only the version's owner in ModelRegistry; once.
+            Nodes and routers check it against the registered settings file.
+    """
+    assert msg.sender == staticcall IModelRegistry(staticcall inference.model_registry()).owner_of(version), \
+        "InferenceDisputes: not the model owner"
+    assert self.output_scale[version] == 0, "InferenceDisputes: output scale already set"
+    assert scale <= 64, "InferenceDisputes: scale too large"
+    self.output_scale[version] = scale + 1
+    log OutputScaleSet(version=version, scale=scale)
+
+
+@external
+def settle_by_proof(dispute_id: uint256, raw_input_hash: bytes32, proof: Bytes[MAX_PROOF],
+                    instances: DynArray[uint256, MAX_INSTANCES]) -> uint256:
+    """
+    @notice Settle an open CIRCUIT dispute with an ezkl proof of the registered
+            circuit (anyone; the slash reward still goes to the disputer, so
+            copying the proof earns nothing). Instance 0 must be the Poseidon
+            input hash both receipts committed (with `raw_input_hash`, the
+            receipts' `input_hash` preimage); each receipt whose values differ
+            from the proven outputs by more than tolerance + 1 is slashed now.
+    @return 1 if receipt a was wrong, 2 if b, 3 if both.
+    """
+    d: Dispute = self.disputes[dispute_id]
+    assert d.state == 1, "InferenceDisputes: dispute not open"
+    assert d.commitment == COMMIT_CIRCUIT, "InferenceDisputes: not a circuit dispute"
+    assert len(instances) >= 2 and len(instances) <= MAX_VALUES + 1, "InferenceDisputes: bad instance count"
+    poseidon: bytes32 = convert(instances[0], bytes32)
+    assert keccak256(concat(raw_input_hash, poseidon)) == d.input_hash, "InferenceDisputes: proof is for another input"
+    scale: uint256 = self.output_scale[d.version]
+    assert scale != 0, "InferenceDisputes: output scale not set"
+    unit: int256 = convert(1 << (scale - 1), int256)
+    felts: DynArray[uint256, MAX_INSTANCES] = []
+    proven: DynArray[int256, MAX_VALUES] = []
+    for i: uint256 in range(1, MAX_VALUES + 1):
+        if i >= len(instances):
+            break
+        f: uint256 = instances[i]
+        felts.append(f)
+        v: int256 = 0
+        if f > FIELD_P // 2:
+            v = -convert(FIELD_P - f, int256)
+        else:
+            v = convert(f, int256)
+        proven.append(v * FIXED_POINT // unit)
+    assert staticcall inference.proof_ok(d.version, poseidon, keccak256(abi_encode(felts)), proof, instances), \
+        "InferenceDisputes: invalid proof"
+    # the node's fixed-point value is rint(float(felt / 2**scale) * 1e6); truncation here
+    # differs by at most one unit
+    tol: uint256 = (staticcall inference.models(d.version)).tolerance + 1
+    a_wrong: bool = not self._within(proven, self.dispute_values_a[dispute_id], tol)
+    b_wrong: bool = not self._within(proven, self.dispute_values_b[dispute_id], tol)
+    assert a_wrong or b_wrong, "InferenceDisputes: proof agrees with both receipts"
+    self.disputes[dispute_id].state = 2
+    extcall inference.arbiter_case(d.node_a, False)
+    extcall inference.arbiter_case(d.node_b, False)
+    slashed: uint256 = 0
+    if a_wrong:
+        slashed = extcall inference.arbiter_slash(d.node_a, d.disputer)
+        log DisputeResolved(dispute=dispute_id, loser=d.node_a, slashed=slashed, state=2)
+    if b_wrong:
+        s: uint256 = extcall inference.arbiter_slash(d.node_b, d.disputer)
+        log DisputeResolved(dispute=dispute_id, loser=d.node_b, slashed=s, state=2)
+        slashed += s
+    log SettledByProof(dispute=dispute_id, prover=msg.sender, a_wrong=a_wrong, b_wrong=b_wrong, slashed=slashed)
+    result: uint256 = 0
+    if a_wrong:
+        result = 1
+    if b_wrong:
+        result += 2
+    return result

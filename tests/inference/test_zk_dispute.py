@@ -1,0 +1,203 @@
+"""Redundant-mode disputes settled by a zk proof on a version with a circuit (issue 7 gap 1).
+
+Nodes holding the registered circuit sign CIRCUIT value receipts (the Poseidon input
+instance bound into ``input_hash``); when two conflict, a proof of the disputed input
+slashes the wrong one at once, with no committee vote. Real contracts on the embedded
+EVM, real ezkl (the tiny MLP at batch 1: one module-scoped circuit, two proofs)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from proofmesh.chain.core import Registry, Token
+from proofmesh.errors import ContractRevert, VerificationError
+from proofmesh.inference.publish import publish_circuit
+from proofmesh.inference.receipt import (COMMIT_CIRCUIT, Receipt, circuit_input_hash, input_hash, values_hash)
+from proofmesh.inference.router import Router
+from proofmesh.inference.zk import Circuit, ZkProof
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def zk(tmp_path_factory, mlp_onnx):
+    home = tmp_path_factory.mktemp("ezkl-home")
+    old = os.environ.get("HOME")
+    os.environ["HOME"] = str(home)          # ezkl writes ~/.ezkl and ~/.svm
+    try:
+        work = tmp_path_factory.mktemp("zkd")
+        circuit = Circuit.build(mlp_onnx, work / "circuits", batch=1, dev=True)
+        circuit.verifier_artifact()         # Verifier.sol -> solcjs, once
+        x = np.random.default_rng(5).random((1, 4), dtype=np.float32)
+        x2 = np.random.default_rng(6).random((1, 4), dtype=np.float32)
+        w2 = circuit.witness(x2, work / "w")
+        other = circuit.prove(w2, work / "other.json")     # a valid proof of another input
+        yield {"circuit": circuit, "x": x, "x2": x2, "other": other, "work": work}
+    finally:
+        if old is not None:
+            os.environ["HOME"] = old
+
+
+def _ask(router: Router, node, x: np.ndarray, mode: str = "circuit"):
+    h = router.nodes[node.account.address]
+    return router._check(h, router._send(h, x.tolist(), mode), {"x": x}, mode)
+
+
+def test_lying_node_is_slashed_by_proof_without_a_vote(network, accounts, zk, tmp_path):
+    chain, reg = network.chain, network.registry
+    publish_circuit(chain, network.version, zk["circuit"])
+    assert reg.output_scale(network.version) == zk["circuit"].output_scales[0]
+    cdir = zk["circuit"].dir
+    honest_a = network.start_node(accounts[3], circuit_dir=cdir)
+    honest_b = network.start_node(accounts[4], circuit_dir=cdir)
+    liar = network.start_node(accounts[5], circuit_dir=cdir, tamper=0.25)
+    disputer = accounts[6]
+    stake_before = Registry(chain).info(liar.account.address).stake
+    bond_before = reg.service_bond(liar.account.address)
+    token = Token(chain)
+    reward_before = token.balance(disputer.address)
+
+    router = Router(chain, network.version, account=disputer, circuit=zk["circuit"], workdir=tmp_path / "router")
+    router.discover()
+    ans = router.infer(zk["x"].tolist(), verify="redundant", k=3)
+    # the honest majority's answer, on CIRCUIT receipts: the circuit's own output
+    assert ans.receipt.commitment == COMMIT_CIRCUIT
+    w = zk["circuit"].witness(zk["x"], tmp_path / "w")
+    assert np.allclose(ans.output, w.answer, atol=1e-6)
+    assert ans.receipt.input_hash == circuit_input_hash(input_hash({"x": zk["x"]}), w.input_hash)
+    assert liar.account.address not in ans.agreeing and len(ans.agreeing) == 2
+    # the dispute was opened and settled by the router's proof at once: no vote, no wait
+    assert ans.dispute is not None
+    assert ans.settled is not None and "error" not in ans.settled, ans.settled
+    st = reg.dispute_state(ans.dispute)
+    assert st["state"] == 2 and st["commitment"] == COMMIT_CIRCUIT
+    assert st["weight_a"] == 0 and st["weight_b"] == 0                  # nobody voted
+    assert chain.timestamp() <= st["deadline"]                          # settled inside the vote window
+    liar_is_b = st["node_b"] == liar.account.address
+    assert ans.settled["b_wrong"] == liar_is_b and ans.settled["a_wrong"] == (not liar_is_b)
+    assert ans.settled["slashed"] > 0
+    assert reg.service_bond(liar.account.address) == bond_before - ans.settled["slashed"]
+    assert Registry(chain).info(liar.account.address).stake < stake_before
+    assert token.balance(disputer.address) > reward_before             # the slash reward
+    for n in (honest_a, honest_b):
+        assert reg.service_bond(n.account.address) == reg.min_bond()
+    for n in (honest_a, honest_b, liar):
+        assert chain.call(reg.c.functions.open_cases(n.account.address)) == 0
+
+    # replay: the settled dispute cannot be settled, voted on or resolved again
+    proof = Circuit.load_proof(tmp_path / "router" / f"dispute-{ans.dispute}.proof.json")
+    with pytest.raises(ContractRevert, match="dispute not open"):
+        reg.settle_by_proof(ans.dispute, input_hash({"x": zk["x"]}), proof, sender=accounts[7])
+    with pytest.raises(ContractRevert, match="dispute not open"):
+        reg.vote(ans.dispute, ans.values, sender=honest_a.account)
+    with pytest.raises(ContractRevert, match="dispute not open"):
+        reg.resolve_dispute(ans.dispute, sender=accounts[7])
+    # and its receipts cannot back a second dispute
+    liar_rcpt = _ask(router, liar, zk["x"])
+    with pytest.raises(ContractRevert, match="already disputed"):
+        reg.dispute(ans.receipt, ans.values, liar_rcpt.receipt, liar_rcpt.values, sender=disputer)
+
+
+def test_proof_settlement_refuses_forgeries_and_spares_honest_nodes(network, accounts, zk, tmp_path):
+    chain, reg = network.chain, network.registry
+    publish_circuit(chain, network.version, zk["circuit"])
+    cdir = zk["circuit"].dir
+    honest = network.start_node(accounts[3], circuit_dir=cdir)
+    liar = network.start_node(accounts[5], circuit_dir=cdir, tamper=0.25)
+    disputer = accounts[6]
+    router = Router(chain, network.version, account=disputer, circuit=zk["circuit"], workdir=tmp_path / "router")
+    router.discover()
+    x = zk["x"]
+    raw = input_hash({"x": x})
+    ra, rl = _ask(router, honest, x), _ask(router, liar, x)
+    assert ra.receipt.commitment == rl.receipt.commitment == COMMIT_CIRCUIT
+
+    # a plain value receipt and a circuit receipt are not one kind: no dispute
+    rv = _ask(router, liar, x, "plain")
+    with pytest.raises(ContractRevert, match="not value receipts of one kind"):
+        reg.dispute(ra.receipt, ra.values, rv.receipt, rv.values, sender=disputer)
+    # a node committing a wrong Poseidon instance: refused by the router, and refused at
+    # dispute opening (its input_hash is not the honest receipt's)
+    h = router.nodes[liar.account.address]
+    out = router._send(h, x.tolist(), "circuit")
+    bad = Receipt(network.version, circuit_input_hash(raw, int(out["circuit_input"], 16) + 1),
+                  rl.receipt.output_hash, out["_nonce"], 0, COMMIT_CIRCUIT).signed(liar.account, reg.domain)
+    with pytest.raises(VerificationError, match="another input"):
+        router._check(h, {**out, "receipt": bad.to_json()}, {"x": x}, "circuit")
+    with pytest.raises(ContractRevert, match="different requests"):
+        reg.dispute(ra.receipt, ra.values, bad, rl.values, sender=disputer)
+
+    # the honest node is a, the liar b
+    did = reg.dispute(ra.receipt, ra.values, rl.receipt, rl.values, sender=disputer)
+    w = zk["circuit"].witness(x, tmp_path / "w")
+    proof = zk["circuit"].prove(w, tmp_path / "p.json")
+    other = zk["other"]
+    # a valid proof for a different input is refused, whatever raw hash comes with it
+    with pytest.raises(ContractRevert, match="another input"):
+        reg.settle_by_proof(did, raw, other, sender=accounts[7])
+    with pytest.raises(ContractRevert, match="another input"):
+        reg.settle_by_proof(did, input_hash({"x": zk["x2"]}), other, sender=accounts[7])
+    # the right instances with a bit-flipped proof, or the right proof with other outputs, revert
+    flipped = bytearray(proof.proof)
+    flipped[300] ^= 1
+    with pytest.raises(ContractRevert, match="invalid proof"):
+        reg.settle_by_proof(did, raw, ZkProof(bytes(flipped), proof.instances), sender=accounts[7])
+    with pytest.raises(ContractRevert, match="invalid proof"):
+        reg.settle_by_proof(did, raw, ZkProof(proof.proof, [proof.instances[0], *[v + 1 for v in proof.instances[1:]]]),
+                            sender=accounts[7])
+    with pytest.raises(ContractRevert, match="another input"):
+        reg.settle_by_proof(did, b"\x00" * 32, proof, sender=accounts[7])
+    # the valid proof slashes only the liar, and the reward goes to the disputer, not the prover
+    honest_bond = reg.service_bond(honest.account.address)
+    prover_before = Token(chain).balance(accounts[7].address)
+    got = reg.settle_by_proof(did, raw, proof, sender=accounts[7])
+    assert got["a_wrong"] is False and got["b_wrong"] is True and got["slashed"] > 0
+    assert reg.service_bond(honest.account.address) == honest_bond
+    assert Token(chain).balance(accounts[7].address) == prover_before
+    with pytest.raises(ContractRevert, match="dispute not open"):
+        reg.settle_by_proof(did, raw, proof, sender=accounts[7])
+
+    # both receipts wrong: both nodes are slashed by one proof
+    liar2 = network.start_node(accounts[4], circuit_dir=cdir, tamper=-0.25)
+    router.discover()
+    x3 = np.random.default_rng(9).random((1, 4), dtype=np.float32)
+    r1, r2 = _ask(router, liar, x3), _ask(router, liar2, x3)
+    bonds = (reg.service_bond(liar.account.address), reg.service_bond(liar2.account.address))
+    did2 = reg.dispute(r1.receipt, r1.values, r2.receipt, r2.values, sender=disputer)
+    w3 = zk["circuit"].witness(x3, tmp_path / "w")
+    got = reg.settle_by_proof(did2, input_hash({"x": x3}), zk["circuit"].prove(w3, tmp_path / "p3.json"),
+                              sender=disputer)
+    assert got["a_wrong"] and got["b_wrong"]
+    assert reg.service_bond(liar.account.address) < bonds[0] and reg.service_bond(liar2.account.address) < bonds[1]
+
+    # a value (no circuit) dispute cannot be settled by proof; the output scale is the owner's, once
+    rh = _ask(router, honest, x3, "plain")
+    rv2 = _ask(router, liar2, x3, "plain")
+    did3 = reg.dispute(rh.receipt, rh.values, rv2.receipt, rv2.values, sender=disputer)
+    with pytest.raises(ContractRevert, match="not a circuit dispute"):
+        reg.settle_by_proof(did3, input_hash({"x": x3}), proof, sender=disputer)
+    with pytest.raises(ContractRevert, match="not the model owner"):
+        reg.set_output_scale(network.version, 0, sender=accounts[7])
+    with pytest.raises(ContractRevert, match="already set"):
+        reg.set_output_scale(network.version, 0)
+
+
+def test_node_signs_no_circuit_receipts_without_the_output_scale(network, accounts, zk):
+    """A circuit registered without the scale (or with another one) could slash honest
+    CIRCUIT receipts: the node then signs only value receipts, and the router falls back."""
+    chain, reg = network.chain, network.registry
+    c = zk["circuit"]
+    verifier = c.deploy_verifier(chain)
+    reg.register_circuit(network.version, c.settings_hash, c.vk_hash, c.srs_hash, verifier, c.dev_srs, c.batch)
+    reg.set_output_scale(network.version, c.output_scales[0] + 1)       # not this circuit's scale
+    a = network.start_node(accounts[3], circuit_dir=c.dir)
+    assert a.node.circuit_scale is None
+    router = Router(chain, network.version, account=accounts[6], circuit=c)
+    router.discover()
+    assert not router.circuit_usable()
+    from proofmesh.errors import NotAvailableError
+    with pytest.raises(NotAvailableError, match="no circuit receipts"):
+        _ask(router, a, zk["x"])
