@@ -33,7 +33,6 @@ from eth_utils import to_checksum_address
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from proofmesh.agents.journal import Journal
 from proofmesh.agents.receipts import Receipt, Usage
 from proofmesh.agents.registry import ToolRecord, ToolRegistry
 from proofmesh.agents.schema import ArgumentValidator, canonical_json, json_hash
@@ -41,6 +40,7 @@ from proofmesh.agents.x402 import (META_PAYMENT, META_RESPONSE, PAYMENT_REQUIRED
                                    Authorization, PaymentRequired, Requirement, payment_payload, token_domain)
 from proofmesh.errors import InputError, ProofmeshError, VerificationError
 from proofmesh.payments import DURABILITY_BEHIND, PaymentChannels, Voucher, Wallet
+from proofmesh.store.journal import DURABILITY_GROUP, Journal
 
 INVALID_PARAMS = -32602
 
@@ -145,7 +145,9 @@ class AgentClient:
         # them costs the payer neither money nor the channel.
         self.wallet = Wallet(self.channels, self.account, state_dir / "wallet.json" if state_dir else None,
                              durability=DURABILITY_BEHIND, commit_interval_s=0.1)
-        self._journal = Journal(state_dir / "usage.jsonl" if state_dir else None, key=lambda r: r["toolId"])
+        # usage counters: written to the OS per put (a process crash loses none), synced off the call path
+        self._journal = Journal(state_dir / "usage.jsonl" if state_dir else None, DURABILITY_GROUP, 0.1,
+                                legacy=lambda r: [(r["toolId"], r)], what="usage counters")
         self._usage: dict[bytes, _UsageState] = {
             bytes.fromhex(r["toolId"]): _UsageState(r["calls"], r["failures"], int(r["paid"]), r["seq"])
             for r in self._journal.records.values()}
@@ -471,8 +473,8 @@ class AgentClient:
 
     def _save_usage(self, tool_id: bytes, u: _UsageState) -> None:
         self._unsaved.discard(tool_id)
-        self._journal.put({"toolId": tool_id.hex(), "calls": u.calls, "failures": u.failures, "paid": str(u.paid),
-                           "seq": u.seq})
+        self._journal.put(tool_id.hex(), {"toolId": tool_id.hex(), "calls": u.calls, "failures": u.failures,
+                                          "paid": str(u.paid), "seq": u.seq})
 
 
 def _describe(exc: BaseException) -> str:

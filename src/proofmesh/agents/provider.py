@@ -36,7 +36,6 @@ from eth_utils import to_checksum_address
 from mcp.server import Server
 from mcp.shared.exceptions import MCPError
 
-from proofmesh.agents.journal import Journal
 from proofmesh.agents.receipts import Receipt, Usage
 from proofmesh.agents.registry import ToolRegistry, tool_id_of
 from proofmesh.agents.schema import ArgumentValidator, ToolSpec, canonical_json, json_hash
@@ -46,6 +45,7 @@ from proofmesh.agents.x402 import (FLAG_DETERMINISTIC, META_PAYMENT, META_RESPON
 from proofmesh.crypto.keccak import keccak256
 from proofmesh.errors import InputError, ProofmeshError, VerificationError
 from proofmesh.payments import DURABILITY_GROUP, Ledger, PaymentChannels, StaleVoucher, Voucher
+from proofmesh.store.journal import Journal
 
 INVALID_PARAMS = -32602
 # Group commit of the payment books: at most one fdatasync per this interval (each costs ~0.2-0.3 ms
@@ -82,7 +82,8 @@ class UsageBook:
 
     def __init__(self, path: Path | None) -> None:
         self._lock = threading.Lock()
-        self._journal = Journal(path, key=lambda r: f"{r['toolId']}:{r['payer']}")
+        self._journal = Journal(path, DURABILITY_GROUP, COMMIT_INTERVAL_S, what="usage reports",
+                                legacy=lambda r: [(f"{r['toolId']}:{r['payer']}", r)])
         self.latest: dict[tuple[bytes, str], Usage] = {}
         for rec in self._journal.records.values():
             u = Usage.from_json(rec)
@@ -94,7 +95,8 @@ class UsageBook:
             if cur is not None and cur.seq >= usage.seq:
                 return False
             self.latest[(usage.tool_id, usage.payer)] = usage
-            self._journal.put(usage.to_json())
+            rec = usage.to_json()
+            self._journal.put(f"{rec['toolId']}:{rec['payer']}", rec)
             return True
 
     def close(self) -> None:

@@ -20,16 +20,14 @@ redeeming later unconditional vouchers cannot void it, and the payee redeems it
 
 from __future__ import annotations
 
-import json
-import os
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from eth_utils import to_checksum_address
 
 from proofmesh.errors import InputError, VerificationError
+from proofmesh.store.journal import DURABILITY_BEHIND, DURABILITY_FSYNC, DURABILITY_GROUP, Journal
 from proofmesh.payments.voucher import (ZERO_ADDRESS, ZERO_BYTES32, Voucher, checksum, recover_voucher_bytes,
                                         sign_voucher, voucher_domain)
 
@@ -161,196 +159,14 @@ class BooksUnwritable(VerificationError):
     """The payment books could not be made durable (disk error): no further voucher is accepted."""
 
 
-# Durability modes of the payment books (see _Journal).
-DURABILITY_FSYNC = "fsync"     # every record fsynced before put() returns
-DURABILITY_GROUP = "group"     # written to the OS before put() returns; fdatasynced by a background committer
-DURABILITY_BEHIND = "behind"   # written and fdatasynced by the background committer (write-behind)
+def _whole_books(obj):
+    # the books' first format: one JSON object of every book, rewritten per update
+    return obj.items() if isinstance(obj, dict) else ()
 
 
-class _Journal:
-    """Append-only JSON-lines journal of ``{"k": key, "v": record}``; the last record of a
-    key wins. Opening replays it (a line torn by a crash is skipped: it was never
-    acknowledged) and compacts it to one line per key with an atomic rewrite. A file in
-    the older whole-dict format is read too.
-
-    Durability (``durability``):
-
-    - ``"fsync"``: every ``put`` is flushed and fsynced before it returns.
-    - ``"group"``: every ``put`` is written to the OS before it returns (so a *process*
-      crash loses nothing) and a committer thread fdatasyncs whatever is pending, one
-      sync for all records written meanwhile (group commit), off the caller's path.
-      ``put`` returns the record's sequence number; :meth:`wait_durable` blocks until it
-      is on disk, for callers that must not go on before (strict mode). Syncs start at
-      most every ``commit_interval_s`` (an fdatasync costs ~0.3 ms of CPU on this VM, so
-      fewer syncs for frequent records), except that a ``wait_durable`` caller gets one at
-      once. An OS crash or power loss loses at most the records of the last
-      ``commit_interval_s`` + one fdatasync (~4 ms on this disk). If a sync fails, the
-      journal is fail-stop: every later ``put`` and ``wait_durable`` raises
-      :class:`BooksUnwritable`.
-    - ``"behind"``: as ``"group"``, but the committer also does the write (a small write
-      to a file costs ~0.1 ms of CPU on this loaded VM): ``put`` only encodes the record.
-      A process crash then loses what an OS crash loses: at most the records of the last
-      ``commit_interval_s`` + one write and fdatasync. For books whose loss costs no money
-      (a payer's wallet, which resyncs from the payee's newest voucher).
-    """
-
-    def __init__(self, path: Path, durability: str = DURABILITY_FSYNC, commit_interval_s: float = 0.0) -> None:
-        if durability not in (DURABILITY_FSYNC, DURABILITY_GROUP, DURABILITY_BEHIND):
-            raise InputError(f"unknown durability {durability!r}", fix="use 'fsync', 'group' or 'behind'")
-        self.path = path
-        self.durability = durability
-        self._fh = None
-        self._cv = threading.Condition()
-        self._written = 0          # records handed to the OS
-        self._synced = 0           # records known to be on disk
-        self._error: OSError | None = None
-        self._committer: threading.Thread | None = None
-        self._closed = False
-        self._pending: list[str] = []     # write-behind: encoded records the committer has not written
-        self._hurry = threading.Event()   # a wait_durable caller (or close) wants a sync now
-        self._wanted = 0           # highest record a wait_durable caller waits for
-        self._idle = False         # the committer waits for records (only then is put's notify needed)
-        self.commit_interval_s = max(0.0, float(commit_interval_s))
-
-    def load(self) -> dict[str, dict]:
-        records: dict[str, dict] = {}
-        if self.path.exists():
-            text = self.path.read_text()
-            try:
-                whole = json.loads(text)
-            except ValueError:
-                whole = None
-            if isinstance(whole, dict) and set(whole) != {"k", "v"}:
-                records = whole                      # older format: one JSON object of every book
-            else:
-                for line in text.splitlines():
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        continue                     # a write torn by a crash: never acknowledged
-                    if isinstance(rec, dict) and "k" in rec:
-                        records[rec["k"]] = rec["v"]
-        self._compact(records)
-        return records
-
-    def _compact(self, records: dict[str, dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        with open(tmp, "w") as fh:
-            for k, v in records.items():
-                fh.write(json.dumps({"k": k, "v": v}, separators=(",", ":")) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        try:
-            dfd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
-        if self._fh is not None:
-            self._fh.close()
-        self._fh = open(self.path, "a")
-
-    def check(self) -> None:
-        """Raise BooksUnwritable if an earlier sync failed (call before changing any book)."""
-        if self._error is not None:
-            raise BooksUnwritable(f"payment books in {self.path} cannot be made durable: {self._error}",
-                                  fix="fix the disk (space, permissions) and restart; no voucher is accepted "
-                                      "until then")
-
-    def put(self, key: str, record: dict) -> int:
-        """Append ``record``; returns its sequence number (see :meth:`wait_durable`)."""
-        self.check()
-        if self._fh is None:
-            self._compact({})
-        line = json.dumps({"k": key, "v": record}, separators=(",", ":")) + "\n"
-        with self._cv:
-            if self.durability == DURABILITY_BEHIND:
-                self._pending.append(line)
-            else:
-                self._fh.write(line)
-                self._fh.flush()
-            self._written += 1
-            seq = self._written
-            if self.durability == DURABILITY_FSYNC:
-                os.fsync(self._fh.fileno())
-                self._synced = seq
-                return seq
-            if self._committer is None or not self._committer.is_alive():
-                self._committer = threading.Thread(target=self._commit_loop, name=f"journal-{self.path.name}",
-                                                   daemon=True)
-                self._committer.start()
-            elif self._idle:
-                self._cv.notify_all()   # waking the committer costs a thread switch: only when it sleeps
-        return seq
-
-    def durable(self, seq: int) -> bool:
-        return self._synced >= seq
-
-    def wait_durable(self, seq: int, timeout: float | None = 30.0) -> None:
-        """Block until record ``seq`` is on disk; BooksUnwritable if it cannot be."""
-        with self._cv:
-            if self._synced < seq:
-                self._wanted = max(self._wanted, seq)
-                self._hurry.set()
-                self._cv.notify_all()
-            if not self._cv.wait_for(lambda: self._synced >= seq or self._error is not None, timeout):
-                raise BooksUnwritable(f"payment books in {self.path} not on disk after {timeout} s",
-                                      fix="check the disk")
-        self.check()
-
-    def _commit_loop(self) -> None:
-        last = 0.0
-        while True:
-            with self._cv:
-                self._idle = True
-                self._cv.wait_for(lambda: self._written > self._synced or self._closed)
-                self._idle = False
-                if self._written <= self._synced:
-                    return                                   # closed with nothing pending
-            delay = last + self.commit_interval_s - time.monotonic()
-            if delay > 0 and not self._closed:               # gather more records into this sync
-                self._hurry.wait(delay)
-            self._hurry.clear()
-            with self._cv:
-                target, fd = self._written, self._fh.fileno()
-                lines, self._pending = self._pending, []
-            last = time.monotonic()
-            try:
-                if lines:                                     # write-behind: only this thread writes
-                    self._fh.write("".join(lines))
-                    self._fh.flush()
-                os.fdatasync(fd)
-            except OSError as exc:
-                with self._cv:
-                    self._error = exc
-                    self._cv.notify_all()
-                return
-            with self._cv:
-                self._synced = max(self._synced, target)
-                if self._wanted <= self._synced:
-                    # every waiter is served: a hurry left over from them must not cut
-                    # the next gathering interval short
-                    self._hurry.clear()
-                self._cv.notify_all()
-
-    def close(self) -> None:
-        """Sync what is pending and stop the committer (a clean shutdown loses nothing)."""
-        with self._cv:
-            self._closed = True
-            self._hurry.set()
-            self._cv.notify_all()
-            committer = self._committer
-        if committer is not None:
-            committer.join(timeout=30)
-            self._committer = None
-        if self._fh is not None and self._error is None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._synced = self._written
+def _books_journal(path: Path, durability: str, commit_interval_s: float) -> Journal:
+    return Journal(path, durability, commit_interval_s, legacy=_whole_books, error=BooksUnwritable,
+                   what="payment books")
 
 
 class _JournaledBooks:
@@ -360,10 +176,10 @@ class _JournaledBooks:
     ``durable(mark)`` or block in ``wait_durable(mark)`` before relying on the record.
     """
 
-    _journal: "_Journal | None"
+    _journal: "Journal | None"
 
     def mark(self) -> int:
-        return self._journal._written if self._journal is not None else 0
+        return self._journal.written if self._journal is not None else 0
 
     def durable(self, mark: int) -> bool:
         return self._journal is None or self._journal.durable(mark)
@@ -400,9 +216,9 @@ class Wallet(_JournaledBooks):
         self.path = path
         self._lock = threading.Lock()
         self._books: dict[str, _PayerChannel] = {}
-        self._journal = _Journal(path, durability, commit_interval_s) if path is not None else None
+        self._journal = _books_journal(path, durability, commit_interval_s) if path is not None else None
         if self._journal is not None:
-            for payee, b in self._journal.load().items():
+            for payee, b in self._journal.records.items():
                 self._books[payee] = _PayerChannel(bytes.fromhex(b["channel"]), payee, int(b["committed"]),
                                                    int(b["nonce"]), {k: int(v) for k, v in b["pending"].items()})
 
@@ -532,12 +348,12 @@ class Ledger(_JournaledBooks):
         self.path = path
         self._lock = threading.Lock()
         self._books: dict[bytes, _PayeeChannel] = {}
-        self._journal = _Journal(path, durability, commit_interval_s) if path is not None else None
+        self._journal = _books_journal(path, durability, commit_interval_s) if path is not None else None
         if self._journal is not None:
             self._load()
 
     def _load(self) -> None:
-        for cid_hex, b in self._journal.load().items():
+        for cid_hex, b in self._journal.records.items():
             best = Voucher.from_json(b["best"]) if b.get("best") else None
             cond = {k: (Voucher.from_json(v), int(p)) for k, (v, p) in b.get("conditional", {}).items()}
             self._books[bytes.fromhex(cid_hex)] = _PayeeChannel(bytes.fromhex(cid_hex), b["payer"], int(b["owed"]),
