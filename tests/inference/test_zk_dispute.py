@@ -62,6 +62,7 @@ def test_lying_node_is_slashed_by_proof_without_a_vote(network, accounts, zk, tm
 
     router = Router(chain, network.version, account=disputer, circuit=zk["circuit"], workdir=tmp_path / "router")
     router.discover()
+    assert router.circuit_usable() and all(h.circuit_receipts for h in router.nodes.values())
     ans = router.infer(zk["x"].tolist(), verify="redundant", k=3)
     # the honest majority's answer, on CIRCUIT receipts: the circuit's own output
     assert ans.receipt.commitment == COMMIT_CIRCUIT
@@ -197,7 +198,7 @@ def test_node_signs_no_circuit_receipts_without_the_output_scale(network, accoun
     assert a.node.circuit_scale is None
     router = Router(chain, network.version, account=accounts[6], circuit=c)
     router.discover()
-    assert not router.circuit_usable()
+    assert not router.circuit_usable() and not router.nodes[accounts[3].address].circuit_receipts
     from proofmesh.errors import NotAvailableError
     with pytest.raises(NotAvailableError, match="no circuit receipts"):
         _ask(router, a, zk["x"])

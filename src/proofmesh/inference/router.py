@@ -54,6 +54,7 @@ class NodeHandle:
     stake: int
     price: int = 0
     zk: bool = False
+    circuit_receipts: bool = False   # signs CIRCUIT value receipts (holds the circuit, scale checked)
     dev_srs: bool | None = None
     latency: float = 0.05          # seconds, EWMA
     good: int = 0
@@ -148,6 +149,7 @@ class Router:
                 self._specs = [spec_from_json(d) for d in info["input_specs"]]
             h = NodeHandle(n.address, n.endpoint.rstrip("/"), n.stake, int(info.get("price", 0)),
                            bool(info.get("zk")), info.get("dev_srs"), latency=rtt)
+            h.circuit_receipts = bool(info.get("circuit_receipts"))
             if prev is not None:
                 h.good, h.bad, h.latency = prev.good, prev.bad, prev.latency
             found.append(h)
@@ -163,9 +165,10 @@ class Router:
         except Exception:  # noqa: BLE001 - an older deployment without the view
             return False
 
-    def ranked(self, *, zk: bool = False) -> list[NodeHandle]:
+    def ranked(self, *, zk: bool = False, circuit: bool = False) -> list[NodeHandle]:
         now = time.monotonic()
-        cands = [h for h in self.nodes.values() if h.down_until <= now and (h.zk or not zk)]
+        cands = [h for h in self.nodes.values() if h.down_until <= now and (h.zk or not zk)
+                 and (h.circuit_receipts or not circuit)]
         return sorted(cands, key=lambda h: -h.score())
 
     # --- one request to one node --------------------------------------------------
@@ -402,14 +405,14 @@ class Router:
         # CIRCUIT receipts need every compared node to hold the circuit, and our input to be
         # the circuit's shape; otherwise plain value receipts (disputes settled by vote)
         mode = "plain"
-        if self.circuit_usable() and len(self.ranked(zk=True)) >= k:
+        if self.circuit_usable() and len(self.ranked(circuit=True)) >= k:
             try:
                 self.circuit.check_input(next(iter(inputs.values())))
                 self._circuit_input(inputs)
                 mode = "circuit"
             except ProofmeshError:
                 mode = "plain"
-        cands = self.ranked(zk=mode == "circuit")
+        cands = self.ranked(circuit=mode == "circuit")
         if len(cands) < k:
             raise NoNodeError(f"redundant mode needs {k} live nodes for version {self.version}, found {len(cands)}",
                               fix="start more nodes or lower k")
@@ -446,7 +449,7 @@ class Router:
         if len(groups) > 1:
             if len(best) == len(groups[1]):
                 # no majority: ask one more node as tie-breaker
-                extra = [h for h in self.ranked(zk=mode == "circuit") if h.address not in {a.node for a in answers}]
+                extra = [h for h in self.ranked(circuit=mode == "circuit") if h.address not in {a.node for a in answers}]
                 if not extra:
                     raise VerificationError("nodes disagree and no node is left to break the tie",
                                             fix="retry with a larger k")

@@ -169,6 +169,7 @@ class InferenceNode:
                 "inputs": self.model.describe_inputs(),
                 "input_specs": [spec_to_json(s) for s in self.model.inputs], "onnx_sha256": self.model.sha256.hex(),
                 "zk": c is not None, "zk_batch": c.batch if c else None, "dev_srs": c.dev_srs if c else None,
+                "circuit_receipts": self.circuit_scale is not None,
                 "tee": False, "served": self.served}
 
     # --- payment ------------------------------------------------------------------
