@@ -291,7 +291,8 @@ class InferenceNode:
             self._jobs.put(_ProofJob(digest, w))
             out = {"output": answer.tolist(), "receipt": receipt.to_json(), "receipt_digest": "0x" + digest.hex(),
                    "instances": [hex(v) for v in w.outputs], "proof": "pending"}
-        elif body.get("commit") == "circuit":
+        elif self.circuit is not None and body.get("commit") == "circuit":
+            # (a node without a circuit answers plain values: the router refuses their kind)
             receipt, out = self._circuit_answer(inputs, nonce, price, cid)
         else:
             ih = input_hash(inputs)
