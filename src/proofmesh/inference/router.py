@@ -23,7 +23,6 @@ optionally on chain), ``tee`` (NotAvailableError: no enclave here).
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ import numpy as np
 from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, VerificationError
 from proofmesh.inference import wire
 from proofmesh.inference.model import prepare_inputs, spec_from_json
+from proofmesh.inference.nonces import dated_nonce
 from proofmesh.inference.tee import require_tee
 from proofmesh.inference.receipt import (COMMIT_CIRCUIT, COMMIT_VALUES, COMMIT_ZK, FIXED_POINT, Receipt,
                                          circuit_input_hash, input_hash, instances_hash, values_hash)
@@ -187,7 +187,7 @@ class Router:
         return body
 
     def _send(self, node: NodeHandle, data: Any, mode: str, *, reserved: bool = False) -> dict:
-        nonce = secrets.randbits(256)
+        nonce = dated_nonce()     # dated: replay-proof for good (nodes refuse stale dates)
         if not reserved:
             with self._lock:
                 node.inflight += 1
@@ -196,7 +196,7 @@ class Router:
             if isinstance(data, dict) and data and all(isinstance(v, np.ndarray) for v in data.values()):
                 # checked arrays go as raw bytes (wire.py): no base64, no JSON lists
                 kw: dict[str, Any] = {"content": wire.encode_request(body, data),
-                                      "headers": {"content-type": wire.CONTENT_TYPE}}
+                                      "headers": {"content-type": wire.CONTENT_TYPE, "accept": wire.ANSWER_TYPE}}
             else:
                 kw = {"json": body}
             # a daemon serving several versions on one endpoint routes by this header
@@ -221,7 +221,9 @@ class Router:
                 err = {"error": r.text[:200]}
             exc_type = {422: InputError, 501: NotAvailableError}.get(r.status_code, ProofmeshError)
             raise exc_type(f"node {node.address}: {err.get('error')}", fix=err.get("fix"))
-        out = r.json()
+        # the binary answer frame (asked for with the binary request): output and values as
+        # raw bytes, no JSON numbers to parse
+        out = wire.decode_answer(r.content) if r.headers.get("content-type") == wire.ANSWER_TYPE else r.json()
         out["_nonce"] = nonce
         return out
 

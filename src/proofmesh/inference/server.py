@@ -47,6 +47,7 @@ from starlette.routing import Route
 from proofmesh.crypto.merkle import MerkleTree, leaf_hash
 from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, VerificationError
 from proofmesh.inference.model import OnnxModel, spec_to_json
+from proofmesh.inference.nonces import UsedNonces
 from proofmesh.inference.tee import require_tee
 from proofmesh.inference import wire
 from proofmesh.inference.receipt import (COMMIT_CIRCUIT, COMMIT_VALUES, COMMIT_ZK, FIXED_POINT, Receipt,
@@ -87,6 +88,45 @@ class _Channel:
     zk_unpaid: set[bytes] = field(default_factory=set)  # zk receipts awaiting a conditional voucher
 
 
+class _HashJob:
+    __slots__ = ("inputs", "done", "value", "error")
+
+    def __init__(self, inputs: dict) -> None:
+        self.inputs = inputs
+        self.done = threading.Event()
+        self.value: bytes | None = None
+        self.error: BaseException | None = None
+
+    def result(self) -> bytes:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _InputHasher:
+    """Hashes a request's input on a thread of its own while the model runs (onnxruntime
+    releases the GIL), taking the input hash off the request's critical path."""
+
+    def __init__(self) -> None:
+        self._q: "queue.SimpleQueue[_HashJob]" = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="proofmesh-input-hash", daemon=True).start()
+
+    def submit(self, inputs: dict) -> _HashJob:
+        job = _HashJob(inputs)
+        self._q.put(job)
+        return job
+
+    def _loop(self) -> None:
+        while True:
+            job = self._q.get()
+            try:
+                job.value = input_hash(job.inputs)
+            except BaseException as exc:
+                job.error = exc
+            job.done.set()
+
+
 class InferenceNode:
     """The node's logic, independent of HTTP (the FastAPI app is a thin layer)."""
 
@@ -98,6 +138,7 @@ class InferenceNode:
         from coincurve import PrivateKey
         self._key = PrivateKey(bytes(account.key))   # built once: receipts are signed per request
         self._sealer = ValuesSealer(bytes(account.key), domain)
+        self._hasher = _InputHasher() if os.environ.get("PM_EXP_OVERLAP") else None
         self.domain = domain                      # receipts' EIP-712 domain
         self.registry = registry                  # InferenceRegistry client (None: offline)
         self.ledger = ledger                      # payments Ledger (None: free node)
@@ -113,7 +154,7 @@ class InferenceNode:
         (self.workdir / "proofs").mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._channels: dict[bytes, _Channel] = {}
-        self._seen: dict[tuple[int, int], bytes] = {}
+        self.nonces = UsedNonces(self.workdir / f"nonces-{config.version}.jsonl")   # answered; kept across restarts
         self._proofs: dict[bytes, Any] = {}       # digest -> ZkProof | Exception | None (pending)
         self._epoch_leaves: list[tuple[bytes, bytes]] = []
         self._epochs: dict[bytes, tuple[int, bytes, list[bytes]]] = {}   # digest -> (epoch, proof_hash, path)
@@ -259,8 +300,7 @@ class InferenceNode:
             raise InputError("missing 'input'", fix=f"send {self.model.describe_inputs()}")
         inputs = self.model.prepare(body["input"])
         with self._lock:
-            if (nonce, 0) in self._seen:
-                raise InputError("request nonce already used", fix="use a fresh random nonce per request")
+            self.nonces.check(nonce)     # NonceReused / NonceStale (inference/nonces.py)
             cid = self._charge(body.get("channel"), body.get("voucher"))
         if self._slots is not None:
             self._slots.acquire()
@@ -295,8 +335,11 @@ class InferenceNode:
             # (a node without a circuit answers plain values: the router refuses their kind)
             receipt, out = self._circuit_answer(inputs, nonce, price, cid)
         else:
-            ih = input_hash(inputs)
+            job = self._hasher.submit(inputs) if self._hasher is not None else None
+            ih = input_hash(inputs) if job is None else None
             outputs = self.model.run(inputs)
+            if job is not None:
+                ih = job.result()
             if self.config.tamper:
                 outputs = [o + np.asarray(self.config.tamper, dtype=o.dtype) for o in outputs]
             values, receipt = self._sealer.seal(self.config.version, ih, nonce, price, outputs)
@@ -306,9 +349,7 @@ class InferenceNode:
             out = {"output": outputs if len(outputs) > 1 else outputs[0], "values": values,
                    "receipt": receipt.to_json()}
         with self._lock:
-            self._seen[(nonce, 0)] = receipt.signature
-            if len(self._seen) > 1_000_000:   # bounded memory; nonces are random 256-bit
-                self._seen.clear()
+            self.nonces.add(nonce)       # in memory; written behind, bounded by the replay window
             self.served += 1
         out["node"] = self.address
         out["ms"] = round((time.perf_counter() - t0) * 1000, 3)
@@ -405,6 +446,7 @@ class InferenceNode:
         """Stop the prover after the proofs already queued."""
         self._jobs.put(None)
         self._prover.join(timeout=600)
+        self.nonces.close()
 
 
 def _jsonable(out: dict) -> dict:

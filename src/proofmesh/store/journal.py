@@ -33,8 +33,9 @@ Crash safety. A line torn by a crash is skipped on open (it was never acknowledg
 cut off the file, so later appends never glue onto it. Creating the file and every rename
 fsync the directory.
 
-Compaction. Once the file holds as many superseded (or expired, see ``keep``) lines as
-live ones (at least ``compact_min`` appends), it is rewritten to one line per live key:
+Compaction. On open, and whenever the file holds as many superseded (or expired, see
+``keep``) lines as live ones (at least ``compact_min`` appends), it is rewritten to one
+line per live key:
 the live records are written to ``<name>.tmp`` and fsynced, then renamed over the
 journal and the directory fsynced; a crash at any point leaves either the old file
 (complete: group mode writes every record to it before ``put`` returns) or the new one.
@@ -160,11 +161,10 @@ class Journal:
         if self._keep is not None:
             for k in [k for k, v in self.records.items() if not self._keep(k, v)]:
                 del self.records[k]
-        if dirty or lines > max(self._compact_min, 2 * len(self.records)):
-            self._rewrite(dict(self.records))
+        if dirty or lines > len(self.records):
+            self._rewrite(dict(self.records))     # superseded or expired lines: start compact
         else:
             self._append_handle()
-            self._appended = lines - len(self.records)
         self._compact_at = max(self._compact_min, len(self.records))
 
     def _replay(self, data: bytes) -> tuple[int, int, bool]:
