@@ -88,45 +88,6 @@ class _Channel:
     zk_unpaid: set[bytes] = field(default_factory=set)  # zk receipts awaiting a conditional voucher
 
 
-class _HashJob:
-    __slots__ = ("inputs", "done", "value", "error")
-
-    def __init__(self, inputs: dict) -> None:
-        self.inputs = inputs
-        self.done = threading.Event()
-        self.value: bytes | None = None
-        self.error: BaseException | None = None
-
-    def result(self) -> bytes:
-        self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-class _InputHasher:
-    """Hashes a request's input on a thread of its own while the model runs (onnxruntime
-    releases the GIL), taking the input hash off the request's critical path."""
-
-    def __init__(self) -> None:
-        self._q: "queue.SimpleQueue[_HashJob]" = queue.SimpleQueue()
-        threading.Thread(target=self._loop, name="proofmesh-input-hash", daemon=True).start()
-
-    def submit(self, inputs: dict) -> _HashJob:
-        job = _HashJob(inputs)
-        self._q.put(job)
-        return job
-
-    def _loop(self) -> None:
-        while True:
-            job = self._q.get()
-            try:
-                job.value = input_hash(job.inputs)
-            except BaseException as exc:
-                job.error = exc
-            job.done.set()
-
-
 class InferenceNode:
     """The node's logic, independent of HTTP (the FastAPI app is a thin layer)."""
 
@@ -138,7 +99,6 @@ class InferenceNode:
         from coincurve import PrivateKey
         self._key = PrivateKey(bytes(account.key))   # built once: receipts are signed per request
         self._sealer = ValuesSealer(bytes(account.key), domain)
-        self._hasher = _InputHasher() if os.environ.get("PM_EXP_OVERLAP") else None
         self.domain = domain                      # receipts' EIP-712 domain
         self.registry = registry                  # InferenceRegistry client (None: offline)
         self.ledger = ledger                      # payments Ledger (None: free node)
@@ -335,11 +295,8 @@ class InferenceNode:
             # (a node without a circuit answers plain values: the router refuses their kind)
             receipt, out = self._circuit_answer(inputs, nonce, price, cid)
         else:
-            job = self._hasher.submit(inputs) if self._hasher is not None else None
-            ih = input_hash(inputs) if job is None else None
+            ih = input_hash(inputs)
             outputs = self.model.run(inputs)
-            if job is not None:
-                ih = job.result()
             if self.config.tamper:
                 outputs = [o + np.asarray(self.config.tamper, dtype=o.dtype) for o in outputs]
             values, receipt = self._sealer.seal(self.config.version, ih, nonce, price, outputs)
