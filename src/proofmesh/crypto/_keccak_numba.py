@@ -4,6 +4,7 @@ Keccak-f[1600] on 25 little-endian 64-bit lanes; a 32- or 64-byte message fits i
 136-byte block, so each hash is one permutation. Rows of 32 bytes are viewed as four
 little-endian ``uint64`` lanes, which is the Keccak lane order on little-endian machines
 (``keccak.py`` only uses these kernels when ``sys.byteorder == "little"``).
+:func:`keccak_into` hashes a byte range of any length (the edge verifier's kernels use it).
 """
 
 import numba as nb
@@ -12,6 +13,7 @@ import numpy as np
 from proofmesh.crypto.keccak import _RC as RC
 
 U64 = nb.uint64
+RATE = 136                            # keccak256's block size in bytes
 
 # keccak_f below is generated from the textbook form (theta; rho and pi along the lane
 # cycle PILN with offsets ROTC, see keccak.py; chi; iota) with one local per lane, so LLVM
@@ -232,6 +234,35 @@ def keccak_f(st):
     st[22] = a22
     st[23] = a23
     st[24] = a24
+
+
+@nb.njit(cache=True, nogil=True)
+def keccak_into(src, start, n, dst, dpos, st):
+    """keccak256 of ``src[start:start+n]`` written to ``dst[dpos:dpos+32]`` (``st``: 25 lanes of scratch)."""
+    for j in range(25):
+        st[j] = U64(0)
+    pos = start
+    end = start + n
+    while end - pos >= RATE:
+        for j in range(17):
+            b = pos + 8 * j
+            lane = U64(0)
+            for k in range(8):
+                lane |= U64(src[b + k]) << U64(8 * k)
+            st[j] ^= lane
+        keccak_f(st)
+        pos += RATE
+    # Last (partial) block with keccak padding 0x01 … 0x80.
+    rem = end - pos
+    for k in range(rem):
+        st[k >> 3] ^= U64(src[pos + k]) << U64(8 * (k & 7))
+    st[rem >> 3] ^= U64(0x01) << U64(8 * (rem & 7))
+    st[16] ^= U64(0x80) << U64(56)
+    keccak_f(st)
+    for j in range(4):
+        lane = st[j]
+        for k in range(8):
+            dst[dpos + 8 * j + k] = np.uint8((lane >> U64(8 * k)) & U64(0xFF))
 
 
 @nb.njit(cache=True)

@@ -15,10 +15,9 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from proofmesh.crypto._keccak_numba import keccak_f
+from proofmesh.crypto._keccak_numba import keccak_into
 
 U64 = nb.uint64
-RATE = 136
 
 
 @intrinsic
@@ -63,35 +62,6 @@ def _call_serialize(typingctx, fn, ctx, out, outlen, pub, flags):
                                   builder.inttoptr(args[3], p8), builder.inttoptr(args[4], p8), args[5]])
 
     return sig, codegen
-
-
-@nb.njit(cache=True, nogil=True)
-def keccak_into(src, start, n, dst, dpos, st):
-    """keccak256 of ``src[start:start+n]`` written to ``dst[dpos:dpos+32]`` (``st``: 25 lanes of scratch)."""
-    for j in range(25):
-        st[j] = U64(0)
-    pos = start
-    end = start + n
-    while end - pos >= RATE:
-        for j in range(17):
-            b = pos + 8 * j
-            lane = U64(0)
-            for k in range(8):
-                lane |= U64(src[b + k]) << U64(8 * k)
-            st[j] ^= lane
-        keccak_f(st)
-        pos += RATE
-    # Last (partial) block with keccak padding 0x01 … 0x80.
-    rem = end - pos
-    for k in range(rem):
-        st[k >> 3] ^= U64(src[pos + k]) << U64(8 * (k & 7))
-    st[rem >> 3] ^= U64(0x01) << U64(8 * (rem & 7))
-    st[16] ^= U64(0x80) << U64(56)
-    keccak_f(st)
-    for j in range(4):
-        lane = st[j]
-        for k in range(8):
-            dst[dpos + 8 * j + k] = np.uint8((lane >> U64(8 * k)) & U64(0xFF))
 
 
 @nb.njit(cache=True, nogil=True)
