@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -57,16 +58,45 @@ class Settings:
         return out
 
     def to_toml(self) -> str:
-        lines = []
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, bool):
-                lines.append(f"{f.name} = {'true' if v else 'false'}")
-            elif isinstance(v, int):
-                lines.append(f"{f.name} = {v}")
-            else:
-                lines.append(f"{f.name} = {json.dumps(v)}")
-        return "\n".join(lines) + "\n"
+        return "".join(_toml_line(f.name, getattr(self, f.name)) for f in fields(self))
+
+
+def _toml_line(name: str, v: Any) -> str:
+    if isinstance(v, bool):
+        return f"{name} = {'true' if v else 'false'}\n"
+    if isinstance(v, int):
+        return f"{name} = {v}\n"
+    return f"{name} = {json.dumps(v)}\n"
+
+
+def _set_top_level(config_file: Path, text: str, values: dict[str, Any]) -> str:
+    """``text`` with the top-level settings in ``values`` set and every other line — other
+    settings, comments, the [sections] services read — kept byte for byte."""
+    try:
+        before = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_file} is not valid TOML: {exc}", fix=f"fix or delete {config_file}") from exc
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    # Top-level keys come before the first [table] header (TOML puts later keys in that table).
+    top = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")), len(lines))
+    for name, value in values.items():
+        key = re.compile(rf"^\s*(?:{name}|\"{name}\"|'{name}')\s*=")
+        at = next((i for i in range(top) if key.match(lines[i])), None)
+        if at is not None:
+            lines[at] = _toml_line(name, value)
+        else:   # after the last top-level line, so a blank line before a [table] stays
+            end = next((i + 1 for i in range(top - 1, -1, -1) if lines[i].strip()), 0)
+            lines.insert(end, _toml_line(name, value))
+            top += 1
+    out = "".join(lines)
+    after = tomllib.loads(out)
+    expected = {**before, **tomllib.loads("".join(_toml_line(k, v) for k, v in values.items()))}
+    if after != expected:   # e.g. a multi-line string value the line edit cannot handle
+        raise ConfigError(f"cannot update {config_file} in place (set {sorted(values)})",
+                          fix=f"edit {config_file} by hand: set {', '.join(sorted(values))}")
+    return out
 
 
 def _coerce(name: str, raw: Any, typ: type) -> Any:
@@ -129,15 +159,30 @@ class Home:
         return self.config_file.exists()
 
     def init(self, **overrides: Any) -> None:
-        """Create the directory layout and write config.toml (idempotent)."""
+        """Create the directory layout and write config.toml (idempotent).
+
+        A new file gets every setting; an existing one only has the ``overrides`` set:
+        its other settings, comments and [sections] (read by services, e.g. ``[inference]``)
+        are kept as they were.
+        """
+        known = {f.name for f in fields(Settings)}
+        if set(overrides) - known:
+            raise ConfigError(f"unknown setting(s) {sorted(set(overrides) - known)}",
+                              fix=f"valid settings are {sorted(known)}")
         for d in (self.path, self.keys_dir, self.chain_dir, self.store_dir):
             d.mkdir(parents=True, exist_ok=True)
         for k, v in overrides.items():
             setattr(self.settings, k, v)
-        if not self.config_file.exists() or overrides:
-            tmp = self.config_file.with_suffix(".tmp")
-            tmp.write_text(self.settings.to_toml())
-            os.replace(tmp, self.config_file)
+        if self.config_file.exists() and not overrides:
+            return
+        if self.config_file.exists():
+            text = _set_top_level(self.config_file, self.config_file.read_text(),
+                                  {k: getattr(self.settings, k) for k in overrides})
+        else:
+            text = self.settings.to_toml()
+        tmp = self.config_file.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.config_file)
 
     # --- address book -----------------------------------------------------------
     def address_book(self, chain_id: int) -> dict[str, str]:
