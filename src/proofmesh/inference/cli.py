@@ -53,6 +53,8 @@ def circuit(version: int, onnx: Path,
             batch: Annotated[int, typer.Option(help="Inputs per proof (batched circuit).")] = 1,
             srs: Annotated[Optional[Path], typer.Option(help="Ceremony SRS file (production). Without it: dev SRS.")] = None,
             max_logrows: Annotated[int, typer.Option(help="Upper bound on circuit size (2^rows).")] = 14,
+            verifier: Annotated[str, typer.Option(help="auto | dedicated | reusable (shared verifier + VK artifact: "
+                                                       "fits EIP-170 for batched circuits).")] = "auto",
             account: AccountOpt = None, json_: JsonOpt = False) -> None:
     """Build the ezkl circuit of a published version, deploy its verifier, register it."""
     from proofmesh.inference.publish import publish_circuit
@@ -66,7 +68,7 @@ def circuit(version: int, onnx: Path,
     with console.status("building circuit (settings, calibration, setup)…"):
         c = Circuit.build(onnx, _circuits_dir(), batch=batch, srs=srs, dev=dev, max_logrows=max_logrows)
     with console.status("generating and compiling the verifier…"):
-        verifier = publish_circuit(chain, version, c)
+        verifier = publish_circuit(chain, version, c, verifier=verifier)
     if c.dev_srs:
         console.print("[yellow]WARNING: locally generated SRS (dev mode): whoever made it can forge proofs; "
                       "recorded on chain as dev_srs=true[/yellow]")

@@ -62,8 +62,21 @@ def publish_model(chain, name: str, onnx_path: str | Path, *, tolerance: float =
     return Published(record.id, sha, record.weights_root)
 
 
-def publish_circuit(chain, version: int, circuit, *, sender=None) -> str:
-    """Deploy the circuit's verifier and register the circuit for ``version``; returns the verifier address."""
+VERIFIER_KINDS = ("auto", "dedicated", "reusable")
+
+
+def publish_circuit(chain, version: int, circuit, *, sender=None, verifier: str = "auto") -> str:
+    """Deploy the circuit's verifier and register the circuit for ``version``; returns the address
+    InferenceRegistry calls (the verifier, or the circuit's Halo2VkaBinding).
+
+    ``verifier``: ``dedicated`` (ezkl's verifier with the key inlined: cheapest to call, but
+    over EIP-170 for batched circuits), ``reusable`` (the chain's shared reusable verifier +
+    this circuit's VK artifact, see inference/reusable.py), or ``auto``: dedicated when its
+    creation code fits EIP-170's 24,576 bytes, else reusable."""
+    from proofmesh.inference import reusable
+
+    if verifier not in VERIFIER_KINDS:
+        raise InputError(f"unknown verifier kind {verifier!r}", fix=f"use one of {', '.join(VERIFIER_KINDS)}")
     reg = InferenceRegistry(chain)
     terms = reg.terms(version)
     if not terms.registered:
@@ -71,7 +84,13 @@ def publish_circuit(chain, version: int, circuit, *, sender=None) -> str:
     if terms.onnx_hash != circuit.onnx_hash:
         raise InputError("the circuit was compiled from another ONNX file than the version pins",
                          fix="build the circuit from the registered ONNX")
-    verifier = circuit.deploy_verifier(chain if sender is None else chain.with_account(sender))
+    deployer = chain if sender is None else chain.with_account(sender)
+    if verifier == "auto":
+        verifier = "dedicated" if len(circuit.verifier_artifact()[1]) <= reusable.EIP170_LIMIT else "reusable"
+    if verifier == "dedicated":
+        verifier = circuit.deploy_verifier(deployer)
+    else:
+        verifier = reusable.deploy_bound_verifier(deployer, circuit).binding
     reg.register_circuit(version, circuit.settings_hash, circuit.vk_hash, circuit.srs_hash, verifier,
                          circuit.dev_srs, circuit.batch, sender=sender)
     reg.set_output_scale(version, circuit_output_scale(circuit), sender=sender)   # proof-settled disputes

@@ -85,6 +85,26 @@ class InferenceRegistry:
                                     fix="use the circuit the version was registered with")
         return rec
 
+    def check_circuit(self, version: int, circuit) -> CircuitRecord:
+        """Audit L6 for either verifier kind: a dedicated verifier must be compiled from
+        ``circuit``'s verifying key (:meth:`check_verifier`); a Halo2VkaBinding (reusable
+        verifier + VK artifact) must carry the VKA regenerated from that key, for the
+        registered vk hash (``reusable.check_binding``). VerificationError if not."""
+        from proofmesh.crypto.keccak import keccak256
+        from proofmesh.errors import VerificationError
+        from proofmesh.inference import reusable
+
+        rec = self.circuit(version)
+        if not rec.registered:
+            raise VerificationError(f"version {version} has no registered circuit", fix="register it first")
+        if not reusable.is_binding(self.chain, rec.verifier):
+            return self.check_verifier(version, circuit.verifier_artifact()[1])
+        if keccak256(bytes(self.chain.w3.eth.get_code(rec.verifier))) != rec.verifier_codehash:
+            raise VerificationError(f"the verifier at {rec.verifier} is not the code registered for version {version}",
+                                    fix="do not trust proofs for this version; re-register the circuit")
+        reusable.check_binding(self.chain, rec.verifier, circuit, rec.vk_hash)
+        return rec
+
     def register_model(self, version: int, onnx_hash: bytes, tolerance: int, sender=None):
         if len(onnx_hash) != 32:
             raise InputError("onnx_hash must be 32 bytes (sha256 of the ONNX file)", fix="use file_sha256(path)")
