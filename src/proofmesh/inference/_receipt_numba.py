@@ -59,15 +59,15 @@ def _call4(typingctx, fn, a, b, c, d):
 
 
 @nb.njit(cache=True, nogil=True)
-def seal_values(y, values, words, prefix, fns, ctx, seckey, sig):
+def seal_values(y, values, head, separator, fns, ctx, seckey, out):
     """Commit and sign outputs ``y`` (1-D float32/float64): see the module docstring.
 
-    ``values`` (int64, len(y)) receives round(y * 1e6); ``words`` (224 bytes) is the
-    receipt struct's encoding (type hash, version, input hash, output hash, nonce, price,
-    commitment) whose output-hash word (bytes 96-128) is written here; ``prefix`` (66
-    bytes) is ``0x1901 ‖ domain separator`` followed by 32 bytes of room for the struct
-    hash; ``fns``: addresses of sign_recoverable and recoverable serialize_compact;
-    ``sig`` (65 bytes) receives r ‖ s ‖ v with v in {27, 28}. Returns OK or an error code.
+    ``values`` (int64, len(y)) receives round(y * 1e6); ``head`` (224 bytes, read only) is
+    the receipt struct's encoding (type hash, version, input hash, output hash, nonce,
+    price, commitment) with the output-hash word (bytes 96-128) left to fill; ``separator``
+    the domain separator; ``fns``: addresses of sign_recoverable and recoverable
+    serialize_compact; ``out`` (97 bytes) receives the output hash, then r ‖ s ‖ v with v
+    in {27, 28}. Returns OK or an error code.
     """
     n = y.size
     # abi.encode(int256[] values): offset word, length word, then one 32-byte big-endian
@@ -92,14 +92,20 @@ def seal_values(y, values, words, prefix, fns, ctx, seckey, sig):
         for j in range(8):
             abi[o + 31 - j] = np.uint8((u >> U64(8 * j)) & U64(0xFF))
     st = np.empty(25, np.uint64)
+    words = head.copy()
     keccak_into(abi, 0, abi.size, words, 96, st)          # the receipt's output hash
-    keccak_into(words, 0, 224, prefix, 34, st)            # EIP-712 struct hash
+    msg = np.empty(66, np.uint8)                          # 0x1901 ‖ separator ‖ struct hash
+    msg[0] = 0x19
+    msg[1] = 0x01
+    msg[2:34] = separator
+    keccak_into(words, 0, 224, msg, 34, st)
     digest = np.empty(32, np.uint8)
-    keccak_into(prefix, 0, 66, digest, 0, st)             # keccak(0x1901 ‖ separator ‖ struct hash)
+    keccak_into(msg, 0, 66, digest, 0, st)
+    out[:32] = words[96:128]
     rsig = np.empty(65, np.uint8)         # secp256k1_ecdsa_recoverable_signature (opaque)
     recid = np.zeros(1, np.int32)
     if _call6(fns[0], ctx, rsig.ctypes.data, digest.ctypes.data, seckey.ctypes.data, 0, 0) != 1:
         return SIGN_FAILED
-    _call4(fns[1], ctx, sig.ctypes.data, recid.ctypes.data, rsig.ctypes.data)
-    sig[64] = np.uint8(recid[0] + 27)
+    _call4(fns[1], ctx, out[32:].ctypes.data, recid.ctypes.data, rsig.ctypes.data)
+    out[96] = np.uint8(recid[0] + 27)
     return OK

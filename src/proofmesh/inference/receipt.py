@@ -242,7 +242,7 @@ class ValuesSealer:
             "secp256k1_ecdsa_sign_recoverable", "secp256k1_ecdsa_recoverable_signature_serialize_compact")],
             dtype=np.uint64)
         self._type_hash = _struct(domain).type_hash
-        self._prefix = b"\x19\x01" + domain.separator + bytes(32)
+        self._separator = np.frombuffer(domain.separator, np.uint8)
         self.seal(0, bytes(32), 0, 0, [np.zeros(1, np.float32)])    # compile / load now, not on a request
 
     def seal(self, version: int, input_hash: bytes, nonce: int, price: int,
@@ -254,21 +254,20 @@ class ValuesSealer:
             y = np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs]) if outputs \
                 else np.zeros(0, np.float64)
         try:
-            words = b"".join((self._type_hash, int(version).to_bytes(32, "big"), _word(input_hash), bytes(32),
-                              int(nonce).to_bytes(32, "big"), int(price).to_bytes(32, "big"), bytes(32)))
+            head = b"".join((self._type_hash, int(version).to_bytes(32, "big"), _word(input_hash), bytes(32),
+                             int(nonce).to_bytes(32, "big"), int(price).to_bytes(32, "big"), bytes(32)))
         except OverflowError:
             raise InputError("receipt field out of range", fix="version, nonce and price are uint256") from None
-        words_a = np.frombuffer(words, np.uint8).copy()
-        prefix = np.frombuffer(self._prefix, np.uint8).copy()
         values = np.empty(y.size, np.int64)
-        sig = np.empty(65, np.uint8)
-        code = self._kernel(np.ascontiguousarray(y), values, words_a, prefix, self._fns, self._ctx,
-                            self._secret, sig)
+        out = np.empty(97, np.uint8)
+        code = self._kernel(np.ascontiguousarray(y), values, np.frombuffer(head, np.uint8), self._separator,
+                            self._fns, self._ctx, self._secret, out)
         if code != self._codes.OK:
             if code == self._codes.SIGN_FAILED:
                 raise VerificationError("libsecp256k1 refused to sign the receipt", fix="check the node key")
             raise InputError("the model's output is " + ("NaN or infinite" if code == self._codes.NOT_FINITE
                                                         else "too large for fixed point (|y| >= 9.2e12)"),
                              fix="check the input: the output cannot be committed in a receipt")
-        return values, Receipt(int(version), bytes(input_hash), words_a[96:128].tobytes(), int(nonce), int(price),
-                               COMMIT_VALUES, sig.tobytes())
+        sealed = out.tobytes()
+        return values, Receipt(int(version), bytes(input_hash), sealed[:32], int(nonce), int(price),
+                               COMMIT_VALUES, sealed[32:])
