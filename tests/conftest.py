@@ -32,6 +32,18 @@ from proofmesh.config import Home  # noqa: E402
 FUNDED_MESH = 1_000_000 * MESH
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile (or load from numba's on-disk cache) the inference node's receipt kernel once,
+    in the controlling process, before any xdist worker starts: a node made by a test or by
+    a spawned daemon then loads it in about a second, instead of compiling it for tens of
+    seconds on a fresh clone while a health check waits for that daemon."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return    # a worker, or a run without xdist (a developer's single file): nothing to share
+    from proofmesh.inference.receipt import ValuesSealer, receipt_domain
+
+    ValuesSealer(b"\x01" * 32, receipt_domain(1, "0x" + "00" * 20))
+
+
 @pytest.fixture(scope="session")
 def accounts() -> list:
     return dev_accounts()

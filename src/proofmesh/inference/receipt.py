@@ -243,7 +243,8 @@ class ValuesSealer:
             dtype=np.uint64)
         self._type_hash = _struct(domain).type_hash
         self._separator = np.frombuffer(domain.separator, np.uint8)
-        self.seal(0, bytes(32), 0, 0, [np.zeros(1, np.float32)])    # compile / load now, not on a request
+        for dtype in (np.float32, np.float64):     # compile / load now, not on a request
+            self.seal(0, bytes(32), 0, 0, [np.zeros(1, dtype)])
 
     def seal(self, version: int, input_hash: bytes, nonce: int, price: int,
              outputs: "list[np.ndarray]") -> tuple[np.ndarray, Receipt]:
