@@ -292,3 +292,25 @@ def test_l2_post_under_someone_elses_name_is_refused_before_escrow(market, accou
                                                    30 * MESH, 60, 60, now + 999), sender=market.poster)
     assert t.balance(market.poster.address) == b0 and market.client.total_escrowed() == 0
     assert market.client.job_count() == jobs0
+
+
+def test_l2_registry_client_refuses_a_held_result_before_any_transaction(market, accounts, tmp_path):
+    """Someone who fetched a job's revealed weights (the result bundle is public) and tries to
+    register them gets an InputError naming the job, and no transaction is sent."""
+    from proofmesh.compute.training import build_base_weights, weights_to_bytes
+    from proofmesh.models.registry import ModelRegistryClient
+
+    path = tmp_path / "result.safetensors"
+    path.write_bytes(weights_to_bytes(build_base_weights(seed=5)))
+    from proofmesh.models.weights import manifest
+
+    m = manifest(path)
+    job = market.post(mode="optimistic", replicas=1, n_segments=4, name="l2-client")
+    (worker,) = market.assign(job, market.workers[:3])
+    market.client.submit(job, m.root, random_trace(4), "m", "r", sender=market.account(worker))
+    attacker = accounts[8]
+    client = ModelRegistryClient(market.chain.with_account(attacker), blobs=None)
+    nonce = market.chain.w3.eth.get_transaction_count(attacker.address)
+    with pytest.raises(InputError, match=f"result of compute job {job}"):
+        client.register_version("mine", m, sender=attacker)
+    assert market.chain.w3.eth.get_transaction_count(attacker.address) == nonce
