@@ -314,3 +314,41 @@ def test_l2_registry_client_refuses_a_held_result_before_any_transaction(market,
     with pytest.raises(InputError, match=f"result of compute job {job}"):
         client.register_version("mine", m, sender=attacker)
     assert market.chain.w3.eth.get_transaction_count(attacker.address) == nonce
+
+
+def test_l2_hold_is_scoped_to_the_job_that_revealed_the_root_first(market, accounts):
+    """The hold's key is (registrar, job): a second job that later submits the same root cannot
+    register it while the first job is open (logged, payment unaffected), and the first job's
+    poster gets the version."""
+    from proofmesh.chain.core import Token
+
+    other_poster = accounts[7]
+    models = market.chain.contract("ModelRegistry")
+    job_a = market.post(name="l2-first")
+    workers = market.assign(job_a, market.workers[:3])
+    wr, tr = os.urandom(32), os.urandom(32)
+    salts = {w: market.client.commit(job_a, wr, tr, sender=market.account(w)) for w in workers}
+    for w in workers:
+        market.client.reveal(job_a, wr, tr, salts[w], "m", "r", sender=market.account(w))
+    now = market.chain.timestamp()
+    job_b = market.client.post(spec_cid="bafkspec", name="l2-copy", base_version=market.base_version,
+                               batches=[b"\x07" * 32], mode="optimistic", replicas=1, n_segments=4,
+                               profile_id=PROFILE, reward=30 * MESH, apply_seconds=60, work_seconds=600,
+                               deadline=now + 7200, sender=other_poster)
+    (worker_b,) = market.assign(job_b, market.workers[3:5])
+    market.client.submit(job_b, wr, random_trace(4), "m", "r", sender=market.account(worker_b))
+    assert tuple(market.chain.call(models.functions.hold_of(wr))) == (market.client.c.address, job_a)
+    market.chain.increase_time(1801)
+    market.chain.mine(2)
+    market.client.finalize_optimistic(job_b)
+    market.client.rule_audit_pass(job_b, sender=market.referee)
+    t = Token(market.chain)
+    b0 = t.balance(worker_b)
+    market.client.finalize_optimistic(job_b)
+    assert market.client.job(job_b).status == "settled" and t.balance(worker_b) - b0 == 30 * MESH
+    assert _registered(market, job_b) == (False, 0)
+    market.client.finalize_replicated(job_a)
+    ok, vid = _registered(market, job_a)
+    assert ok and market.chain.call(models.functions.owner_of(vid)) == market.poster.address
+    assert market.chain.call(models.functions.version_of_root(wr)) == vid
+    market.assert_books()

@@ -307,6 +307,8 @@ def _claim_name(owner: address, name: String[64]) -> bytes32:
 def _live_hold(weights_root: bytes32) -> Hold:
     # A hold binds only while its registrar still has the role and says the job may
     # still settle: a refunded job, or a replica's rejected root, frees the root.
+    # The call reverts on failure rather than reading failure as "closed": a caller
+    # who starved it of gas would otherwise slip past the hold.
     h: Hold = self.root_hold[weights_root]
     if h.registrar == empty(address) or not self.is_registrar[h.registrar]:
         return empty(Hold)
