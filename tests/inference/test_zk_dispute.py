@@ -80,6 +80,7 @@ def test_lying_node_is_slashed_by_proof_without_a_vote(network, accounts, zk, tm
     liar_is_b = st["node_b"] == liar.account.address
     assert ans.settled["b_wrong"] == liar_is_b and ans.settled["a_wrong"] == (not liar_is_b)
     assert ans.settled["slashed"] > 0
+    print(f"\nsettle_by_proof gas: {ans.settled['gas']}")
     assert reg.service_bond(liar.account.address) == bond_before - ans.settled["slashed"]
     assert Registry(chain).info(liar.account.address).stake < stake_before
     assert token.balance(disputer.address) > reward_before             # the slash reward
@@ -168,6 +169,11 @@ def test_proof_settlement_refuses_forgeries_and_spares_honest_nodes(network, acc
     r1, r2 = _ask(router, liar, x3), _ask(router, liar2, x3)
     bonds = (reg.service_bond(liar.account.address), reg.service_bond(liar2.account.address))
     did2 = reg.dispute(r1.receipt, r1.values, r2.receipt, r2.values, sender=disputer)
+    # the vote path still works on a circuit dispute: a non-party re-executes the circuit
+    # (its input hash matches) and sides with neither liar
+    router._disputes[did2] = x3.tolist()
+    assert router.call_committee(did2) == [honest.account.address]
+    assert chain.call(reg.disputes.functions.voted(did2, honest.account.address))
     w3 = zk["circuit"].witness(x3, tmp_path / "w")
     got = reg.settle_by_proof(did2, input_hash({"x": x3}), zk["circuit"].prove(w3, tmp_path / "p3.json"),
                               sender=disputer)
@@ -202,3 +208,36 @@ def test_node_signs_no_circuit_receipts_without_the_output_scale(network, accoun
     from proofmesh.errors import NotAvailableError
     with pytest.raises(NotAvailableError, match="no circuit receipts"):
         _ask(router, a, zk["x"])
+
+
+def test_cli_redundant_infer_settles_a_conflict_by_proof(home, chain, accounts, network, zk, monkeypatch):
+    """`proofmesh infer VERSION in.json --verify redundant` on a circuit version: the CLI finds
+    the circuit built in its home, and a conflict is opened and settled by its proof."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from proofmesh.cli.main import app
+    from proofmesh.crypto.keys import Keystore
+
+    monkeypatch.setenv("PROOFMESH_PASSWORD", "pw")
+    Keystore(home).import_key("client", accounts[6].key, "pw")
+    publish_circuit(chain, network.version, zk["circuit"])
+    circuits = home.dir("inference") / "circuits"
+    circuits.mkdir(parents=True, exist_ok=True)
+    (circuits / zk["circuit"].dir.name).symlink_to(zk["circuit"].dir)   # as `inference circuit` builds it
+    cdir = zk["circuit"].dir
+    network.start_node(accounts[3], circuit_dir=cdir)
+    network.start_node(accounts[4], circuit_dir=cdir)
+    liar = network.start_node(accounts[5], circuit_dir=cdir, tamper=-0.5)
+    bond = network.registry.service_bond(liar.account.address)
+    (home.path / "in.json").write_text(json.dumps(zk["x"].tolist()))
+    res = CliRunner().invoke(app, ["--home", str(home.path), "infer", str(network.version), str(home.path / "in.json"),
+                                   "--verify", "redundant", "--k", "3", "--account", "client", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["circuit_receipts"] is True and liar.account.address not in out["agreeing"]
+    settled = out["settled_by_proof"]
+    assert settled and "error" not in settled and settled["a_wrong"] != settled["b_wrong"], settled
+    assert network.registry.dispute_state(out["dispute"])["state"] == 2
+    assert network.registry.service_bond(liar.account.address) == bond - settled["slashed"]

@@ -267,12 +267,13 @@ class InferenceRegistry:
     def settle_by_proof(self, dispute_id: int, raw_input_hash: bytes, proof, sender=None) -> dict:
         """Settle an open CIRCUIT dispute with ``proof`` (a ZkProof for the disputed input):
         the receipts whose values disagree with the proven outputs are slashed now.
-        Returns {"a_wrong", "b_wrong", "slashed"}."""
+        Returns {"a_wrong", "b_wrong", "slashed", "gas"}."""
         res = self._tx(self.disputes.functions.settle_by_proof(int(dispute_id), bytes(raw_input_hash), proof.proof,
                                                                [int(i) for i in proof.instances]), sender)
         # the transaction also logs InferenceRegistry/NodeRegistry events: skip those quietly
         ev = self.disputes.events.SettledByProof().process_receipt(res.receipt, errors=DISCARD)[0]["args"]
-        return {"a_wrong": ev["a_wrong"], "b_wrong": ev["b_wrong"], "slashed": int(ev["slashed"])}
+        return {"a_wrong": ev["a_wrong"], "b_wrong": ev["b_wrong"], "slashed": int(ev["slashed"]),
+                "gas": res.gas_used}
 
 
 def circuit_output_scale(circuit) -> int:
@@ -283,4 +284,3 @@ def circuit_output_scale(circuit) -> int:
         raise InputError(f"the circuit's outputs have several scales {sorted(scales)}",
                          fix="build the circuit with one output scale, or settle disputes by vote")
     return int(scales.pop())
-

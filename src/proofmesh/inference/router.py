@@ -449,7 +449,8 @@ class Router:
         if len(groups) > 1:
             if len(best) == len(groups[1]):
                 # no majority: ask one more node as tie-breaker
-                extra = [h for h in self.ranked(circuit=mode == "circuit") if h.address not in {a.node for a in answers}]
+                asked = {a.node for a in answers}
+                extra = [h for h in self.ranked(circuit=mode == "circuit") if h.address not in asked]
                 if not extra:
                     raise VerificationError("nodes disagree and no node is left to break the tie",
                                             fix="retry with a larger k")
