@@ -322,7 +322,7 @@ class InferenceNode:
                                     fix="ask a node with the registered circuit, or omit commit=circuit")
         w = self.circuit.witness(next(iter(inputs.values())), self.workdir / "witness")
         w.path.unlink(missing_ok=True)   # nothing to prove here: the disputer proves
-        answer = w.answer.astype(np.float64)
+        answer = circuit_output(w, self.circuit_scale)
         if self.config.tamper:
             answer = answer + self.config.tamper
         values = np.rint(answer.reshape(-1) * FIXED_POINT).astype(np.int64)
@@ -662,6 +662,16 @@ def run_node(node: InferenceNode, host: str, port: int) -> None:
     uvicorn.Server(uvicorn_config(app, host, port)).run()
 
 
+def circuit_output(w, scale: int) -> np.ndarray:
+    """The circuit's output as exact float64 (felt / 2**scale), shaped like ``w.answer``: what
+    CIRCUIT receipts commit (x 1e6, rounded). ``w.answer`` is float32, which for large outputs
+    is off by more than the tolerance from what the contract dequantises from a proof."""
+    from proofmesh.inference.zk import FIELD_P
+
+    signed = [float(v - FIELD_P if v > FIELD_P // 2 else v) for v in w.outputs]   # exact below 2**53
+    return (np.array(signed) / float(2 ** scale)).reshape(w.answer.shape)
+
+
 def vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any) -> dict:
     """Committee duty: check the input matches the dispute, re-run the model, vote."""
     if node.registry is None:
@@ -678,7 +688,9 @@ def vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any) -> dic
                                     fix="ask a node serving the version with its circuit")
         w = node.circuit.witness(next(iter(inputs.values())), node.workdir / "witness")
         w.path.unlink(missing_ok=True)
-        ih, outputs = circuit_input_hash(input_hash(inputs), w.input_hash), [w.answer]
+        from proofmesh.inference.registry import circuit_output_scale
+        ih, outputs = (circuit_input_hash(input_hash(inputs), w.input_hash),
+                       [circuit_output(w, circuit_output_scale(node.circuit))])
     else:
         ih, outputs = input_hash(inputs), None
     if ih != bytes(st["input_hash"]):
