@@ -241,3 +241,27 @@ def test_cli_redundant_infer_settles_a_conflict_by_proof(home, chain, accounts, 
     assert settled and "error" not in settled and settled["a_wrong"] != settled["b_wrong"], settled
     assert network.registry.dispute_state(out["dispute"])["state"] == 2
     assert network.registry.service_bond(liar.account.address) == bond - settled["slashed"]
+
+
+def test_committed_values_match_the_contracts_dequantisation():
+    """What a node commits (rint(felt / 2**scale x 1e6) from exact float64) is within one unit
+    of what settle_by_proof computes (felt x 1e6 / 2**scale, truncated toward zero), for large
+    outputs too: the "+ 1" of the contract's tolerance is all the rounding there is."""
+    from types import SimpleNamespace
+
+    from proofmesh.inference.server import circuit_output
+    from proofmesh.inference.zk import FIELD_P
+
+    rng = np.random.default_rng(0)
+    # exact while felt x 15625 fits a float64 significand (|felt| < 2**39): at scale 13 that
+    # is |output| < 6.7e7, far beyond what the circuits here produce
+    signed = [int(v) for v in rng.integers(-2**38, 2**38, 2000)] + [0, 1, -1, 2**38, -2**38, 5 * 2**6, -5 * 2**6]
+    felts = [s % FIELD_P for s in signed]
+    for scale in (0, 7, 13, 20):
+        w = SimpleNamespace(outputs=felts, answer=np.zeros((1, len(felts)), np.float32))
+        node = np.rint(circuit_output(w, scale).reshape(-1) * 10**6).astype(np.int64)
+        chain_side = [(abs(s) * 10**6 >> scale) * (1 if s >= 0 else -1) for s in signed]
+        assert max(abs(int(a) - b) for a, b in zip(node, chain_side)) <= 1
+    # the float32 answer would not be: 2**30 + 1 at scale 7 is off by 7,812 units
+    s = 2**30 + 1
+    assert abs(int(np.rint(np.float64(np.float32(s / 2**7)) * 10**6)) - (s * 10**6 >> 7)) > 1000

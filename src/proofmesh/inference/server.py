@@ -665,7 +665,8 @@ def run_node(node: InferenceNode, host: str, port: int) -> None:
 def circuit_output(w, scale: int) -> np.ndarray:
     """The circuit's output as exact float64 (felt / 2**scale), shaped like ``w.answer``: what
     CIRCUIT receipts commit (x 1e6, rounded). ``w.answer`` is float32, which for large outputs
-    is off by more than the tolerance from what the contract dequantises from a proof."""
+    is off by more than the tolerance from what the contract dequantises from a proof; this is
+    within one unit of it while |felt| < 2**39 (felt x 15625 fits a float64 significand)."""
     from proofmesh.inference.zk import FIELD_P
 
     signed = [float(v - FIELD_P if v > FIELD_P // 2 else v) for v in w.outputs]   # exact below 2**53
