@@ -196,7 +196,7 @@ class Router:
             if isinstance(data, dict) and data and all(isinstance(v, np.ndarray) for v in data.values()):
                 # checked arrays go as raw bytes (wire.py): no base64, no JSON lists
                 kw: dict[str, Any] = {"content": wire.encode_request(body, data),
-                                      "headers": {"content-type": wire.CONTENT_TYPE}}
+                                      "headers": {"content-type": wire.CONTENT_TYPE, "accept": wire.ANSWER_TYPE}}
             else:
                 kw = {"json": body}
             # a daemon serving several versions on one endpoint routes by this header
@@ -221,7 +221,9 @@ class Router:
                 err = {"error": r.text[:200]}
             exc_type = {422: InputError, 501: NotAvailableError}.get(r.status_code, ProofmeshError)
             raise exc_type(f"node {node.address}: {err.get('error')}", fix=err.get("fix"))
-        out = r.json()
+        # the binary answer frame (asked for with the binary request): output and values as
+        # raw bytes, no JSON numbers to parse
+        out = wire.decode_answer(r.content) if r.headers.get("content-type") == wire.ANSWER_TYPE else r.json()
         out["_nonce"] = nonce
         return out
 
