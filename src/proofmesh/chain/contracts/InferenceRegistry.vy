@@ -55,6 +55,7 @@ MAX_PROOF: constant(uint256) = 16384
 MAX_INSTANCES: constant(uint256) = 257
 MAX_MERKLE: constant(uint256) = 32
 VERIFY_SELECTOR: constant(Bytes[4]) = method_id("verifyProof(bytes,uint256[])", output_type=Bytes[4])
+VK_HASH_SELECTOR: constant(Bytes[4]) = method_id("vkHash()", output_type=Bytes[4])
 
 RECEIPT_TYPEHASH: public(constant(bytes32)) = keccak256(
     "Receipt(uint256 version,bytes32 input_hash,bytes32 output_hash,uint256 nonce,uint256 price,uint8 commitment)"
@@ -346,6 +347,8 @@ def register_circuit(version: uint256, settings_hash: bytes32, vk_hash: bytes32,
     @notice Bind an ezkl circuit (settings, verifying key, SRS, verifier contract)
             to a registered model version. `dev_srs` marks a locally generated
             SRS, which is insecure (its maker can forge proofs); clients flag it.
+            A verifier that names its verifying key (`vkHash()`: a Halo2VkaBinding
+            of the reusable verifier and a VK artifact) must name `vk_hash`.
             Only the version's owner; set once per version.
     """
     assert msg.sender == staticcall model_registry.owner_of(version), "InferenceRegistry: not the model owner"
@@ -357,6 +360,14 @@ def register_circuit(version: uint256, settings_hash: bytes32, vk_hash: bytes32,
     assert settings_hash != empty(bytes32) and vk_hash != empty(bytes32) and srs_hash != empty(bytes32), \
         "InferenceRegistry: empty hash"
     assert batch > 0, "InferenceRegistry: batch is zero"
+    # a Halo2VkaBinding (reusable verifier + VK artifact) names the verifying key its VKA was
+    # generated from: refuse one made for another key (a dedicated verifier has no vkHash())
+    named: Bytes[32] = b""
+    has_vk: bool = False
+    has_vk, named = raw_call(verifier, VK_HASH_SELECTOR, max_outsize=32, is_static_call=True,
+                             revert_on_failure=False)
+    assert not has_vk or len(named) != 32 or convert(named, bytes32) == vk_hash, \
+        "InferenceRegistry: the verifier's VK artifact is for another verifying key"
     self.circuits[version] = Circuit(onnx_hash=m.onnx_hash, settings_hash=settings_hash, vk_hash=vk_hash,
                                      srs_hash=srs_hash, verifier=verifier, verifier_codehash=verifier.codehash,
                                      dev_srs=dev_srs, batch=batch, registered=True)
