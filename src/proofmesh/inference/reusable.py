@@ -10,7 +10,7 @@ including the fixed columns that hold the weights, plus its layout) passed as
 On chain, per circuit:
 * the VKA is the code of a data contract (``0x00 || words``: the STOP byte makes it
   uncallable; 7.1 KB for the 4-8-3 MLP, 10.8 KB at B=16);
-* ``Halo2VkaBinding`` (solidity/Halo2VkaBinding.sol, ~2.3 KB) pins the shared verifier's
+* ``Halo2VkaBinding`` (solidity/Halo2VkaBinding.sol, 1.5 KB of code) pins the shared verifier's
   code hash and the VKA (address, code hash, digest) in its immutables, registers the
   VKA, and answers the dedicated verifier's ``verifyProof(bytes,uint256[])`` by copying
   the VKA from the data contract into the call. InferenceRegistry registers the binding
@@ -186,6 +186,10 @@ def find_shared_verifier(chain, creation: bytes) -> str | None:
     return None
 
 
+def _deploy(chain, abi: list, creation: bytes, *args) -> str:
+    return chain.transact(chain.w3.eth.contract(abi=abi, bytecode=creation).constructor(*args)).contract_address
+
+
 def deploy_bound_verifier(chain, circuit) -> BoundVerifier:
     """Deploy (or reuse) the shared reusable verifier, this circuit's VKA and its binding."""
     words = vka_words(circuit)
@@ -195,10 +199,9 @@ def deploy_bound_verifier(chain, circuit) -> BoundVerifier:
         shared = find_shared_verifier(chain, creation_v)
         deployed = shared is None
         if deployed:
-            shared = chain.transact(chain.w3.eth.contract(abi=abi_v, bytecode=creation_v).constructor()).contract_address
-        vka = chain.transact(chain.w3.eth.contract(abi=[], bytecode=data_initcode(words)).constructor()).contract_address
-        binding = chain.transact(chain.w3.eth.contract(abi=abi_b, bytecode=creation_b)
-                                 .constructor(shared, vka, circuit.vk_hash)).contract_address
+            shared = _deploy(chain, abi_v, creation_v)
+        vka = _deploy(chain, [], data_initcode(words))
+        binding = _deploy(chain, abi_b, creation_b, shared, vka, circuit.vk_hash)
     return BoundVerifier(to_checksum_address(binding), to_checksum_address(shared), to_checksum_address(vka),
                          keccak256(words), deployed)
 
@@ -241,4 +244,5 @@ def check_binding(chain, address: str, circuit, vk_hash: bytes) -> None:
     ctor = chain.w3.eth.contract(abi=abi_b, bytecode=creation_b).constructor(shared, vka, vk_hash)
     expected = bytes(chain.w3.eth.call({"data": ctor.data_in_transaction}))
     if bytes(chain.w3.eth.get_code(address)) != expected:
-        raise VerificationError(f"the code at {address} is not Halo2VkaBinding's", fix="do not trust proofs for this version")
+        raise VerificationError(f"the code at {address} is not Halo2VkaBinding's",
+                                fix="do not trust proofs for this version")
