@@ -77,10 +77,16 @@ def input_hash(inputs: Mapping[str, np.ndarray]) -> bytes:
         a = np.ascontiguousarray(inputs[name])
         if a.dtype.byteorder == ">":
             a = a.astype(a.dtype.newbyteorder("<"))
-        h += name.encode() + b"\x00" + a.dtype.newbyteorder("<").str.encode() + b"\x00"
-        h += b"".join(int(d).to_bytes(8, "little") for d in a.shape) + b"\x00"
-        h += _blake3(memoryview(a).cast("B")).digest()
+        h += _tensor_head(name, a.dtype, a.shape)
+        h += _blake3(a.reshape(-1).view(np.uint8)).digest()    # (a memoryview cast fails on empty tensors)
     return keccak256(bytes(h))
+
+
+@lru_cache(maxsize=256)
+def _tensor_head(name: str, dtype: np.dtype, shape: tuple) -> bytes:
+    # name, little-endian dtype string, shape: the same few per served model, so cached
+    return (name.encode() + b"\x00" + dtype.newbyteorder("<").str.encode() + b"\x00"
+            + b"".join(int(d).to_bytes(8, "little") for d in shape) + b"\x00")
 
 
 def circuit_input_hash(raw_input_hash: bytes, poseidon: int) -> bytes:
