@@ -55,12 +55,14 @@ class InputSpec:
         return f"{self.name}: {np.dtype(self.dtype).name}[{dims}]"
 
 
-def prepare_inputs(specs: list[InputSpec], data: Any) -> dict[str, np.ndarray]:
+def prepare_inputs(specs: list[InputSpec], data: Any, *, finite: bool = True) -> dict[str, np.ndarray]:
     """Turn request input into checked arrays. ``data`` is a nested list for a
     single-input model, or {name: value} where a value is a nested list, a tensor object
     (:func:`encode_tensor`) or an ``np.ndarray`` decoded from the binary wire form
     (:mod:`proofmesh.inference.wire`). Typed tensors must have the model's exact dtype;
-    lists are converted. Wrong names, shapes or dtypes raise InputError naming the field."""
+    lists are converted. Wrong names, shapes or dtypes raise InputError naming the field.
+    ``finite=False`` leaves the finite-values check of ``np.ndarray`` inputs to the caller
+    (:func:`check_finite`: a node runs it beside the model run)."""
     if not isinstance(data, Mapping):
         if len(specs) != 1:
             raise InputError(f"model has {len(specs)} inputs; give an object {{name: array}}",
@@ -73,7 +75,7 @@ def prepare_inputs(specs: list[InputSpec], data: Any) -> dict[str, np.ndarray]:
     for spec in specs:
         raw = data[spec.name]
         if isinstance(raw, np.ndarray):
-            out[spec.name] = check_tensor(spec, raw)
+            out[spec.name] = check_tensor(spec, raw, finite=finite)
             continue
         if isinstance(raw, Mapping):
             out[spec.name] = decode_tensor(spec, raw)
@@ -110,8 +112,9 @@ def _check_shape(spec: InputSpec, shape: tuple) -> None:
                          fix="reshape the input (N = any batch size)")
 
 
-def check_tensor(spec: InputSpec, arr: np.ndarray) -> np.ndarray:
-    """A typed tensor (binary or base64 wire form): exact dtype, shape, finite floats."""
+def check_tensor(spec: InputSpec, arr: np.ndarray, *, finite: bool = True) -> np.ndarray:
+    """A typed tensor (binary or base64 wire form): exact dtype, shape, finite floats
+    (unless ``finite=False``)."""
     want = np.dtype(spec.dtype)
     if arr.dtype != want and arr.dtype.newbyteorder("=") != want:
         raise InputError(f"input {spec.name!r} has dtype {arr.dtype.name}, model wants {want.name}",
@@ -119,11 +122,18 @@ def check_tensor(spec: InputSpec, arr: np.ndarray) -> np.ndarray:
     _check_shape(spec, arr.shape)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(want)
-    # a finite sum means every element is finite (NaN and infinities propagate); only a
-    # non-finite sum (which an overflow can also give) needs the element-wise check
-    if want.kind == "f" and not np.isfinite(arr.sum(dtype=np.float64)) and not np.isfinite(arr).all():
-        raise InputError(f"input {spec.name!r} contains NaN or infinity", fix="send finite numbers")
+    if finite:
+        check_finite({spec.name: arr})
     return arr
+
+
+def check_finite(inputs: Mapping[str, np.ndarray]) -> None:
+    """InputError naming the first floating-point input holding a NaN or an infinity."""
+    for name, arr in inputs.items():
+        # a finite sum means every element is finite (NaN and infinities propagate); only a
+        # non-finite sum (which an overflow can also give) needs the element-wise check
+        if arr.dtype.kind == "f" and not np.isfinite(arr.sum(dtype=np.float64)) and not np.isfinite(arr).all():
+            raise InputError(f"input {name!r} contains NaN or infinity", fix="send finite numbers")
 
 
 def encode_tensor(a: np.ndarray) -> dict:
@@ -195,9 +205,9 @@ class OnnxModel:
     def describe_inputs(self) -> str:
         return "; ".join(s.describe() for s in self.inputs)
 
-    def prepare(self, data: Any) -> dict[str, np.ndarray]:
+    def prepare(self, data: Any, *, finite: bool = True) -> dict[str, np.ndarray]:
         """Turn JSON input into checked arrays (see :func:`prepare_inputs`)."""
-        return prepare_inputs(self.inputs, data)
+        return prepare_inputs(self.inputs, data, finite=finite)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run the model on prepared inputs; returns the outputs in model order."""

@@ -46,7 +46,7 @@ from starlette.routing import Route
 
 from proofmesh.crypto.merkle import MerkleTree, leaf_hash
 from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, VerificationError
-from proofmesh.inference.model import OnnxModel, spec_to_json
+from proofmesh.inference.model import OnnxModel, check_finite, spec_to_json
 from proofmesh.inference.nonces import UsedNonces
 from proofmesh.inference.tee import require_tee
 from proofmesh.inference import wire
@@ -88,6 +88,63 @@ class _Channel:
     zk_unpaid: set[bytes] = field(default_factory=set)  # zk receipts awaiting a conditional voucher
 
 
+class _HashJob:
+    """One request's input check and hash, done by whichever thread claims it first."""
+
+    __slots__ = ("inputs", "claim", "done", "value", "error")
+
+    def __init__(self, inputs: dict) -> None:
+        self.inputs = inputs
+        self.claim = threading.Lock()
+        self.done = threading.Event()
+        self.value: bytes | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> bool:
+        """Do the job unless another thread has claimed it; False if it had."""
+        if not self.claim.acquire(blocking=False):
+            return False
+        try:
+            check_finite(self.inputs)
+            self.value = input_hash(self.inputs)
+        except BaseException as exc:     # handed to the request's thread by result()
+            self.error = exc
+        self.done.set()
+        return True
+
+    def result(self) -> bytes:
+        """The input hash: computed here if the hasher thread has not started on it (a
+        busy machine), else awaited (it is under way)."""
+        if not self.run():
+            self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _InputHasher:
+    """Checks and hashes a request's input on a thread of its own while the model runs
+    (onnxruntime releases the GIL), taking both off the request's critical path when a
+    core is free; when none is, the request's thread claims the job after the run and does
+    it itself, as it would without this thread."""
+
+    def __init__(self) -> None:
+        self._q: "queue.SimpleQueue[_HashJob | None]" = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="proofmesh-input-hash", daemon=True).start()
+
+    def submit(self, inputs: dict) -> _HashJob:
+        job = _HashJob(inputs)
+        self._q.put(job)
+        return job
+
+    def close(self) -> None:
+        self._q.put(None)
+
+    def _loop(self) -> None:
+        while (job := self._q.get()) is not None:
+            job.run()
+
+
 class InferenceNode:
     """The node's logic, independent of HTTP (the FastAPI app is a thin layer)."""
 
@@ -99,6 +156,7 @@ class InferenceNode:
         from coincurve import PrivateKey
         self._key = PrivateKey(bytes(account.key))   # built once: receipts are signed per request
         self._sealer = ValuesSealer(bytes(account.key), domain)
+        self._hasher = _InputHasher()
         self.domain = domain                      # receipts' EIP-712 domain
         self.registry = registry                  # InferenceRegistry client (None: offline)
         self.ledger = ledger                      # payments Ledger (None: free node)
@@ -258,7 +316,9 @@ class InferenceNode:
             raise InputError("request nonce must be a uint256", fix="send a random 256-bit integer") from None
         if "input" not in body:
             raise InputError("missing 'input'", fix=f"send {self.model.describe_inputs()}")
-        inputs = self.model.prepare(body["input"])
+        # in plain mode the finite-values check of binary tensors runs beside the model
+        # (_InputHasher); the zk and circuit paths need finite input before they start
+        inputs = self.model.prepare(body["input"], finite=mode != "plain" or body.get("commit") == "circuit")
         with self._lock:
             self.nonces.check(nonce)     # NonceReused / NonceStale (inference/nonces.py)
             cid = self._charge(body.get("channel"), body.get("voucher"))
@@ -295,8 +355,9 @@ class InferenceNode:
             # (a node without a circuit answers plain values: the router refuses their kind)
             receipt, out = self._circuit_answer(inputs, nonce, price, cid)
         else:
-            ih = input_hash(inputs)
+            job = self._hasher.submit(inputs)        # input check + hash beside the model run
             outputs = self.model.run(inputs)
+            ih = job.result()
             if self.config.tamper:
                 outputs = [o + np.asarray(self.config.tamper, dtype=o.dtype) for o in outputs]
             values, receipt = self._sealer.seal(self.config.version, ih, nonce, price, outputs)
@@ -400,7 +461,8 @@ class InferenceNode:
         return epoch
 
     def close(self) -> None:
-        """Stop the prover after the proofs already queued."""
+        """Stop the prover after the proofs already queued, and the input hasher."""
+        self._hasher.close()
         self._jobs.put(None)
         self._prover.join(timeout=600)
         self.nonces.close()
