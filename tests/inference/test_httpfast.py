@@ -120,3 +120,16 @@ def test_binary_answer_form_matches_json_answer(network, accounts, x1):
         assert "needs" in str(exc)
     else:
         raise AssertionError("a truncated answer frame decoded")
+
+
+def test_answer_frame_without_tensors_round_trips_but_a_request_needs_one():
+    """A zk answer has no arrays (its output is the circuit's, in the header): the binary
+    answer frame carries it; a request frame without an input tensor is refused."""
+    import pytest
+
+    from proofmesh.errors import InputError
+
+    out = {"output": [[0.5, -1.0]], "receipt": {"nonce": "1"}, "proof": "pending"}
+    assert wire.decode_answer(wire.encode_answer(out)) == out
+    with pytest.raises(InputError, match="tensors"):
+        wire.decode_request(wire._encode_frame(wire.MAGIC, {"version": 1}, {}))
