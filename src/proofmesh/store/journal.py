@@ -122,7 +122,9 @@ class Journal:
         self._error_type = error
         self._what = what
         self._fh = None
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()     # a plain lock: `with` on it stays in C (the put path)
+        self._cv = threading.Condition(self._lock)
+        self._running = False      # a committer thread is running (cheaper to ask than Thread.is_alive)
         self._written = 0          # records put (handed to the OS, or to the committer in write-behind)
         self._synced = 0           # records known to be on disk
         self._error: OSError | None = None
@@ -269,7 +271,7 @@ class Journal:
         """Record ``value`` as the latest for ``key``; returns its sequence number."""
         if self._error is not None:
             self.check()
-        with self._cv:
+        with self._lock:
             if self.path is None:
                 self.records[key] = value
                 self._written += 1
@@ -304,13 +306,14 @@ class Journal:
                     except OSError as exc:   # the record itself is on disk; nothing later is taken
                         self._error = exc
                 return seq
-            if self._committer is None or not self._committer.is_alive():
+            if not self._running:
                 self._start_committer()
             elif self._idle:
                 self._cv.notify_all()   # waking the committer costs a thread switch: only when it sleeps
         return seq
 
     def _start_committer(self) -> None:
+        self._running = True
         self._committer = threading.Thread(target=self._commit_loop, name=f"journal-{self.path.name}", daemon=True)
         self._committer.start()
 
@@ -327,7 +330,7 @@ class Journal:
 
     def wait_durable(self, seq: int, timeout: float | None = 30.0) -> None:
         """Block until record ``seq`` is on disk; raises if it cannot be."""
-        with self._cv:
+        with self._lock:
             if self._synced < seq:
                 self._wanted = max(self._wanted, seq)
                 self._hurry.set()
@@ -339,20 +342,29 @@ class Journal:
 
     # --- the committer ---------------------------------------------------------------
     def _commit_loop(self) -> None:
+        try:
+            self._commit_cycles()
+        finally:
+            with self._lock:
+                if self._committer is threading.current_thread():   # not a successor a put started
+                    self._running = False
+
+    def _commit_cycles(self) -> None:
         last = 0.0
         while True:
-            with self._cv:
+            with self._lock:
                 self._idle = True
                 self._cv.wait_for(lambda: self._written > self._synced or self._closed
                                   or self._force_to > self._last_cut)
                 self._idle = False
                 if self._written <= self._synced and self._force_to <= self._last_cut:
+                    self._running = False                    # decided under the lock: put starts a new one
                     return                                   # closed with nothing pending
             delay = last + self.commit_interval_s - time.monotonic()
             if delay > 0 and not self._closed:               # gather more records into this sync
                 self._hurry.wait(delay)
             self._hurry.clear()
-            with self._cv:
+            with self._lock:
                 target, fh = self._written, self._fh
                 items, self._pending = self._pending, []
             last = time.monotonic()
@@ -364,7 +376,7 @@ class Journal:
             except OSError as exc:
                 self._fail(exc)
                 return
-            with self._cv:
+            with self._lock:
                 self._synced = max(self._synced, target)
                 if self._wanted <= self._synced:
                     # every waiter is served: a hurry left over from them must not cut
@@ -380,14 +392,14 @@ class Journal:
                     return
 
     def _fail(self, exc: OSError) -> None:
-        with self._cv:
+        with self._lock:
             self._error = exc
             self._tail = None
             self._cv.notify_all()
 
     def _compact_live(self) -> None:
         """Compaction by the committer while callers keep putting (see the module doc)."""
-        with self._cv:
+        with self._lock:
             snapshot = dict(self.records)                     # the cut
             cut = self._written
             if self.durability == DURABILITY_GROUP:
@@ -398,7 +410,7 @@ class Journal:
         try:
             new = self._write_snapshot(snapshot)              # the long part, outside the lock
         except BaseException:
-            with self._cv:
+            with self._lock:
                 self._tail = None
             try:
                 self._tmp.unlink()
@@ -406,7 +418,7 @@ class Journal:
                 pass
             raise
         try:
-            with self._cv:
+            with self._lock:
                 if self.durability == DURABILITY_GROUP:
                     tail, self._tail = self._tail, None
                     new.write("".join(tail))
@@ -421,14 +433,14 @@ class Journal:
             os.fdatasync(new.fileno())
             fsync_dir(self.path.parent)
         except BaseException:
-            with self._cv:
+            with self._lock:
                 self._tail = None
             raise
-        with self._cv:
+        with self._lock:
             self._synced = max(self._synced, target)
             self._cv.notify_all()
         self._drop_expired(snapshot, locked=False)
-        with self._cv:
+        with self._lock:
             self._compact_at = max(self._compact_min, len(self.records))
             self._last_cut = cut
             self._cv.notify_all()
@@ -442,7 +454,7 @@ class Journal:
             if locked:
                 self._forget(gone[i:i + 10_000])
             else:
-                with self._cv:
+                with self._lock:
                     self._forget(gone[i:i + 10_000])
 
     def _forget(self, pairs: list[tuple[Any, Any]]) -> None:
@@ -456,13 +468,13 @@ class Journal:
         if self.path is None:
             return
         self.check()
-        with self._cv:
+        with self._lock:
             if self.durability == DURABILITY_FSYNC:
                 self._compact_now()
                 return
             want = self._written
             self._force_to = max(self._force_to, want)
-            if self._committer is None or not self._committer.is_alive():
+            if not self._running:
                 self._start_committer()
             self._hurry.set()
             self._cv.notify_all()
@@ -473,10 +485,10 @@ class Journal:
         """Write and sync everything put so far (what ``close`` does, without closing)."""
         if self.path is None or self._written == 0:
             return
-        if self.durability != DURABILITY_FSYNC and self._committer is not None and self._committer.is_alive():
+        if self.durability != DURABILITY_FSYNC and self._running:
             self.wait_durable(self._written)
             return
-        with self._cv:
+        with self._lock:
             if self._pending:
                 self._fh.write("".join([_line(k, v) for k, v in self._pending]))
                 self._pending = []
@@ -487,7 +499,7 @@ class Journal:
 
     def close(self) -> None:
         """Sync what is pending and stop the committer (a clean shutdown loses nothing)."""
-        with self._cv:
+        with self._lock:
             self._closed = True
             self._hurry.set()
             self._cv.notify_all()
@@ -495,7 +507,7 @@ class Journal:
         if committer is not None:
             committer.join(timeout=60)
             self._committer = None
-        with self._cv:
+        with self._lock:
             if self._fh is None:
                 return
             if self._error is None:
