@@ -5,7 +5,7 @@ import pytest
 from eth_account import Account
 
 from proofmesh.errors import InputError
-from proofmesh.inference.receipt import (COMMIT_VALUES, Receipt, ValuesSealer, _abi_values_hash, output_array,
+from proofmesh.inference.receipt import (COMMIT_VALUES, Receipt, ValuesSealer, _reference_values_hash, output_array,
                                          receipt_domain)
 
 DOMAIN = receipt_domain(31337, "0x" + "ab" * 20)
@@ -32,7 +32,7 @@ def test_seal_equals_the_reference_path(sealer, acct, n, dtype):
     values, r = sealer.seal(9, ih, 2**256 - 1, 12345, [y])
     ref_values = output_array([y])
     assert values.tolist() == ref_values.tolist()
-    assert r.output_hash == _abi_values_hash(ref_values.tolist())
+    assert r.output_hash == _reference_values_hash(ref_values.tolist())
     ref = Receipt(9, ih, r.output_hash, 2**256 - 1, 12345, COMMIT_VALUES).signed(acct, DOMAIN)
     assert r == ref                                   # RFC 6979: the same bytes
     assert r.signer(DOMAIN) == acct.address

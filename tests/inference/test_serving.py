@@ -135,6 +135,7 @@ def test_fast_abi_encoding_matches_eth_abi():
     import random
 
     from eth_abi import encode
+    from eth_abi.packed import encode_packed
 
     from proofmesh.crypto.keccak import keccak256
     from proofmesh.inference.receipt import instances_hash
@@ -142,7 +143,7 @@ def test_fast_abi_encoding_matches_eth_abi():
     rng = random.Random(0)
     for _ in range(200):
         v = [rng.randint(-2**62, 2**62) for _ in range(rng.randint(0, 40))]
-        assert values_hash(v) == keccak256(encode(["int256[]"], [v]))
+        assert values_hash(v) == keccak256(encode_packed(["int64"] * len(v), v))
         u = [rng.randint(0, 2**256 - 1) for _ in range(rng.randint(0, 6))]
         assert instances_hash(u) == keccak256(encode(["uint256[]"], [u]))
 

@@ -7,8 +7,9 @@ receipt is unique to one request. Two commitment kinds, matching the contract:
 
 * ``VALUES`` (0): ``input_hash`` = :func:`input_hash` (keccak of the canonical input
   tensors: name, dtype, shape, blake3 of the little-endian bytes); ``output_hash`` =
-  keccak256(abi.encode(int256[] outputs in fixed point x 1e6)). Two such receipts for
-  the same input whose outputs differ beyond the version's tolerance are a fraud proof.
+  :func:`values_hash`: keccak256 of the outputs in fixed point x 1e6 as packed 8-byte
+  big-endian int64s. Two such receipts for the same input whose outputs differ beyond the
+  version's tolerance are a fraud proof.
 * ``ZK`` (1): ``input_hash`` = the circuit's Poseidon hash of the quantised input (its
   first public instance), ``output_hash`` = keccak256(abi.encode(uint256[] output
   instances)); a proof for the registered circuit settles it on chain.
@@ -26,7 +27,6 @@ from functools import lru_cache
 from typing import Mapping
 
 import numpy as np
-from eth_abi import encode as abi_encode
 from eth_utils import to_checksum_address
 
 from blake3 import blake3 as _blake3
@@ -118,15 +118,23 @@ def _array_head(n: int) -> bytes:
 
 
 def values_hash(values: "list[int] | np.ndarray") -> bytes:
-    """keccak256(abi.encode(int256[] values)) — what the contract recomputes in a dispute.
+    """keccak256 of the fixed-point values as packed 8-byte big-endian int64s — the bytes a
+    dispute reveals and InferenceDisputes hashes.
 
-    Encoded with numpy (32-byte big-endian two's complement words): eth_abi's validating
-    encoder costs ~0.1 ms per element, which dominated a node's per-request overhead."""
-    v = np.asarray(values, dtype=np.int64)
-    words = np.empty((v.size, 4), dtype=">i8")
-    words[:, :3] = (v >> 63)[:, None]       # sign extension: 0 or -1 (all ones)
-    words[:, 3] = v
-    return keccak256(_array_head(v.size) + words.tobytes())
+    Packed int64s rather than ``abi.encode(int256[])``: a node hashes them on every request,
+    and keccak over a quarter of the bytes (2.5 KB instead of 10 KB at batch 32 x 10
+    outputs) saved ~40 us of the node's per-request work; dispute calldata shrinks 4x."""
+    return keccak256(packed_values(values))
+
+
+def packed_values(values: "list[int] | np.ndarray") -> bytes:
+    """The values as packed 8-byte big-endian int64s (InputError if one does not fit)."""
+    if isinstance(values, np.ndarray) and values.dtype == np.int64:
+        return values.astype(">i8").tobytes()
+    try:
+        return np.asarray([int(v) for v in values], dtype=np.int64).astype(">i8").tobytes()
+    except OverflowError:
+        raise InputError("a fixed-point value does not fit an int64", fix="outputs must be below 9.2e12") from None
 
 
 def instances_hash(outputs: list[int]) -> bytes:
@@ -136,9 +144,11 @@ def instances_hash(outputs: list[int]) -> bytes:
     return keccak256(_array_head(len(outputs)) + b"".join(int(o).to_bytes(32, "big") for o in outputs))
 
 
-def _abi_values_hash(values: list[int]) -> bytes:
-    """Reference encoding with eth_abi (tests check the fast path against it)."""
-    return keccak256(abi_encode(["int256[]"], [list(values)]))
+def _reference_values_hash(values: list[int]) -> bytes:
+    """Reference encoding with eth_abi's packed encoder (tests check the fast paths against it)."""
+    from eth_abi.packed import encode_packed
+
+    return keccak256(encode_packed(["int64"] * len(values), [int(v) for v in values]))
 
 
 def _word(b: bytes) -> bytes:

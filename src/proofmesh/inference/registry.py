@@ -14,7 +14,7 @@ from eth_utils import to_checksum_address
 from web3.logs import DISCARD
 
 from proofmesh.errors import InputError
-from proofmesh.inference.receipt import Receipt, receipt_domain
+from proofmesh.inference.receipt import Receipt, packed_values, receipt_domain
 
 CONTRACT = "InferenceRegistry"
 DISPUTES = "InferenceDisputes"
@@ -228,8 +228,9 @@ class InferenceRegistry:
 
     def reveal_dispute(self, ra: Receipt, values_a: list[int], rb: Receipt, values_b: list[int], salt: bytes,
                        sender=None) -> int:
-        res = self._tx(self.disputes.functions.dispute(ra.as_tuple(), ra.signature, list(values_a),
-                                                       rb.as_tuple(), rb.signature, list(values_b), salt), sender)
+        res = self._tx(self.disputes.functions.dispute(ra.as_tuple(), ra.signature, packed_values(values_a),
+                                                       rb.as_tuple(), rb.signature, packed_values(values_b), salt),
+                       sender)
         return int(self.disputes.events.Disputed().process_receipt(res.receipt)[0]["args"]["dispute"])
 
     def dispute(self, ra: Receipt, values_a: list[int], rb: Receipt, values_b: list[int], sender=None) -> int:

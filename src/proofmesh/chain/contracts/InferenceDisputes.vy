@@ -84,6 +84,7 @@ struct Dispute:
 COMMIT_VALUES: constant(uint8) = 0
 COMMIT_CIRCUIT: constant(uint8) = 2
 MAX_VALUES: constant(uint256) = 64
+MAX_PACKED: constant(uint256) = 8 * MAX_VALUES
 MAX_PROOF: constant(uint256) = 16384
 MAX_INSTANCES: constant(uint256) = 257
 # BN254 scalar field: a negative circuit value v is the element p - |v|
@@ -166,6 +167,21 @@ def _within(a: DynArray[int256, MAX_VALUES], b: DynArray[int256, MAX_VALUES], to
 
 
 @internal
+@pure
+def _unpack(packed: Bytes[MAX_PACKED]) -> DynArray[int256, MAX_VALUES]:
+    # a value receipt commits keccak256 of its fixed-point values as packed 8-byte
+    # big-endian int64s (a quarter of abi_encode(int256[])'s bytes: the node hashes them
+    # on every request)
+    assert len(packed) % 8 == 0, "InferenceDisputes: packed values must be whole int64s"
+    values: DynArray[int256, MAX_VALUES] = []
+    for i: uint256 in range(MAX_VALUES):
+        if i * 8 >= len(packed):
+            break
+        values.append(convert(convert(convert(slice(packed, i * 8, 8), bytes8), int64), int256))
+    return values
+
+
+@internal
 @view
 def _signer(digest: bytes32, signature: Bytes[65]) -> address:
     assert len(signature) == 65, "InferenceDisputes: signature must be 65 bytes"
@@ -189,12 +205,13 @@ def commit_dispute(commitment: bytes32):
 
 
 @external
-def dispute(ra: Receipt, sig_a: Bytes[65], values_a: DynArray[int256, MAX_VALUES],
-            rb: Receipt, sig_b: Bytes[65], values_b: DynArray[int256, MAX_VALUES], salt: bytes32) -> uint256:
+def dispute(ra: Receipt, sig_a: Bytes[65], packed_a: Bytes[MAX_PACKED],
+            rb: Receipt, sig_b: Bytes[65], packed_b: Bytes[MAX_PACKED], salt: bytes32) -> uint256:
     """
     @notice Reveal a committed fraud proof: two nodes signed receipts for the same
-            model version and input whose outputs (`values_*`, fixed point x 1e6)
-            differ by more than the version's tolerance. Opens a vote of bonded
+            model version and input whose outputs (`packed_*`: fixed point x 1e6, as
+            8-byte big-endian int64s, the bytes the receipt's `output_hash` is the
+            keccak256 of) differ by more than the version's tolerance. Opens a vote of bonded
             nodes that re-execute; the losing node is slashed.
     @param salt The commitment's salt.
     @return The dispute id.
@@ -210,8 +227,10 @@ def dispute(ra: Receipt, sig_a: Bytes[65], values_a: DynArray[int256, MAX_VALUES
     self.commitments[commitment] = max_value(uint256)
     m: Model = staticcall inference.models(ra.version)
     assert m.registered, "InferenceDisputes: unknown model version"
-    assert keccak256(abi_encode(values_a)) == ra.output_hash, "InferenceDisputes: values_a do not match receipt a"
-    assert keccak256(abi_encode(values_b)) == rb.output_hash, "InferenceDisputes: values_b do not match receipt b"
+    assert keccak256(packed_a) == ra.output_hash, "InferenceDisputes: values_a do not match receipt a"
+    assert keccak256(packed_b) == rb.output_hash, "InferenceDisputes: values_b do not match receipt b"
+    values_a: DynArray[int256, MAX_VALUES] = self._unpack(packed_a)
+    values_b: DynArray[int256, MAX_VALUES] = self._unpack(packed_b)
     assert not self._within(values_a, values_b, m.tolerance), "InferenceDisputes: outputs agree within tolerance"
     node_a: address = self._signer(digest_a, sig_a)
     node_b: address = self._signer(digest_b, sig_b)

@@ -11,8 +11,8 @@
         - ZK (1): `input_hash` is the circuit's Poseidon hash of the quantised input
           (its first public instance) and `output_hash` = keccak256(abi_encode(
           uint256[] output instances)); a proof for the registered circuit settles it.
-        - VALUES (0): `output_hash` = keccak256(abi_encode(int256[] outputs)) with the
-          outputs in fixed point (x 1e6); two receipts for the same input whose
+        - VALUES (0): `output_hash` = keccak256 of the outputs in fixed point (x 1e6)
+          as packed 8-byte big-endian int64s; two receipts for the same input whose
           outputs differ by more than the version's tolerance are a fraud proof,
           settled in InferenceDisputes (its `arbiter`): bonded nodes re-execute
           and vote, or a zk proof decides where the version has a circuit.
