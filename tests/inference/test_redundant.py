@@ -78,7 +78,10 @@ def test_dispute_attacks_are_refused(network, accounts, x1):
     router.discover()
     node_l = router.nodes[liar.account.address]
     rl = router._check(node_l, router._send(node_l, x1.tolist(), "plain"), inputs, "plain")
-    reg.dispute(ra.receipt, ra.values, rl.receipt, rl.values, sender=accounts[6])
+    did = reg.dispute(ra.receipt, ra.values, rl.receipt, rl.values, sender=accounts[6])
+    # the contract unpacks the receipts' packed int64 values exactly, signs included
+    assert reg.dispute_values(did) == (list(ra.values), list(rl.values))
+    assert any(v < 0 for v in ra.values) or any(v < 0 for v in rl.values)
     with pytest.raises(ContractRevert, match="already disputed"):
         reg.dispute(ra.receipt, ra.values, rl.receipt, rl.values, sender=accounts[6])
     with pytest.raises(ContractRevert, match="already disputed"):
