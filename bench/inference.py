@@ -176,15 +176,20 @@ class LeanClient:
         head = (f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: {content_type}\r\n"
                 f"accept: {accept}\r\ncontent-length: {len(body)}\r\n\r\n").encode()
         self.sock.sendall(head + body)      # one write: the node wakes once per request
+        self.t_sent = time.perf_counter()
         while b"\r\n\r\n" not in self.buf:
             chunk = self.sock.recv(1 << 16)
             if not chunk:
                 raise ConnectionError("node closed the connection")
             self.buf += chunk
+        self.t_answered = time.perf_counter()
         header, _, rest = self.buf.partition(b"\r\n\r\n")
         lines = header.split(b"\r\n")
         status = int(lines[0].split()[1])
-        length = next(int(v) for k, _, v in (ln.partition(b":") for ln in lines[1:]) if k.lower() == b"content-length")
+        fields = {k.lower(): v for k, _, v in (ln.partition(b":") for ln in lines[1:])}
+        length = int(fields[b"content-length"])
+        # the node's own time for this request (server-timing: node;dur=<ms>)
+        self.node_ms = float(fields.get(b"server-timing", b"dur=nan").rpartition(b"dur=")[2])
         while len(rest) < length:
             chunk = self.sock.recv(1 << 16)
             if not chunk:
@@ -234,10 +239,18 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
           "the binary request and answer forms (raw tensor bytes, accept: " + wire.ANSWER_TYPE + "); the "
           "answer's receipt is checked once per batch size outside the timing")
 
+    spans: list[tuple[float, ...]] = []       # where an HTTP request's time goes (see below)
+
     def http_call(x):
+        t0 = time.perf_counter()
         data = lean.post("/v1/infer", wire.encode_request({"version": version, "nonce": next(nonce)}, {"x": x}),
                          wire.CONTENT_TYPE, accept=wire.ANSWER_TYPE)
-        return wire.decode_answer(data)
+        ans = wire.decode_answer(data)
+        t1 = time.perf_counter()
+        node_s = lean.node_ms / 1000
+        spans.append((lean.t_sent - t0, lean.t_answered - lean.t_sent - node_s, node_s, ans["ms"] / 1000,
+                      t1 - lean.t_answered))
+        return ans
 
     def http_json_call(x):
         data = lean.post("/v1/infer", wire.encode_request({"version": version, "nonce": next(nonce)}, {"x": x}),
@@ -275,6 +288,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         # every run, which measured +2-4 ms per run under load for one session and not the
         # other - a cache artefact, not node overhead. Groups: each variant against its own raw
         # runs (the in-process node is a third session).
+        spans.clear()
         times: dict[str, list[float]] = {k: [] for k in calls}
         times["raw2"] = []
         block = 10
@@ -313,6 +327,10 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         print(f"batch {batch:>2}: raw onnxruntime {ms(med['raw'])} | node (in-process) {ms(med['node'])} "
               f"(+{ms(over_node)}, +{100 * over_node / med['raw2']:.1f}% over its paired raw runs, {ms(med['raw2'])}) | node over HTTP {ms(med['http'])} "
               f"(+{ms(over_http)}, +{100 * over_http / med['raw']:.1f}%)")
+        sp = [statistics.median(col) for col in zip(*spans)]
+        print(f"          where the HTTP request's time goes (medians): client encode + send {ms(sp[0])}, transit both "
+              f"ways incl. wake-ups {ms(sp[1])}, node {ms(sp[2])} (server-timing; of it /v1/infer's own work incl. the "
+              f"model run {ms(sp[3])}: +{ms(sp[3] - med['raw'])} over raw), client read + decode {ms(sp[4])}")
         print(f"          CPU time per request: raw {ms(cpu['raw'])}, node in-process {ms(cpu['node'])} "
               f"(+{ms(cpu['node'] - cpu['raw'])}, +{100 * (cpu['node'] - cpu['raw']) / cpu['raw']:.1f}%)"
               + (f", HTTP client + node process {ms(cpu['http'])} (+{ms(cpu['http'] - cpu['raw'])}, "

@@ -104,6 +104,9 @@ def test_binary_answer_form_matches_json_answer(network, accounts, x1):
     r = httpx.post(n.url + "/v1/infer", content=wire.encode_request({"version": v, "nonce": 302}, {"x": x}),
                    headers={"content-type": wire.CONTENT_TYPE, "accept": wire.ANSWER_TYPE})
     assert r.status_code == 200 and r.headers["content-type"] == wire.ANSWER_TYPE
+    # the node's own time for the request (W3C server-timing), so clients can tell it from transit
+    name, _, dur = r.headers["server-timing"].partition(";dur=")
+    assert name == "node" and 0 < float(dur) < 60_000
     ans = wire.decode_answer(r.content)
     # the frame carries the model's own float32 array; the JSON numbers are those exactly
     assert ans["output"].dtype == np.float32 and ans["output"].astype(np.float64).tolist() == as_json["output"]

@@ -16,6 +16,7 @@ worker thread (zk, paid, delayed, busy). Every other request goes through ASGI a
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -28,9 +29,12 @@ _REASONS = {200: b"OK", 402: b"Payment Required", 404: b"Not Found", 422: b"Unpr
             500: b"Internal Server Error", 501: b"Not Implemented"}
 
 
-def _head(status: int, length: int, keep_alive: bool, binary: bool) -> bytes:
+def _head(status: int, length: int, keep_alive: bool, binary: bool, node_ms: float) -> bytes:
+    # server-timing (the W3C header): the node's time from the request's first byte to its
+    # answer, so a client can tell node time from transit and its own work
     return b"".join((b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"")),
                      b"content-type: %s\r\ncontent-length: %d\r\n" % (_BINARY if binary else _JSON, length),
+                     b"server-timing: node;dur=%.3f\r\n" % node_ms,
                      b"" if keep_alive else b"connection: close\r\n", b"\r\n"))
 
 
@@ -56,6 +60,11 @@ class InferProtocol(HttpToolsProtocol):
         self._fast_busy = False                    # a /v1/infer answer is pending on a task
         self._fast_keep_alive = True
         self._fast_accept = ""
+        self._t_first = 0.0                        # when the request being answered began to arrive
+
+    def on_message_begin(self) -> None:
+        self._t_first = time.perf_counter()     # parsing starts as the request's first bytes arrive
+        super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         if (self.dispatch is None or self.url != b"/v1/infer" or self.parser.get_method() != b"POST"
@@ -118,7 +127,8 @@ class InferProtocol(HttpToolsProtocol):
 
     def _respond(self, status: int, data: bytes) -> None:
         binary = status == 200 and ANSWER_TYPE in self._fast_accept
-        self.transport.write(_head(status, len(data), self._fast_keep_alive, binary) + data)
+        node_ms = (time.perf_counter() - self._t_first) * 1000
+        self.transport.write(_head(status, len(data), self._fast_keep_alive, binary, node_ms) + data)
         if not self._fast_keep_alive:
             self.transport.close()
             return
