@@ -145,8 +145,9 @@ class AgentClient:
         # them costs the payer neither money nor the channel.
         self.wallet = Wallet(self.channels, self.account, state_dir / "wallet.json" if state_dir else None,
                              durability=DURABILITY_BEHIND, commit_interval_s=0.1)
-        # usage counters: written to the OS per put (a process crash loses none), synced off the call path
-        self._journal = Journal(state_dir / "usage.jsonl" if state_dir else None, DURABILITY_GROUP, 0.1,
+        # usage counters: written to the OS per put (a process crash loses none), synced off the call
+        # path at most once a second (an OS crash can only make this payer under-report)
+        self._journal = Journal(state_dir / "usage.jsonl" if state_dir else None, DURABILITY_GROUP, 1.0,
                                 legacy=lambda r: [(r["toolId"], r)], what="usage counters")
         self._usage: dict[bytes, _UsageState] = {
             bytes.fromhex(r["toolId"]): _UsageState(r["calls"], r["failures"], int(r["paid"]), r["seq"])

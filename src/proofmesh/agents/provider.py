@@ -82,7 +82,8 @@ class UsageBook:
 
     def __init__(self, path: Path | None) -> None:
         self._lock = threading.Lock()
-        self._journal = Journal(path, DURABILITY_GROUP, COMMIT_INTERVAL_S, what="usage reports",
+        # synced at most once a second: losing the newest report to an OS crash leaves the one before
+        self._journal = Journal(path, DURABILITY_GROUP, 1.0, what="usage reports",
                                 legacy=lambda r: [(f"{r['toolId']}:{r['payer']}", r)])
         self.latest: dict[tuple[bytes, str], Usage] = {}
         for rec in self._journal.records.values():
