@@ -95,8 +95,11 @@ class _HashJob:
 
     def __init__(self, inputs: dict) -> None:
         self.inputs = inputs
+        # two plain locks (C objects, cheap to make): claimed by the thread that does the
+        # job; held until it is done (threading.Event builds a Condition in Python per job)
         self.claim = threading.Lock()
-        self.done = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
         self.value: bytes | None = None
         self.error: BaseException | None = None
 
@@ -109,14 +112,14 @@ class _HashJob:
             self.value = input_hash(self.inputs)
         except BaseException as exc:     # handed to the request's thread by result()
             self.error = exc
-        self.done.set()
+        self.done.release()
         return True
 
     def result(self) -> bytes:
         """The input hash: computed here if the hasher thread has not started on it (a
         busy machine), else awaited (it is under way)."""
         if not self.run():
-            self.done.wait()
+            self.done.acquire()
         if self.error is not None:
             raise self.error
         return self.value

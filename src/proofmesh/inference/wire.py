@@ -51,7 +51,10 @@ def _pad(n: int) -> int:
 def encode_request(body: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> bytes:
     """Frame ``body`` (the JSON fields: version, nonce, mode, channel, voucher) with
     ``tensors`` as raw little-endian bytes."""
-    return _encode_frame(MAGIC, {k: v for k, v in body.items() if k != "input"}, tensors)
+    # JSON numbers stop at 64 bits (orjson refuses more): a 256-bit nonce goes as a string,
+    # which the node parses the same way
+    return _encode_frame(MAGIC, {k: str(v) if isinstance(v, int) and not -2**63 <= v < 2**63 else v
+                                 for k, v in body.items() if k != "input"}, tensors)
 
 
 def decode_request(buf: bytes) -> dict:
