@@ -28,6 +28,15 @@ def mlp_onnx(tmp_path_factory) -> Path:
     return export_mlp(tmp_path_factory.mktemp("model") / "mlp.onnx")
 
 
+@pytest.fixture(scope="module")
+def ezkl_home(tmp_path_factory):
+    """ezkl writes ~/.ezkl and ~/.svm: HOME points at a temporary directory for the module."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HOME", str(tmp_path_factory.mktemp("ezkl-home")))
+    yield
+    mp.undo()
+
+
 def advance_to(chain, timestamp: int) -> None:
     """Move the dev chain's clock to ``timestamp`` (block times may run ahead of its clock)."""
     while chain.timestamp() < timestamp:

@@ -9,7 +9,6 @@ weights at B=1 (its VKA is the "other weights" one); one B=16 proof."""
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -27,24 +26,17 @@ B = 16
 
 
 @pytest.fixture(scope="module")
-def zkr(tmp_path_factory, mlp_onnx):
+def zkr(tmp_path_factory, mlp_onnx, ezkl_home):
     from proofmesh.inference.model import export_mlp
 
-    home = tmp_path_factory.mktemp("ezkl-home")
-    old = os.environ.get("HOME")
-    os.environ["HOME"] = str(home)          # ezkl writes ~/.ezkl and ~/.svm
-    try:
-        work = tmp_path_factory.mktemp("zkr")
-        batched = Circuit.build(mlp_onnx, work / "circuits", batch=B, dev=True)
-        other_onnx = export_mlp(work / "other.onnx", seed=7)
-        other = Circuit.build(other_onnx, work / "circuits", batch=1, dev=True)
-        x = np.random.default_rng(3).random((B, 4), dtype=np.float32)
-        proof = batched.prove(batched.witness(x, work / "w"), work / "proof.json")
-        yield {"batched": batched, "other": other, "other_onnx": other_onnx, "proof": proof,
-               "work": work}
-    finally:
-        if old is not None:
-            os.environ["HOME"] = old
+    work = tmp_path_factory.mktemp("zkr")
+    batched = Circuit.build(mlp_onnx, work / "circuits", batch=B, dev=True)
+    other_onnx = export_mlp(work / "other.onnx", seed=7)
+    other = Circuit.build(other_onnx, work / "circuits", batch=1, dev=True)
+    x = np.random.default_rng(3).random((B, 4), dtype=np.float32)
+    proof = batched.prove(batched.witness(x, work / "w"), work / "proof.json")
+    yield {"batched": batched, "other": other, "other_onnx": other_onnx, "proof": proof,
+           "work": work}
 
 
 def _code_len(chain, addr) -> int:

@@ -8,7 +8,6 @@ and one proof are shared."""
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -25,21 +24,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def zk(tmp_path_factory, mlp_onnx):
-    home = tmp_path_factory.mktemp("ezkl-home")
-    old = os.environ.get("HOME")
-    os.environ["HOME"] = str(home)          # ezkl writes ~/.ezkl and ~/.svm
-    try:
-        work = tmp_path_factory.mktemp("zk")
-        circuit = Circuit.build(mlp_onnx, work / "circuits", batch=1, dev=True)
-        circuit.verifier_artifact()         # Verifier.sol -> solcjs, once
-        x = np.random.default_rng(5).random((1, 4), dtype=np.float32)
-        w = circuit.witness(x, work / "w")
-        proof = circuit.prove(w, work / "proof.json")
-        yield {"circuit": circuit, "x": x, "witness": w, "proof": proof, "work": work}
-    finally:
-        if old is not None:
-            os.environ["HOME"] = old
+def zk(tmp_path_factory, mlp_onnx, ezkl_home):
+    work = tmp_path_factory.mktemp("zk")
+    circuit = Circuit.build(mlp_onnx, work / "circuits", batch=1, dev=True)
+    circuit.verifier_artifact()         # Verifier.sol -> solcjs, once
+    x = np.random.default_rng(5).random((1, 4), dtype=np.float32)
+    w = circuit.witness(x, work / "w")
+    proof = circuit.prove(w, work / "proof.json")
+    yield {"circuit": circuit, "x": x, "witness": w, "proof": proof, "work": work}
 
 
 def test_proof_binds_input_and_output(zk, mlp_onnx):

@@ -7,7 +7,6 @@ EVM, real ezkl (the tiny MLP at batch 1: one module-scoped circuit, two proofs).
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from proofmesh.chain.core import Registry, Token
 from proofmesh.errors import ContractRevert, VerificationError
 from proofmesh.inference.publish import publish_circuit
-from proofmesh.inference.receipt import (COMMIT_CIRCUIT, Receipt, circuit_input_hash, input_hash, values_hash)
+from proofmesh.inference.receipt import COMMIT_CIRCUIT, Receipt, circuit_input_hash, input_hash
 from proofmesh.inference.router import Router
 from proofmesh.inference.zk import Circuit, ZkProof
 
@@ -23,22 +22,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def zk(tmp_path_factory, mlp_onnx):
-    home = tmp_path_factory.mktemp("ezkl-home")
-    old = os.environ.get("HOME")
-    os.environ["HOME"] = str(home)          # ezkl writes ~/.ezkl and ~/.svm
-    try:
-        work = tmp_path_factory.mktemp("zkd")
-        circuit = Circuit.build(mlp_onnx, work / "circuits", batch=1, dev=True)
-        circuit.verifier_artifact()         # Verifier.sol -> solcjs, once
-        x = np.random.default_rng(5).random((1, 4), dtype=np.float32)
-        x2 = np.random.default_rng(6).random((1, 4), dtype=np.float32)
-        w2 = circuit.witness(x2, work / "w")
-        other = circuit.prove(w2, work / "other.json")     # a valid proof of another input
-        yield {"circuit": circuit, "x": x, "x2": x2, "other": other, "work": work}
-    finally:
-        if old is not None:
-            os.environ["HOME"] = old
+def zk(tmp_path_factory, mlp_onnx, ezkl_home):
+    work = tmp_path_factory.mktemp("zkd")
+    circuit = Circuit.build(mlp_onnx, work / "circuits", batch=1, dev=True)
+    circuit.verifier_artifact()         # Verifier.sol -> solcjs, once
+    x = np.random.default_rng(5).random((1, 4), dtype=np.float32)
+    x2 = np.random.default_rng(6).random((1, 4), dtype=np.float32)
+    w2 = circuit.witness(x2, work / "w")
+    other = circuit.prove(w2, work / "other.json")     # a valid proof of another input
+    yield {"circuit": circuit, "x": x, "x2": x2, "other": other, "work": work}
 
 
 def _ask(router: Router, node, x: np.ndarray, mode: str = "circuit"):

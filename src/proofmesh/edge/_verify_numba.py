@@ -5,8 +5,8 @@ Per record it does what :func:`proofmesh.edge.verifier.recover_signer` does — 
 hash, low-s and v checks, the EIP-712 digest (three keccaks), public-key recovery and the
 signer's address (one more keccak) — without creating a Python object. libsecp256k1 is the
 copy inside coincurve's extension; its entry points are called through addresses passed in
-as integers (:func:`_call4` …), not as ctypes globals, so the compiled kernel does not
-embed process-specific addresses and numba can cache it on disk.
+as integers (:mod:`proofmesh.crypto._ffi_numba` and the two intrinsics below), not as ctypes
+globals, so the compiled kernel embeds no process-specific address and numba can cache it.
 """
 
 import numba as nb
@@ -15,23 +15,10 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from proofmesh.crypto._ffi_numba import call4
 from proofmesh.crypto._keccak_numba import keccak_into
 
 U64 = nb.uint64
-
-
-@intrinsic
-def _call4(typingctx, fn, a, b, c, d):
-    """``int fn(void*, void*, void*, void*)`` at address ``fn`` (secp256k1_ecdsa_recover)."""
-    sig = types.int32(types.uintp, types.uintp, types.uintp, types.uintp, types.uintp)
-
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        fnty = ir.FunctionType(ir.IntType(32), [ir.PointerType(ir.IntType(8))] * 4)
-        ptr = builder.inttoptr(args[0], fnty.as_pointer())
-        return builder.call(ptr, [builder.inttoptr(x, ir.PointerType(ir.IntType(8))) for x in args[1:]])
-
-    return sig, codegen
 
 
 @intrinsic
@@ -135,7 +122,7 @@ def verify_records(body, offsets, lo, hi, prefix, typehash, half_n, fns, ctx, st
             sig64[k] = body[o + 164 + k]
         if _call_parse(fns[0], ctx, p_rsig, p_sig, np.int32(v - 27)) != 1:
             continue
-        if _call4(fns[1], ctx, p_pub, p_rsig, h.ctypes.data) != 1:
+        if call4(fns[1], ctx, p_pub, p_rsig, h.ctypes.data) != 1:
             continue
         outlen[0] = 65
         _call_serialize(fns[2], ctx, p_ser, p_len, p_pub, np.uint32(2))   # SECP256K1_EC_UNCOMPRESSED

@@ -10,17 +10,15 @@ step (measured right after a batch-32 model run, same process, load 5: 447 us in
 against 179 us here; warm 108 against 67 us).
 
 The signature is libsecp256k1's ``secp256k1_ecdsa_sign_recoverable`` with its default RFC 6979
-nonce — the copy inside coincurve, called through addresses passed in as integers (as
-:mod:`proofmesh.edge._verify_numba` does) — so the bytes equal
+nonce — the copy inside coincurve, called through addresses passed in as integers
+(:mod:`proofmesh.crypto._ffi_numba`) — so the bytes equal
 :meth:`proofmesh.inference.receipt.Receipt.signed_with`'s; tests check both.
 """
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
+from proofmesh.crypto._ffi_numba import call4, call6
 from proofmesh.crypto._keccak_numba import keccak_into
 
 U64 = nb.uint64
@@ -28,34 +26,6 @@ FIXED_POINT = 1e6                 # receipt.FIXED_POINT
 LIMIT = 9.2e18                    # |value| must fit an int64 after scaling
 
 OK, NOT_FINITE, OUT_OF_RANGE, SIGN_FAILED = 0, 1, 2, 3
-
-
-@intrinsic
-def _call6(typingctx, fn, a, b, c, d, e, f):
-    """``int fn(void*, void*, void*, void*, void*, void*)`` at address ``fn``."""
-    sig = types.int32(types.uintp, types.uintp, types.uintp, types.uintp, types.uintp, types.uintp, types.uintp)
-
-    def codegen(context, builder, signature, args):
-        p8 = ir.PointerType(ir.IntType(8))
-        fnty = ir.FunctionType(ir.IntType(32), [p8] * 6)
-        ptr = builder.inttoptr(args[0], fnty.as_pointer())
-        return builder.call(ptr, [builder.inttoptr(x, p8) for x in args[1:]])
-
-    return sig, codegen
-
-
-@intrinsic
-def _call4(typingctx, fn, a, b, c, d):
-    """``int fn(void*, void*, void*, void*)`` at address ``fn``."""
-    sig = types.int32(types.uintp, types.uintp, types.uintp, types.uintp, types.uintp)
-
-    def codegen(context, builder, signature, args):
-        p8 = ir.PointerType(ir.IntType(8))
-        fnty = ir.FunctionType(ir.IntType(32), [p8] * 4)
-        ptr = builder.inttoptr(args[0], fnty.as_pointer())
-        return builder.call(ptr, [builder.inttoptr(x, p8) for x in args[1:]])
-
-    return sig, codegen
 
 
 @nb.njit(cache=True, nogil=True)
@@ -95,8 +65,8 @@ def seal_values(y, values, head, separator, fns, ctx, seckey, out):
     out[:32] = words[96:128]
     rsig = np.empty(65, np.uint8)         # secp256k1_ecdsa_recoverable_signature (opaque)
     recid = np.zeros(1, np.int32)
-    if _call6(fns[0], ctx, rsig.ctypes.data, digest.ctypes.data, seckey.ctypes.data, 0, 0) != 1:
+    if call6(fns[0], ctx, rsig.ctypes.data, digest.ctypes.data, seckey.ctypes.data, 0, 0) != 1:
         return SIGN_FAILED
-    _call4(fns[1], ctx, out[32:].ctypes.data, recid.ctypes.data, rsig.ctypes.data)
+    call4(fns[1], ctx, out[32:].ctypes.data, recid.ctypes.data, rsig.ctypes.data)
     out[96] = np.uint8(recid[0] + 27)
     return OK

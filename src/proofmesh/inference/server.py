@@ -50,9 +50,8 @@ from proofmesh.inference.model import OnnxModel, check_finite, spec_to_json
 from proofmesh.inference.nonces import UsedNonces
 from proofmesh.inference.tee import require_tee
 from proofmesh.inference import wire
-from proofmesh.inference.receipt import (COMMIT_CIRCUIT, COMMIT_VALUES, COMMIT_ZK, FIXED_POINT, Receipt,
-                                         circuit_input_hash, input_hash, output_array, output_values, values_hash,
-                                         ValuesSealer)
+from proofmesh.inference.receipt import (COMMIT_CIRCUIT, COMMIT_ZK, FIXED_POINT, Receipt, ValuesSealer,
+                                         circuit_input_hash, input_hash, output_values, values_hash)
 
 
 class StartupRefused(ProofmeshError):
