@@ -56,3 +56,14 @@ def test_bad_fields_are_refused(sealer):
         sealer.seal(1, b"\x01" * 31, 5, 0, [np.zeros(2, np.float32)])
     with pytest.raises(InputError, match="out of range"):
         sealer.seal(1, b"\x01" * 32, 2**256, 0, [np.zeros(2, np.float32)])
+
+
+def test_circuit_commitment_is_signed_too(sealer, acct):
+    """A CIRCUIT value receipt (a circuit's float64 output) through the same native call."""
+    from proofmesh.inference.receipt import COMMIT_CIRCUIT
+
+    y = np.array([[0.125, -3.5, 7.000001]], np.float64)
+    values, r = sealer.seal(4, b"\x02" * 32, 11, 5, [y], COMMIT_CIRCUIT)
+    assert r.commitment == COMMIT_CIRCUIT and values.tolist() == [125_000, -3_500_000, 7_000_001]
+    assert r == Receipt(4, b"\x02" * 32, _reference_values_hash(values.tolist()), 11, 5,
+                        COMMIT_CIRCUIT).signed(acct, DOMAIN)

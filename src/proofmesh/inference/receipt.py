@@ -98,13 +98,17 @@ def circuit_input_hash(raw_input_hash: bytes, poseidon: int) -> bytes:
     return keccak256(bytes(raw_input_hash) + int(poseidon).to_bytes(32, "big"))
 
 
+def _flat_outputs(outputs: list[np.ndarray]) -> np.ndarray:
+    """Outputs flattened in model order as one float64 array (what fixed point is taken of)."""
+    if not outputs:
+        return np.zeros(0, dtype=np.float64)
+    return np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs])
+
+
 def output_array(outputs: list[np.ndarray]) -> np.ndarray:
     """Outputs flattened (in model order) to fixed-point int64 (x 1e6): what
-    :func:`values_hash` commits to, without a Python int per element (the node's hot path)."""
-    if not outputs:
-        return np.zeros(0, dtype=np.int64)
-    flat = np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs])
-    return np.rint(flat * FIXED_POINT).astype(np.int64)
+    :func:`values_hash` commits to, without a Python int per element."""
+    return np.rint(_flat_outputs(outputs) * FIXED_POINT).astype(np.int64)
 
 
 def output_values(outputs: list[np.ndarray]) -> list[int]:
@@ -151,6 +155,21 @@ def _reference_values_hash(values: list[int]) -> bytes:
     return keccak256(encode_packed(["int64"] * len(values), [int(v) for v in values]))
 
 
+def _struct_words(type_hash: bytes, version: int, input_hash: bytes, output_hash: bytes, nonce: int, price: int,
+                  commitment: int) -> bytes:
+    """The Receipt struct's encoding: its fields are all static 32-byte words, packed directly
+    (a node signs one receipt per request; the generic EIP-712 encoder cost ~4x more)."""
+    if not 0 <= int(commitment) < 256:
+        raise InputError("receipt commitment must be a uint8", fix="use 0 (values), 1 (zk) or 2 (circuit values)")
+    try:
+        return b"".join((type_hash, int(version).to_bytes(32, "big"), _word(input_hash), _word(output_hash),
+                         int(nonce).to_bytes(32, "big"), int(price).to_bytes(32, "big"),
+                         int(commitment).to_bytes(32, "big")))
+    except OverflowError:
+        raise InputError("receipt field out of range", fix="version, nonce, price are uint256, "
+                         "commitment uint8") from None
+
+
 def _word(b: bytes) -> bytes:
     if len(b) != 32:
         raise InputError(f"receipt hash field must be 32 bytes, got {len(b)}", fix="send 0x + 64 hex digits")
@@ -179,18 +198,8 @@ class Receipt:
                 int(self.commitment))
 
     def digest(self, domain: Domain) -> bytes:
-        # the struct's fields are all static 32-byte words: pack them directly (a node
-        # signs one receipt per request; the generic encoder cost ~4x more)
-        st = _struct(domain)
-        try:
-            words = b"".join((st.type_hash, int(self.version).to_bytes(32, "big"), _word(self.input_hash),
-                              _word(self.output_hash), int(self.nonce).to_bytes(32, "big"),
-                              int(self.price).to_bytes(32, "big"), int(self.commitment).to_bytes(32, "big")))
-        except OverflowError:
-            raise InputError("receipt field out of range", fix="version, nonce, price are uint256, "
-                             "commitment uint8") from None
-        if not 0 <= self.commitment < 256:
-            raise InputError("receipt commitment must be a uint8", fix="use 0 (values), 1 (zk) or 2 (circuit values)")
+        words = _struct_words(_struct(domain).type_hash, self.version, self.input_hash, self.output_hash,
+                              self.nonce, self.price, self.commitment)
         return keccak256(b"\x19\x01" + domain.separator + keccak256(words))
 
     def signed(self, account, domain: Domain) -> "Receipt":
@@ -229,12 +238,13 @@ class Receipt:
 
 
 class ValuesSealer:
-    """Signs ``VALUES`` receipts for one node key in one domain: a model's outputs in, the
-    fixed-point values and the signed :class:`Receipt` out, in one native call
-    (:mod:`proofmesh.inference._receipt_numba`; the node's per-request hot path).
+    """Signs value receipts (``VALUES``, or ``CIRCUIT`` for a circuit's output) for one node
+    key in one domain: outputs in, the fixed-point values and the signed :class:`Receipt`
+    out, in one native call (:mod:`proofmesh.inference._receipt_numba`; the node's
+    per-request hot path).
 
     Equal to ``Receipt(version, input_hash, values_hash(values), nonce, price,
-    COMMIT_VALUES).signed_with(key, domain)`` with ``values = output_array(outputs)``, byte
+    commitment).signed_with(key, domain)`` with ``values = output_array(outputs)``, byte
     for byte; unlike that path, it refuses outputs that fixed point cannot hold (NaN,
     infinities, |y| >= 9.2e12) instead of committing garbage. Thread-safe: every call has its
     own buffers. The kernel is compiled (or loaded from numba's cache) when the sealer is made.
@@ -262,19 +272,15 @@ class ValuesSealer:
         for dtype in (np.float32, np.float64):     # compile / load now, not on a request
             self.seal(0, bytes(32), 0, 0, [np.zeros(1, dtype)])
 
-    def seal(self, version: int, input_hash: bytes, nonce: int, price: int,
-             outputs: "list[np.ndarray]") -> tuple[np.ndarray, Receipt]:
+    def seal(self, version: int, input_hash: bytes, nonce: int, price: int, outputs: "list[np.ndarray]",
+             commitment: int = COMMIT_VALUES) -> tuple[np.ndarray, Receipt]:
         """(fixed-point values, signed receipt) for ``outputs`` in model order."""
         if len(outputs) == 1 and outputs[0].dtype in (np.float32, np.float64):
             y = outputs[0].reshape(-1)
         else:
-            y = np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs]) if outputs \
-                else np.zeros(0, np.float64)
-        try:
-            head = b"".join((self._type_hash, int(version).to_bytes(32, "big"), _word(input_hash), bytes(32),
-                             int(nonce).to_bytes(32, "big"), int(price).to_bytes(32, "big"), bytes(32)))
-        except OverflowError:
-            raise InputError("receipt field out of range", fix="version, nonce and price are uint256") from None
+            y = _flat_outputs(outputs)
+        # the output-hash word is left zero: the kernel writes it
+        head = _struct_words(self._type_hash, version, input_hash, bytes(32), nonce, price, commitment)
         values = np.empty(y.size, np.int64)
         out = np.empty(97, np.uint8)
         code = self._kernel(np.ascontiguousarray(y), values, np.frombuffer(head, np.uint8), self._separator,
@@ -287,4 +293,4 @@ class ValuesSealer:
                              fix="check the input: the output cannot be committed in a receipt")
         sealed = out.tobytes()
         return values, Receipt(int(version), bytes(input_hash), sealed[:32], int(nonce), int(price),
-                               COMMIT_VALUES, sealed[32:])
+                               int(commitment), sealed[32:])

@@ -50,8 +50,8 @@ from proofmesh.inference.model import OnnxModel, check_finite, spec_to_json
 from proofmesh.inference.nonces import UsedNonces
 from proofmesh.inference.tee import require_tee
 from proofmesh.inference import wire
-from proofmesh.inference.receipt import (COMMIT_CIRCUIT, COMMIT_ZK, FIXED_POINT, Receipt, ValuesSealer,
-                                         circuit_input_hash, input_hash, output_values, values_hash)
+from proofmesh.inference.receipt import (COMMIT_CIRCUIT, COMMIT_ZK, Receipt, ValuesSealer, circuit_input_hash,
+                                         input_hash, output_values)
 
 
 class StartupRefused(ProofmeshError):
@@ -388,9 +388,8 @@ class InferenceNode:
         answer = circuit_output(w, self.circuit_scale)
         if self.config.tamper:
             answer = answer + self.config.tamper
-        values = np.rint(answer.reshape(-1) * FIXED_POINT).astype(np.int64)
-        receipt = Receipt(self.config.version, circuit_input_hash(input_hash(inputs), w.input_hash),
-                          values_hash(values), nonce, price, COMMIT_CIRCUIT).signed_with(self._key, self.domain)
+        values, receipt = self._sealer.seal(self.config.version, circuit_input_hash(input_hash(inputs), w.input_hash),
+                                            nonce, price, [answer], COMMIT_CIRCUIT)
         with self._lock:
             if cid is not None:
                 self._channels[cid].unpaid += price
