@@ -62,7 +62,7 @@ def test_dispute_attacks_are_refused(network, accounts, x1):
         reg.dispute(ra.receipt, ra.values, rb.receipt, rb.values, sender=accounts[6])
     # revealing values that are not what the node signed
     fake = [v + 10**6 for v in rb.values]
-    with pytest.raises(ContractRevert, match="values_b do not match"):
+    with pytest.raises(ContractRevert, match="values do not match the receipt"):
         reg.dispute(ra.receipt, ra.values, rb.receipt, fake, sender=accounts[6])
     # a forged receipt "by b" signed by someone else names someone else as signer
     forged = Receipt(rb.receipt.version, rb.receipt.input_hash, __import__("proofmesh.inference.receipt", fromlist=["values_hash"]).values_hash(fake),

@@ -23,9 +23,40 @@ from proofmesh.crypto._keccak_numba import keccak_into
 
 U64 = nb.uint64
 FIXED_POINT = 1e6                 # receipt.FIXED_POINT
+CHUNK = 64                        # values.CHUNK: values per leaf of the value commitment
 LIMIT = 9.2e18                    # |value| must fit an int64 after scaling
 
 OK, NOT_FINITE, OUT_OF_RANGE, SIGN_FAILED = 0, 1, 2, 3
+
+
+@nb.njit(cache=True, nogil=True)
+def commit_into(packed, n, dst, dpos, st):
+    """:func:`proofmesh.inference.values.values_hash` of ``n`` packed values into
+    ``dst[dpos:dpos+32]``: keccak of the bytes up to 64 values, else the tagged Merkle root
+    of their 64-value chunks."""
+    if n <= CHUNK:
+        keccak_into(packed, 0, packed.size, dst, dpos, st)
+        return
+    chunks = (n + CHUNK - 1) // CHUNK
+    width = 1
+    while width < chunks:
+        width *= 2
+    tree = np.zeros(32 * width, np.uint8)      # leaves, padded with zero words
+    for c in range(chunks):
+        start = 8 * CHUNK * c
+        keccak_into(packed, start, min(8 * CHUNK, packed.size - start), tree, 32 * c, st)
+    while width > 1:
+        # in place: pair i is read (bytes 64i..64i+64) before node i is written (32i..32i+32,
+        # a pair already consumed)
+        for i in range(width // 2):
+            keccak_into(tree, 64 * i, 64, tree, 32 * i, st)
+        width //= 2
+    tail = np.zeros(65, np.uint8)              # 0x01 ++ uint256(count) ++ root
+    tail[0] = 1
+    for j in range(8):
+        tail[32 - j] = np.uint8((U64(n) >> U64(8 * j)) & U64(0xFF))
+    tail[33:] = tree[:32]
+    keccak_into(tail, 0, 65, dst, dpos, st)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -54,7 +85,7 @@ def seal_values(y, values, head, separator, fns, ctx, seckey, out):
             packed[8 * k + 7 - j] = np.uint8((u >> U64(8 * j)) & U64(0xFF))
     st = np.empty(25, np.uint64)
     words = head.copy()
-    keccak_into(packed, 0, packed.size, words, 96, st)    # the receipt's output hash
+    commit_into(packed, n, words, 96, st)                 # the receipt's output hash
     msg = np.empty(66, np.uint8)                          # 0x1901 ‖ separator ‖ struct hash
     msg[0] = 0x19
     msg[1] = 0x01

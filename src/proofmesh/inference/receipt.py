@@ -7,8 +7,8 @@ receipt is unique to one request. Two commitment kinds, matching the contract:
 
 * ``VALUES`` (0): ``input_hash`` = :func:`input_hash` (keccak of the canonical input
   tensors: name, dtype, shape, blake3 of the little-endian bytes); ``output_hash`` =
-  :func:`values_hash`: keccak256 of the outputs in fixed point x 1e6 as packed 8-byte
-  big-endian int64s. Two such receipts for the same input whose outputs differ beyond the
+  :func:`values_hash`: the outputs in fixed point x 1e6 as packed 8-byte big-endian
+  int64s, keccak256'd in chunks of 64 under a Merkle root (:mod:`proofmesh.inference.values`). Two such receipts for the same input whose outputs differ beyond the
   version's tolerance are a fraud proof.
 * ``ZK`` (1): ``input_hash`` = the circuit's Poseidon hash of the quantised input (its
   first public instance), ``output_hash`` = keccak256(abi.encode(uint256[] output
@@ -34,6 +34,7 @@ from blake3 import blake3 as _blake3
 from proofmesh.crypto.eip712 import Domain, TypedStruct, checksum_address, recover_hash
 from proofmesh.crypto.keccak import keccak256
 from proofmesh.errors import InputError, VerificationError
+from proofmesh.inference.values import _commit, packed_values, values_hash  # noqa: F401  (receipt API)
 
 COMMIT_VALUES = 0
 COMMIT_ZK = 1
@@ -121,26 +122,6 @@ def _array_head(n: int) -> bytes:
     return (32).to_bytes(32, "big") + n.to_bytes(32, "big")
 
 
-def values_hash(values: "list[int] | np.ndarray") -> bytes:
-    """keccak256 of the fixed-point values as packed 8-byte big-endian int64s — the bytes a
-    dispute reveals and InferenceDisputes hashes.
-
-    Packed int64s rather than ``abi.encode(int256[])``: a node hashes them on every request,
-    and keccak over a quarter of the bytes (2.5 KB instead of 10 KB at batch 32 x 10
-    outputs) saved ~40 us of the node's per-request work; dispute calldata shrinks 4x."""
-    return keccak256(packed_values(values))
-
-
-def packed_values(values: "list[int] | np.ndarray") -> bytes:
-    """The values as packed 8-byte big-endian int64s (InputError if one does not fit)."""
-    if isinstance(values, np.ndarray) and values.dtype == np.int64:
-        return values.astype(">i8").tobytes()
-    try:
-        return np.asarray([int(v) for v in values], dtype=np.int64).astype(">i8").tobytes()
-    except OverflowError:
-        raise InputError("a fixed-point value does not fit an int64", fix="outputs must be below 9.2e12") from None
-
-
 def instances_hash(outputs: list[int]) -> bytes:
     """keccak256(abi.encode(uint256[] output instances)) for ZK receipts."""
     if any(not 0 <= int(o) < 2**256 for o in outputs):
@@ -152,7 +133,7 @@ def _reference_values_hash(values: list[int]) -> bytes:
     """Reference encoding with eth_abi's packed encoder (tests check the fast paths against it)."""
     from eth_abi.packed import encode_packed
 
-    return keccak256(encode_packed(["int64"] * len(values), [int(v) for v in values]))
+    return _commit(encode_packed(["int64"] * len(values), [int(v) for v in values]))
 
 
 def _struct_words(type_hash: bytes, version: int, input_hash: bytes, output_hash: bytes, nonce: int, price: int,

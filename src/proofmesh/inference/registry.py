@@ -14,7 +14,8 @@ from eth_utils import to_checksum_address
 from web3.logs import DISCARD
 
 from proofmesh.errors import InputError
-from proofmesh.inference.receipt import Receipt, packed_values, receipt_domain
+from proofmesh.inference.receipt import Receipt, receipt_domain
+from proofmesh.inference.values import CHUNK, disagreeing_chunk, open_values
 
 CONTRACT = "InferenceRegistry"
 DISPUTES = "InferenceDisputes"
@@ -227,32 +228,45 @@ class InferenceRegistry:
         return salt
 
     def reveal_dispute(self, ra: Receipt, values_a: list[int], rb: Receipt, values_b: list[int], salt: bytes,
-                       sender=None) -> int:
-        res = self._tx(self.disputes.functions.dispute(ra.as_tuple(), ra.signature, packed_values(values_a),
-                                                       rb.as_tuple(), rb.signature, packed_values(values_b), salt),
-                       sender)
-        return int(self.disputes.events.Disputed().process_receipt(res.receipt)[0]["args"]["dispute"])
+                       sender=None, chunk: int | None = None) -> int:
+        """Step 2: reveal the receipts with one chunk of each one's values (``chunk``; by
+        default the first where they differ beyond the version's tolerance, see
+        :mod:`proofmesh.inference.values`)."""
+        if chunk is None:
+            chunk = disagreeing_chunk(values_a, values_b, self.terms(ra.version).tolerance)
+            chunk = 0 if chunk is None else chunk     # they agree: the contract says so
+        res = self._tx(self.disputes.functions.dispute(ra.as_tuple(), ra.signature, open_values(values_a, chunk).as_tuple(),
+                                                       rb.as_tuple(), rb.signature, open_values(values_b, chunk).as_tuple(),
+                                                       salt), sender)
+        return int(self.disputes.events.Disputed().process_receipt(res.receipt, errors=DISCARD)[0]["args"]["dispute"])
 
-    def dispute(self, ra: Receipt, values_a: list[int], rb: Receipt, values_b: list[int], sender=None) -> int:
-        """Commit, then reveal, a fraud proof from two conflicting receipts. Returns the dispute id."""
-        return self.reveal_dispute(ra, values_a, rb, values_b, self.commit_dispute(ra, rb, sender), sender)
+    def dispute(self, ra: Receipt, values_a: list[int], rb: Receipt, values_b: list[int], sender=None,
+                chunk: int | None = None) -> int:
+        """Commit, then reveal, a fraud proof from two conflicting receipts and their full
+        values. Returns the dispute id."""
+        return self.reveal_dispute(ra, values_a, rb, values_b, self.commit_dispute(ra, rb, sender), sender, chunk)
 
     def dispute_state(self, dispute_id: int) -> dict:
         r = self.chain.call(self.disputes.functions.disputes(int(dispute_id)))
         keys = ["version", "input_hash", "node_a", "node_b", "disputer", "deadline", "weight_a", "weight_b", "state",
-                "commitment"]
+                "commitment", "chunk", "count_a", "count_b"]
         return dict(zip(keys, r))
 
     def dispute_values(self, dispute_id: int) -> tuple[list[int], list[int]]:
+        """The disputed chunk of each receipt's values (``dispute_state``'s ``chunk``)."""
         a, b = self.chain.call(self.disputes.functions.dispute_values(int(dispute_id)))
         return list(a), list(b)
 
-    def vote(self, dispute_id: int, values: list[int], sender=None):
-        return self._tx(self.disputes.functions.vote(int(dispute_id), list(values)), sender)
+    def vote(self, dispute_id: int, values: "list[int]", sender=None):
+        """Vote with a re-execution's full fixed-point outputs (the disputed chunk and the
+        count are sent)."""
+        chunk = self.dispute_state(dispute_id)["chunk"]
+        part = [int(v) for v in values[CHUNK * chunk: CHUNK * (chunk + 1)]]
+        return self._tx(self.disputes.functions.vote(int(dispute_id), len(values), part), sender)
 
     def resolve_dispute(self, dispute_id: int, sender=None) -> str:
         res = self._tx(self.disputes.functions.resolve_dispute(int(dispute_id)), sender)
-        return self.disputes.events.DisputeResolved().process_receipt(res.receipt)[0]["args"]["loser"]
+        return self.disputes.events.DisputeResolved().process_receipt(res.receipt, errors=DISCARD)[0]["args"]["loser"]
 
     # --- circuit disputes: settled by a zk proof ---------------------------------------
     def output_scale(self, version: int) -> int | None:

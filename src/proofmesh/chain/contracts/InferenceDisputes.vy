@@ -23,6 +23,13 @@
         honest node, so the pair is refused at opening (and clients refuse its
         answer: they recompute the hash); the vote stays as the fallback.
 
+        Value receipts commit their outputs in chunks of 64 (inference/values.py): up to
+        64 values, keccak256 of the packed values; more, keccak256(0x01 ++ uint256(count)
+        ++ root), root the Merkle root of the chunks' hashes padded with zero words to a
+        power of two. A dispute opens one chunk of each receipt (the first where they
+        disagree) with its Merkle path, so any output size can be disputed in bounded
+        calldata and gas; votes and proofs are compared on that chunk and on the count.
+
         Opening a dispute is commit-reveal (audit M8): the disputer commits to
         keccak256(abi_encode(sender, digest_a, digest_b, salt)) and reveals in a
         later block, so a front-runner (e.g. the liar's own sybil) copying the
@@ -79,12 +86,23 @@ struct Dispute:
     weight_b: uint256
     state: uint8              # 1 open, 2 resolved, 3 void (no majority)
     commitment: uint8         # the receipts' kind: VALUES, or CIRCUIT (settleable by proof)
+    chunk: uint256            # the opened chunk (values chunk*64 ..)
+    count_a: uint256          # how many values each receipt committed
+    count_b: uint256
+
+
+struct Opening:
+    count: uint256                        # values the receipt committed
+    index: uint256                        # the chunk opened
+    packed: Bytes[MAX_PACKED]             # its values, packed 8-byte big-endian int64s
+    proof: DynArray[bytes32, MAX_DEPTH]   # sibling hashes, leaf level first (empty for count <= 64)
 
 
 COMMIT_VALUES: constant(uint8) = 0
 COMMIT_CIRCUIT: constant(uint8) = 2
 MAX_VALUES: constant(uint256) = 64
 MAX_PACKED: constant(uint256) = 8 * MAX_VALUES
+MAX_DEPTH: constant(uint256) = 20          # 2**20 chunks: 67M values
 MAX_PROOF: constant(uint256) = 16384
 MAX_INSTANCES: constant(uint256) = 257
 # BN254 scalar field: a negative circuit value v is the element p - |v|
@@ -182,6 +200,40 @@ def _unpack(packed: Bytes[MAX_PACKED]) -> DynArray[int256, MAX_VALUES]:
 
 
 @internal
+@pure
+def _opened(output_hash: bytes32, o: Opening) -> DynArray[int256, MAX_VALUES]:
+    # the chunk's values, if `o` opens chunk o.index of an o.count-value commitment
+    # `output_hash`; the count fixes the tree depth, so no inner node passes as a leaf
+    assert o.count <= MAX_VALUES << MAX_DEPTH, "InferenceDisputes: too many values"
+    chunks: uint256 = max(1, (o.count + MAX_VALUES - 1) // MAX_VALUES)
+    assert o.index < chunks, "InferenceDisputes: no such chunk"
+    size: uint256 = MAX_VALUES
+    if o.index == chunks - 1:
+        size = o.count - MAX_VALUES * (chunks - 1)
+    assert len(o.packed) == 8 * size, "InferenceDisputes: chunk has the wrong number of values"
+    h: bytes32 = keccak256(o.packed)
+    if o.count <= MAX_VALUES:
+        assert len(o.proof) == 0 and h == output_hash, "InferenceDisputes: values do not match the receipt"
+        return self._unpack(o.packed)
+    depth: uint256 = 0
+    for _: uint256 in range(MAX_DEPTH):
+        if 1 << depth >= chunks:
+            break
+        depth += 1
+    assert len(o.proof) == depth, "InferenceDisputes: Merkle path has the wrong length"
+    i: uint256 = o.index
+    for sibling: bytes32 in o.proof:
+        if i & 1 == 1:
+            h = keccak256(concat(sibling, h))
+        else:
+            h = keccak256(concat(h, sibling))
+        i = i >> 1
+    assert keccak256(concat(b"\x01", convert(o.count, bytes32), h)) == output_hash, \
+        "InferenceDisputes: values do not match the receipt"
+    return self._unpack(o.packed)
+
+
+@internal
 @view
 def _signer(digest: bytes32, signature: Bytes[65]) -> address:
     assert len(signature) == 65, "InferenceDisputes: signature must be 65 bytes"
@@ -205,14 +257,16 @@ def commit_dispute(commitment: bytes32):
 
 
 @external
-def dispute(ra: Receipt, sig_a: Bytes[65], packed_a: Bytes[MAX_PACKED],
-            rb: Receipt, sig_b: Bytes[65], packed_b: Bytes[MAX_PACKED], salt: bytes32) -> uint256:
+def dispute(ra: Receipt, sig_a: Bytes[65], open_a: Opening,
+            rb: Receipt, sig_b: Bytes[65], open_b: Opening, salt: bytes32) -> uint256:
     """
     @notice Reveal a committed fraud proof: two nodes signed receipts for the same
-            model version and input whose outputs (`packed_*`: fixed point x 1e6, as
-            8-byte big-endian int64s, the bytes the receipt's `output_hash` is the
-            keccak256 of) differ by more than the version's tolerance. Opens a vote of bonded
-            nodes that re-execute; the losing node is slashed.
+            model version and input whose outputs (fixed point x 1e6) differ by more
+            than the version's tolerance in the opened chunk, or in count. Opens a vote
+            of bonded nodes that re-execute; the losing node is slashed.
+    @param open_a The same chunk of receipt a's values (`Opening`), opened against its
+           `output_hash`.
+    @param open_b The same chunk of receipt b's values.
     @param salt The commitment's salt.
     @return The dispute id.
     """
@@ -227,11 +281,11 @@ def dispute(ra: Receipt, sig_a: Bytes[65], packed_a: Bytes[MAX_PACKED],
     self.commitments[commitment] = max_value(uint256)
     m: Model = staticcall inference.models(ra.version)
     assert m.registered, "InferenceDisputes: unknown model version"
-    assert keccak256(packed_a) == ra.output_hash, "InferenceDisputes: values_a do not match receipt a"
-    assert keccak256(packed_b) == rb.output_hash, "InferenceDisputes: values_b do not match receipt b"
-    values_a: DynArray[int256, MAX_VALUES] = self._unpack(packed_a)
-    values_b: DynArray[int256, MAX_VALUES] = self._unpack(packed_b)
-    assert not self._within(values_a, values_b, m.tolerance), "InferenceDisputes: outputs agree within tolerance"
+    assert open_a.index == open_b.index, "InferenceDisputes: openings of different chunks"
+    values_a: DynArray[int256, MAX_VALUES] = self._opened(ra.output_hash, open_a)
+    values_b: DynArray[int256, MAX_VALUES] = self._opened(rb.output_hash, open_b)
+    assert open_a.count != open_b.count or not self._within(values_a, values_b, m.tolerance), \
+        "InferenceDisputes: outputs agree within tolerance"
     node_a: address = self._signer(digest_a, sig_a)
     node_b: address = self._signer(digest_b, sig_b)
     assert node_a != node_b, "InferenceDisputes: same node signed both receipts"
@@ -246,7 +300,8 @@ def dispute(ra: Receipt, sig_a: Bytes[65], packed_a: Bytes[MAX_PACKED],
     deadline: uint256 = block.timestamp + staticcall inference.vote_window()
     self.disputes[did] = Dispute(version=ra.version, input_hash=ra.input_hash, node_a=node_a, node_b=node_b,
                                  disputer=msg.sender, deadline=deadline, weight_a=0, weight_b=0, state=1,
-                                 commitment=ra.commitment)
+                                 commitment=ra.commitment, chunk=open_a.index, count_a=open_a.count,
+                                 count_b=open_b.count)
     self.dispute_values_a[did] = values_a
     self.dispute_values_b[did] = values_b
     log Disputed(dispute=did, node_a=node_a, node_b=node_b, version=ra.version, input_hash=ra.input_hash,
@@ -257,10 +312,12 @@ def dispute(ra: Receipt, sig_a: Bytes[65], packed_a: Bytes[MAX_PACKED],
 
 
 @external
-def vote(dispute_id: uint256, values: DynArray[int256, MAX_VALUES]) -> uint8:
+def vote(dispute_id: uint256, count: uint256, values: DynArray[int256, MAX_VALUES]) -> uint8:
     """
     @notice A bonded inference node that re-executed the disputed request submits
-            its outputs; its bond is added to the side within tolerance.
+            its output count and the disputed chunk of its outputs (values
+            chunk*64 ..); its bond is added to the side with that count whose chunk
+            is within tolerance.
     @return 1 if it sided with node a, 2 with node b, 0 with neither.
     """
     d: Dispute = self.disputes[dispute_id]
@@ -272,10 +329,10 @@ def vote(dispute_id: uint256, values: DynArray[int256, MAX_VALUES]) -> uint8:
     assert weight >= staticcall inference.min_bond(), "InferenceDisputes: voter bond below minimum"
     tol: uint256 = (staticcall inference.models(d.version)).tolerance
     side: uint8 = 0
-    if self._within(values, self.dispute_values_a[dispute_id], tol):
+    if count == d.count_a and self._within(values, self.dispute_values_a[dispute_id], tol):
         side = 1
         self.disputes[dispute_id].weight_a = d.weight_a + weight
-    elif self._within(values, self.dispute_values_b[dispute_id], tol):
+    elif count == d.count_b and self._within(values, self.dispute_values_b[dispute_id], tol):
         side = 2
         self.disputes[dispute_id].weight_b = d.weight_b + weight
     self.voted[dispute_id][msg.sender] = True
@@ -317,7 +374,8 @@ def resolve_dispute(dispute_id: uint256) -> address:
 @view
 def dispute_values(dispute_id: uint256) -> (DynArray[int256, MAX_VALUES], DynArray[int256, MAX_VALUES]):
     """
-    @notice The two conflicting output vectors of a dispute (for voters to compare).
+    @notice The disputed chunk of each receipt's values (for voters to compare; the
+            chunk index and counts are in `disputes`).
     """
     return self.dispute_values_a[dispute_id], self.dispute_values_b[dispute_id]
 
@@ -353,32 +411,35 @@ def settle_by_proof(dispute_id: uint256, raw_input_hash: bytes32, proof: Bytes[M
     d: Dispute = self.disputes[dispute_id]
     assert d.state == 1, "InferenceDisputes: dispute not open"
     assert d.commitment == COMMIT_CIRCUIT, "InferenceDisputes: not a circuit dispute"
-    assert len(instances) >= 2 and len(instances) <= MAX_VALUES + 1, "InferenceDisputes: bad instance count"
+    assert len(instances) >= 2, "InferenceDisputes: bad instance count"
     poseidon: bytes32 = convert(instances[0], bytes32)
     assert keccak256(concat(raw_input_hash, poseidon)) == d.input_hash, "InferenceDisputes: proof is for another input"
     scale: uint256 = self.output_scale[d.version]
     assert scale != 0, "InferenceDisputes: output scale not set"
     unit: int256 = convert(1 << (scale - 1), int256)
     felts: DynArray[uint256, MAX_INSTANCES] = []
-    proven: DynArray[int256, MAX_VALUES] = []
-    for i: uint256 in range(1, MAX_VALUES + 1):
+    proven: DynArray[int256, MAX_VALUES] = []    # the disputed chunk of the proven outputs
+    first: uint256 = d.chunk * MAX_VALUES
+    for i: uint256 in range(1, MAX_INSTANCES):
         if i >= len(instances):
             break
         f: uint256 = instances[i]
         felts.append(f)
-        v: int256 = 0
-        if f > FIELD_P // 2:
-            v = -convert(FIELD_P - f, int256)
-        else:
-            v = convert(f, int256)
-        proven.append(v * FIXED_POINT // unit)
+        if i - 1 >= first and i - 1 < first + MAX_VALUES:
+            v: int256 = 0
+            if f > FIELD_P // 2:
+                v = -convert(FIELD_P - f, int256)
+            else:
+                v = convert(f, int256)
+            proven.append(v * FIXED_POINT // unit)
+    count: uint256 = len(felts)
     assert staticcall inference.proof_ok(d.version, poseidon, keccak256(abi_encode(felts)), proof, instances), \
         "InferenceDisputes: invalid proof"
     # the node's fixed-point value is rint(float(felt / 2**scale) * 1e6); truncation here
     # differs by at most one unit
     tol: uint256 = (staticcall inference.models(d.version)).tolerance + 1
-    a_wrong: bool = not self._within(proven, self.dispute_values_a[dispute_id], tol)
-    b_wrong: bool = not self._within(proven, self.dispute_values_b[dispute_id], tol)
+    a_wrong: bool = d.count_a != count or not self._within(proven, self.dispute_values_a[dispute_id], tol)
+    b_wrong: bool = d.count_b != count or not self._within(proven, self.dispute_values_b[dispute_id], tol)
     assert a_wrong or b_wrong, "InferenceDisputes: proof agrees with both receipts"
     self.disputes[dispute_id].state = 2
     extcall inference.arbiter_case(d.node_a, False)
