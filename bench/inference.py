@@ -157,6 +157,77 @@ def spawn_node(chain, acct, version: int, onnx: Path, workdir: Path, threads: in
     raise RuntimeError("node process did not start")
 
 
+def _bare_main(onnx: str, port: int, ready) -> None:
+    """The floor of serving from another process: the same onnxruntime session (1 thread)
+    behind a blocking TCP socket, a 4-byte row count + raw float32 rows in, the raw output
+    out. No HTTP, no checks, no hashing, no receipt: what any out-of-process server pays."""
+    import socket
+    import struct
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
+    name, width = sess.get_inputs()[0].name, sess.get_inputs()[0].shape[1]
+    with socket.create_server(("127.0.0.1", port)) as ls:
+        ready.set()
+        conn, _ = ls.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = bytearray(4 + 1024 * width * 4)
+    view = memoryview(buf)
+    while True:
+        got, need = 0, 4
+        while got < need:
+            k = conn.recv_into(view[got:])
+            if not k:
+                return
+            got += k
+            if got >= 4:
+                need = 4 + struct.unpack_from("<I", buf)[0] * width * 4
+        rows = struct.unpack_from("<I", buf)[0]
+        x = np.frombuffer(buf, np.float32, rows * width, 4).reshape(rows, width)
+        y = sess.run(None, {name: x})[0]
+        conn.sendall(struct.pack("<I", y.nbytes) + y.tobytes())
+
+
+class BareClient:
+    """Client of :func:`_bare_main`."""
+
+    def __init__(self, onnx: Path) -> None:
+        import multiprocessing as mp
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        ctx = mp.get_context("spawn")
+        ready = ctx.Event()
+        self.proc = ctx.Process(target=_bare_main, args=(str(onnx), port, ready), daemon=True)
+        self.proc.start()
+        if not ready.wait(120):
+            raise RuntimeError("bare server did not start")
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def run(self, x: np.ndarray) -> bytes:
+        import struct
+
+        self.sock.sendall(struct.pack("<I", x.shape[0]) + x.tobytes())
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack_from("<I", data)[0]:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("bare server closed the connection")
+            data += chunk
+        return data[4:]
+
+    def close(self) -> None:
+        self.sock.close()
+        self.proc.join(10)
+
+
 class LeanClient:
     """A minimal HTTP/1.1 client on one keep-alive socket: it adds little of its own to the
     node's figure (httpx costs ~0.3-0.5 ms of Python per request here, http.client's header
@@ -230,6 +301,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
     raw = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
     client = httpx.Client(timeout=60)
     lean = LeanClient(url)
+    bare = BareClient(onnx)
     results = {}
     import itertools
     nonce = itertools.count(1)     # request nonces are single-use on a node
@@ -267,7 +339,9 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         assert rc.signer(reg.domain) == accounts[2].address and rc.input_hash == input_hash({"x": x})
         assert rc.output_hash == values_hash(ans["values"])
         assert np.allclose(np.asarray(ans["output"], dtype=np.float32), raw.run(None, {"x": x})[0], atol=1e-5)
+        assert np.allclose(np.frombuffer(bare.run(x), np.float32), raw.run(None, {"x": x})[0].reshape(-1), atol=1e-5)
         calls = {
+            "bare": lambda: bare.run(x),
             "raw": lambda: raw.run(None, {"x": x}),
             "http": lambda: http_call(x),
             "httpj": lambda: http_json_call(x),
@@ -291,11 +365,12 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         spans.clear()
         times: dict[str, list[float]] = {k: [] for k in calls}
         times["raw2"] = []
+        times["raw3"] = []
         block = 10
-        for group in (("raw", "http"), ("raw2", "node"), ("httpj", "httpx", "json")):
+        for group in (("raw", "http"), ("raw2", "node"), ("raw3", "bare"), ("httpj", "httpx", "json")):
             for _ in range(max(1, n // block)):
                 for k in group:
-                    f = calls["raw" if k == "raw2" else k]
+                    f = calls["raw" if k in ("raw2", "raw3") else k]
                     for _ in range(block):
                         t0 = time.perf_counter()
                         f()
@@ -322,11 +397,15 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
             cpu["http"] = (sum(node_proc.cpu_times()[:2]) - s0 + time.process_time() - t0) / n
         except ImportError:
             cpu["http"] = None
-        over_node, over_http = med["node"] - med["raw2"], med["http"] - med["raw"]
+        over_node, over_http, over_bare = med["node"] - med["raw2"], med["http"] - med["raw"], med["bare"] - med["raw3"]
         results[batch] = med
         print(f"batch {batch:>2}: raw onnxruntime {ms(med['raw'])} | node (in-process) {ms(med['node'])} "
               f"(+{ms(over_node)}, +{100 * over_node / med['raw2']:.1f}% over its paired raw runs, {ms(med['raw2'])}) | node over HTTP {ms(med['http'])} "
               f"(+{ms(over_http)}, +{100 * over_http / med['raw']:.1f}%)")
+        print(f"          floor of any out-of-process server: the same session behind a bare blocking TCP socket "
+              f"(raw bytes both ways, no HTTP, no receipt) {ms(med['bare'])} (+{ms(over_bare)}, "
+              f"+{100 * over_bare / med['raw3']:.1f}% over its paired raw runs, {ms(med['raw3'])}); the node over HTTP "
+              f"adds {ms(over_http - over_bare)} to that floor")
         sp = [statistics.median(col) for col in zip(*spans)]
         print(f"          where the HTTP request's time goes (medians): client encode + send {ms(sp[0])}, transit both "
               f"ways incl. wake-ups {ms(sp[1])}, node {ms(sp[2])} (server-timing; of it /v1/infer's own work incl. the "
@@ -345,6 +424,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
     print(f"target batch 32 <= 10 % over raw: {'MET' if b32 <= 0.10 else 'NOT MET'} ({100 * b32:.1f} %, HTTP path)")
     client.close()
     lean.close()
+    bare.close()
     proc.terminate()
     proc.join(10)
     rpc.stop()

@@ -138,3 +138,41 @@ def test_a_lie_about_the_output_count_is_disputed(network, accounts):
     did = reg.dispute(ra.receipt, ra.values, rl, short, sender=accounts[6])
     st = reg.dispute_state(did)
     assert (st["chunk"], st["count_a"], st["count_b"]) == (0, 90, 87)
+
+
+@pytest.mark.slow
+def test_a_circuit_lie_in_chunk_1_is_settled_by_proof(chain, accounts, tmp_path, ezkl_home):
+    """A 100-output circuit: the proof's outputs are compared on the disputed chunk only."""
+    from proofmesh.inference.model import export_mlp
+    from proofmesh.inference.publish import publish_circuit
+    from proofmesh.inference.receipt import COMMIT_CIRCUIT
+    from proofmesh.inference.zk import Circuit
+    from tests.inference.conftest import Network
+
+    onnx = export_mlp(tmp_path / "mlp100.onnx", (4, 8, 100))
+    net = Network(chain, accounts, onnx, tmp_path / "nodes")
+    try:
+        circuit = Circuit.build(onnx, tmp_path / "circuits", batch=1, dev=True)
+        publish_circuit(chain, net.version, circuit)
+        honest = net.start_node(accounts[3], circuit_dir=circuit.dir)
+        liar = net.start_node(accounts[5], circuit_dir=circuit.dir)
+        reg = net.registry
+        router = Router(chain, net.version, account=accounts[6], circuit=circuit, workdir=tmp_path / "router")
+        router.discover()
+        x = np.random.default_rng(9).random((1, 4), dtype=np.float32)
+        h = router.nodes[honest.account.address]
+        ra = router._check(h, router._send(h, x.tolist(), "circuit"), {"x": x}, "circuit")
+        assert ra.receipt.commitment == COMMIT_CIRCUIT and len(ra.values) == 100
+        lie = list(ra.values)
+        lie[70] += 10**6                                   # chunk 1 (values 64..99)
+        rl = Receipt(net.version, ra.receipt.input_hash, values_hash(lie), 97, 0,
+                     COMMIT_CIRCUIT).signed(liar.account, reg.domain)
+        did = reg.dispute(ra.receipt, ra.values, rl, lie, sender=accounts[6])
+        assert reg.dispute_state(did)["chunk"] == 1
+        bond = reg.service_bond(liar.account.address)
+        settled = router.settle_with_proof(did, {"x": x})
+        assert settled["b_wrong"] and not settled["a_wrong"]
+        assert reg.service_bond(liar.account.address) == bond - settled["slashed"] and settled["slashed"] > 0
+        assert reg.service_bond(honest.account.address) == reg.min_bond()
+    finally:
+        net.stop()
