@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
 from proofmesh.payments import DURABILITY_GROUP, BooksUnwritable, Ledger, PaymentChannels, Wallet
 
 from .conftest import PRICE
+
+
+def _crash_copy(path: Path) -> Path:
+    """The books' file as a crash would leave it now, for a 'restarted' owner to open."""
+    copy = path.with_name("restarted-" + path.name)
+    shutil.copyfile(path, copy)
+    return copy
 
 
 def _channel(net, payee):
@@ -31,13 +40,14 @@ def test_group_commit_books_survive_reopen_and_refuse_replays(net):
     ledger.wait_durable(mark)
     assert ledger.durable(mark)
     wallet.wait_durable(wallet.mark())
-    # a fresh process reading the same files knows every accepted voucher
-    again = Ledger(PaymentChannels(payee), payee.account.address, net.tmp / "vouchers.json",
+    # a fresh process reading the same files (as a crash now leaves them: copies, since the
+    # live books keep their journals locked) knows every accepted voucher
+    again = Ledger(PaymentChannels(payee), payee.account.address, _crash_copy(net.tmp / "vouchers.json"),
                    durability=DURABILITY_GROUP)
     assert again.owed(vouchers[-1].channel) == 5 * PRICE
     with pytest.raises(Exception, match="not above"):
         again.accept(vouchers[-1], PRICE)
-    w2 = Wallet(pc, wallet.account, net.tmp / "wallet.json", durability=DURABILITY_GROUP)
+    w2 = Wallet(pc, wallet.account, _crash_copy(net.tmp / "wallet.json"), durability=DURABILITY_GROUP)
     assert w2.committed(payee.account.address) == 5 * PRICE
     again.accept(w2.pay(payee.account.address, PRICE), PRICE)     # nonce 6 continues the sequence
 
@@ -126,4 +136,4 @@ def test_write_behind_wallet_persists_at_its_sync(net):
     assert path.stat().st_size == size                 # encoded, not yet written: nothing on the request path
     wallet.wait_durable(wallet.mark())                 # a waiter gets its sync at once, not after 5 s
     assert path.stat().st_size > size
-    assert Wallet(pc, agent.account, path).committed(payee.account.address) == PRICE
+    assert Wallet(pc, agent.account, _crash_copy(path)).committed(payee.account.address) == PRICE

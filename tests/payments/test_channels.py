@@ -261,9 +261,11 @@ def test_wallet_persists_nonces(chain, pc, parties, tmp_path):
     w = Wallet(pc, payer, tmp_path / "wallet.json")
     w.ensure_channel(payee.address, 10 * PRICE)
     w.pay(payee.address, PRICE)
+    w.close()
     w2 = Wallet(pc, payer, tmp_path / "wallet.json")  # a restarted payer never re-uses a nonce
     v = w2.pay(payee.address, PRICE)
     assert v.nonce == 2 and v.cumulative == 2 * PRICE
+    w2.close()
 
 
 def test_audit_m4_payer_cannot_close_before_a_conditional_voucher_can_settle(chain, pc, parties):

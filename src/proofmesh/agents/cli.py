@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from decimal import Decimal, InvalidOperation
@@ -99,6 +100,7 @@ def publish(
     output({"endpoint": endpoint or provider.endpoint, "provider": provider.address,
             "tools": {n: "0x" + i.hex() for n, i in ids.items()}, "price": price}, json_, title="published")
     if once:
+        provider.close()
         return
     stop = threading.Event()
     if settle_every > 0:
@@ -113,7 +115,10 @@ def publish(
         provider.serve_forever()
     finally:
         stop.set()
-        provider.settle()
+        try:
+            provider.settle()
+        finally:
+            provider.close()
 
 
 @app.command()
@@ -165,7 +170,11 @@ def report(account: AccountOpt = None, json_: JsonOpt = False) -> None:
     from proofmesh.agents.client import AgentClient
     home, chain = _ctx(account)
     client = AgentClient(chain, state_dir=home.dir("agents") / "client")
-    output({"reports_sent": client.report_usage()}, json_)
+    try:
+        sent = client.report_usage()
+    finally:
+        asyncio.run(client.aclose())     # its journals: the next command in this process opens them again
+    output({"reports_sent": sent}, json_)
 
 
 def _receipt_file(path: str):

@@ -203,7 +203,15 @@ class ToolProvider:
             self._thread.join(timeout=10)
         self._thread = None
         self._uvicorn = None
-        self.ledger.close()     # a clean stop leaves every accepted voucher on disk
+        self.close()
+
+    def close(self) -> None:
+        """Close the books: a clean stop leaves every accepted voucher on disk, and gives the
+        state directory's journals back (their locks) to the next owner."""
+        try:
+            self.ledger.close()
+        finally:
+            self.usage.close()
 
     def serve_forever(self) -> None:
         """Serve in the foreground (the CLI); returns on Ctrl-C."""
@@ -211,7 +219,7 @@ class ToolProvider:
         try:
             uvicorn.Server(cfg).run()
         finally:
-            self.ledger.close()
+            self.close()
 
     def __enter__(self) -> "ToolProvider":
         self.start()
@@ -436,4 +444,11 @@ def settle_from_state(chain, state_dir: Path) -> dict[str, int]:
     if not (state_dir / "vouchers.json").exists() and not (state_dir / "usage.jsonl").exists():
         raise InputError(f"no provider state in {state_dir}", fix="publish tools and serve paid calls first")
     ledger = Ledger(PaymentChannels(chain), chain.account.address, state_dir / "vouchers.json")
-    return settle_books(ToolRegistry(chain), ledger, UsageBook(state_dir / "usage.jsonl"), chain.account)
+    try:
+        usage = UsageBook(state_dir / "usage.jsonl")
+        try:
+            return settle_books(ToolRegistry(chain), ledger, usage, chain.account)
+        finally:
+            usage.close()
+    finally:
+        ledger.close()

@@ -173,32 +173,35 @@ def infer(version: int, input_json: Annotated[Path, typer.Argument(help="JSON: a
     chain = ctx_chain(account)
     acct = ctx_account(account)
     wallet = Wallet(PaymentChannels(chain), acct, path=home.dir("payments") / f"wallet-{acct.address}.json")
-    router = Router(chain, version, account=acct, wallet=wallet, deposit=to_wei(deposit),
-                    circuit=_redundant_circuit(router_chain=chain, version=version) if verify == "redundant" else None,
-                    workdir=home.dir("inference") / "router")
-    router.discover()
-    ans = router.infer(data, verify=verify, k=k)
-    out = {"output": ans.output.tolist(), "node": ans.node, "verify": verify, "receipt": ans.receipt.to_json(),
-           "failovers": ans.failovers}
-    if verify == "redundant":
-        out.update(agreeing=ans.agreeing, dispute=ans.dispute, circuit_receipts=ans.receipt.commitment == 2,
-                   settled_by_proof=ans.settled)
-    if verify == "zk":
-        rec = router.registry.circuit(version)
-        out["dev_srs"] = rec.dev_srs
-        if wait_proof:
-            local = None
-            cache = _circuits_dir()
-            if cache.exists():
-                for d in cache.iterdir():
-                    from proofmesh.inference.zk import Circuit
-                    if (d / "circuit.json").exists() and Circuit(d).vk_hash == rec.vk_hash:
-                        local = Circuit(d)
-            with console.status("waiting for the proof…"):
-                proof = router.fetch_proof(ans, circuit=local, workdir=home.dir("inference") / "verify")
-            out["proof"] = {"proof_hash": "0x" + proof.proof_hash.hex(), "checked_locally": local is not None,
-                            "instances_match_receipt": True}
-        if rec.dev_srs:
-            console.print("[yellow]dev SRS: this proof is only as trustworthy as whoever generated the SRS[/yellow]")
-    router.close()
+    try:
+        router = Router(chain, version, account=acct, wallet=wallet, deposit=to_wei(deposit),
+                        circuit=_redundant_circuit(router_chain=chain, version=version) if verify == "redundant" else None,
+                        workdir=home.dir("inference") / "router")
+        router.discover()
+        ans = router.infer(data, verify=verify, k=k)
+        out = {"output": ans.output.tolist(), "node": ans.node, "verify": verify, "receipt": ans.receipt.to_json(),
+               "failovers": ans.failovers}
+        if verify == "redundant":
+            out.update(agreeing=ans.agreeing, dispute=ans.dispute, circuit_receipts=ans.receipt.commitment == 2,
+                       settled_by_proof=ans.settled)
+        if verify == "zk":
+            rec = router.registry.circuit(version)
+            out["dev_srs"] = rec.dev_srs
+            if wait_proof:
+                local = None
+                cache = _circuits_dir()
+                if cache.exists():
+                    for d in cache.iterdir():
+                        from proofmesh.inference.zk import Circuit
+                        if (d / "circuit.json").exists() and Circuit(d).vk_hash == rec.vk_hash:
+                            local = Circuit(d)
+                with console.status("waiting for the proof…"):
+                    proof = router.fetch_proof(ans, circuit=local, workdir=home.dir("inference") / "verify")
+                out["proof"] = {"proof_hash": "0x" + proof.proof_hash.hex(), "checked_locally": local is not None,
+                                "instances_match_receipt": True}
+            if rec.dev_srs:
+                console.print("[yellow]dev SRS: this proof is only as trustworthy as whoever generated the SRS[/yellow]")
+        router.close()
+    finally:
+        wallet.close()      # its journal's lock: the next command (in this process too) opens it again
     output(out, json_)

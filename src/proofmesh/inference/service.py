@@ -148,10 +148,15 @@ class InferenceService:
         workdir = ctx.home.dir("inference") / f"node-{ctx.account.address}-{version}"
         workdir.mkdir(parents=True, exist_ok=True)
         ledger = Ledger(PaymentChannels(ctx.chain), ctx.account.address, path=workdir / "ledger.json") if price else None
-        # InferenceNode refuses to start if the file is not the one the registry pins
-        node = InferenceNode(NodeConfig(version, onnx, workdir, price=price, circuit_dir=circuit,
-                                        delay_ms=int(spec.get("delay_ms", 0))),
-                             ctx.account, domain=reg.domain, registry=reg, ledger=ledger)
+        try:
+            # InferenceNode refuses to start if the file is not the one the registry pins
+            node = InferenceNode(NodeConfig(version, onnx, workdir, price=price, circuit_dir=circuit,
+                                            delay_ms=int(spec.get("delay_ms", 0))),
+                                 ctx.account, domain=reg.domain, registry=reg, ledger=ledger)
+        except BaseException:
+            if ledger is not None:
+                ledger.close()        # its journal's lock: a corrected request opens it again
+            raise
         return _Served(spec, node, create_app(node))
 
     def _registered_circuit(self, reg: Any, version: int, onnx: Path) -> Path | None:
@@ -166,14 +171,36 @@ class InferenceService:
 
     def add(self, spec: dict[str, Any], *, persist: bool = False) -> dict[str, Any]:
         """Serve ``spec``'s version (replacing an earlier entry for it); with ``persist``,
-        also from the next start on. Raises before changing anything if the node refuses it."""
+        also from the next start on. Raises if the node refuses it, with the earlier entry served
+        again (restarted: the two cannot hold the version's journals at once)."""
         spec = _spec(spec, "serve request")
-        served = self._build(spec)
+        version = spec["version"]
         with self._lock:
-            old = self.served.pop(spec["version"], None)
-            self.served[spec["version"]] = served
-        if old is not None:
+            old = self.served.get(version)
+        if old is None:
+            served = self._build(spec)
+            with self._lock:
+                self.served[version] = served
+        else:
+            # The replacement opens the same books and used-nonce journal, which have one owner
+            # at a time (store/journal.py): the old node hands them back first, and comes back
+            # (same place in the order) if the new one is refused.
             _close(old.node)
+            try:
+                served = self._build(spec)
+            except BaseException:
+                try:
+                    restored = self._build(old.spec)
+                except Exception:
+                    restored = None          # the refusal of the new spec is the error to report
+                with self._lock:
+                    if restored is None:
+                        self.served.pop(version, None)
+                    else:
+                        self.served[version] = restored
+                raise
+            with self._lock:
+                self.served[version] = served
         if persist:
             _save_served(self.ctx.home, change=spec)
         return served.node.info()
@@ -306,6 +333,8 @@ def _close(node: Any) -> None:
         node.close()
     except Exception:  # closing a prover that already stopped
         pass
+    if getattr(node, "ledger", None) is not None:
+        node.ledger.close()   # the books this service opened for the node (their journal's lock too)
 
 
 def _requested_version(scope: dict) -> int | None:

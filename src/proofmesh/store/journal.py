@@ -50,16 +50,32 @@ replayed after the snapshot, in order). Callers block on the lock only for the s
 copy and the tail write (microseconds for books, ~10 ms per 100k records).
 
 Keys are JSON scalars (str or int); records are JSON values the caller does not mutate
-after ``put`` (write-behind encodes them later). One process per file: a second process
-appending to the same file would lose records to the first one's compaction.
+after ``put`` (write-behind encodes them later).
+
+One owner per file. Two owners appending to and compacting the same file (a node daemon
+and a CLI command, two nodes started on one home) would each rename a snapshot of *its*
+records over the other's lines: a used request nonce forgotten (a replay window) or a
+payment voucher lost. So opening a journal takes an exclusive ``flock`` on the sibling
+``<name>.lock`` (non-blocking: the second opener fails at once with
+:class:`JournalLocked`, before it reads, truncates or writes anything of the journal) and
+``close`` releases it. ``flock`` belongs to an open file description, so the kernel drops it
+when the holder dies however it dies (no stale lock to clean up), and a second open in the
+*same* process conflicts too: a Journal that was never closed keeps its file, and a
+second owner in one process is the same bug as one in two. A Journal collected without
+``close`` (only possible when no committer thread holds it) gives its lock back when it
+is collected. The lock file holds the holder's pid for the error message and is never
+deleted (deleting a lock file races with the next opener). A ``put`` after ``close``
+reopens the journal and so takes the lock again. In-memory journals take no lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -73,6 +89,54 @@ MODES = (DURABILITY_FSYNC, DURABILITY_GROUP, DURABILITY_BEHIND)
 
 class JournalUnwritable(ProofmeshError):
     """A journal could not be made durable (disk error): it accepts nothing more."""
+
+
+class JournalLocked(ProofmeshError):
+    """Another owner (process, or an unclosed Journal in this process) has the journal open."""
+
+
+def _release_lock(fd: int) -> None:
+    """Close a journal's lock file (closing the last descriptor of a flock releases it)."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _acquire_lock(path: Path, what: str) -> int:
+    """Take the exclusive lock of journal ``path``; returns the lock file's descriptor.
+
+    Raises :class:`JournalLocked` without touching ``path`` when another owner holds it.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    # O_CLOEXEC: a program this process execs must not keep the journal locked after we exit
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            holder = ""
+        os.close(fd)
+        if holder == str(os.getpid()):
+            who = (f"this process (pid {holder}) already has it open through another Journal that was "
+                   f"not closed")
+            fix = "close() the first Journal before opening the file again (one owner per journal)"
+        else:
+            who = f"another process (pid {holder}) has it open" if holder.isdigit() else \
+                "another process has it open"
+            fix = "stop the other proofmesh process using this home, or point this one at another home"
+        raise JournalLocked(f"{what} in {path} is locked: {who} (lock file {lock_path})", fix=fix) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)   # for the refused opener's message only
+    except OSError:
+        pass
+    return fd
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode   # json.dumps minus its per-call setup (2x)
@@ -139,16 +203,35 @@ class Journal:
         self._compact_at = self._compact_min
         self._force_to = 0         # compact() wants a compaction whose cut includes this record
         self._last_cut = 0         # the newest record in the last compaction's snapshot
+        self._lock_fd: int | None = None
+        self._unlock: weakref.finalize | None = None
         if self.path is not None:
-            self._open()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+            try:
+                self._open()
+            except BaseException:
+                self._give_lock()
+                raise
 
     # --- open ------------------------------------------------------------------------
     @property
     def _tmp(self) -> Path:
         return self.path.with_name(self.path.name + ".tmp")
 
+    def _take_lock(self) -> None:
+        fd = _acquire_lock(self.path, self._what)
+        self._lock_fd = fd
+        # a Journal dropped without close() must not keep its file from a legitimate reopen
+        self._unlock = weakref.finalize(self, _release_lock, fd)
+
+    def _give_lock(self) -> None:
+        if self._unlock is not None:
+            self._unlock()         # closes the descriptor once, and never again at collection
+            self._unlock = None
+        self._lock_fd = None
+
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._tmp.unlink()     # a compaction cut short by a crash: the journal itself is complete
         except FileNotFoundError:
@@ -277,7 +360,9 @@ class Journal:
                 self._written += 1
                 self._synced = self._written
                 return self._written
-            if self._fh is None:          # closed earlier: keep journaling
+            if self._fh is None:          # closed earlier: keep journaling, as the file's owner again
+                if self._lock_fd is None:
+                    self._take_lock()
                 self._append_handle()
                 self._closed = False
             if self.durability == DURABILITY_BEHIND:
@@ -509,13 +594,17 @@ class Journal:
             self._committer = None
         with self._lock:
             if self._fh is None:
+                self._give_lock()
                 return
-            if self._error is None:
-                if self._pending:
-                    self._fh.write("".join([_line(k, v) for k, v in self._pending]))
-                    self._pending = []
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-                self._synced = self._written
-            self._fh.close()
-            self._fh = None
+            try:
+                if self._error is None:
+                    if self._pending:
+                        self._fh.write("".join([_line(k, v) for k, v in self._pending]))
+                        self._pending = []
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+                    self._synced = self._written
+            finally:
+                self._fh.close()
+                self._fh = None
+                self._give_lock()     # only once nothing more of ours can reach the file
