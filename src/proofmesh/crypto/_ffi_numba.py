@@ -11,6 +11,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from proofmesh.crypto import _numba_cache  # noqa: F401  (before any @nb.njit: caches keyed by dependencies too)
+
 
 def _pointer_call(builder, args, n):
     p8 = ir.PointerType(ir.IntType(8))

@@ -10,6 +10,7 @@ little-endian ``uint64`` lanes, which is the Keccak lane order on little-endian 
 import numba as nb
 import numpy as np
 
+from proofmesh.crypto import _numba_cache  # noqa: F401  (before any @nb.njit: caches keyed by dependencies too)
 from proofmesh.crypto.keccak import _RC as RC
 
 U64 = nb.uint64

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 from blake3 import blake3
 
+from proofmesh.crypto import _numba_cache  # noqa: F401  (before any @nb.njit: caches keyed by dependencies too)
 from proofmesh.data.blake3_batch import blake3_many
 from proofmesh.data.minhash import arrow_buffers
 from proofmesh.data.normalize import Normalization, normalize_with_tokens

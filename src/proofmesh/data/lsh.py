@@ -14,6 +14,8 @@ import math
 import numba as nb
 import numpy as np
 
+from proofmesh.crypto import _numba_cache  # noqa: F401  (before any @nb.njit: caches keyed by dependencies too)
+
 
 def candidate_probability(j: float, bands: int, rows: int) -> float:
     """Probability that a pair with Jaccard ``j`` shares at least one band."""

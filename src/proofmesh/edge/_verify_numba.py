@@ -15,6 +15,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from proofmesh.crypto import _numba_cache  # noqa: F401  (before any @nb.njit: caches keyed by dependencies too)
 from proofmesh.crypto._ffi_numba import call4
 from proofmesh.crypto._keccak_numba import keccak_into
 
