@@ -57,12 +57,16 @@ def test_m8_front_runner_copying_a_dispute_reveal_earns_nothing(network, account
     st = reg.dispute_state(did)
     assert st["disputer"] == disputer.address
 
-    # the committee votes; the liar is slashed and the reward goes to the disputer only
+    # the committee votes; the liar is slashed and the reward goes to the disputer (and the
+    # voter) only
     from proofmesh.inference.receipt import output_values
     from proofmesh.inference.model import OnnxModel
     honest_values = output_values(OnnxModel(network.onnx).run({"x": x1}))
-    reg.vote(did, honest_values, sender=voter.account)
+    vsalt = os.urandom(32)
+    reg.commit_vote(did, honest_values, vsalt, sender=voter.account)
     advance_to(chain, st["deadline"] + 1)
+    assert reg.reveal_vote(did, honest_values, vsalt, sender=voter.account) == 1
+    advance_to(chain, st["reveal_deadline"] + 1)
     sybil_before, disputer_before = token.balance(sybil.address), token.balance(disputer.address)
     liar = st["node_b"]
     bond_before = reg.service_bond(liar)

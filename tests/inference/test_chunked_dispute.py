@@ -13,7 +13,7 @@ import pytest
 from proofmesh.errors import ContractRevert, InputError
 from proofmesh.inference.receipt import Receipt, ValuesSealer, _reference_values_hash
 from proofmesh.inference.router import Router
-from proofmesh.inference.server import vote_on_dispute
+from proofmesh.inference.server import reveal_vote_on_dispute, vote_on_dispute
 from proofmesh.inference.values import (CHUNK, ValuesOpening, chunk_count, disagreeing_chunk, open_values,
                                         values_hash, verify_opening)
 from tests.inference.conftest import advance_to
@@ -114,13 +114,18 @@ def test_a_lie_in_chunk_2_of_a_210_value_answer_is_disputed_and_slashed(network,
     st = reg.dispute_state(did)
     assert (st["chunk"], st["count_a"], st["count_b"]) == (2, 210, 210)
     assert reg.dispute_values(did) == (list(ra.values[128:192]), lie[128:192])
+    for v in voters:                       # bonded nodes re-execute the whole input and commit votes
+        assert vote_on_dispute(v.node, did, x.tolist())["committed"]
     # a vote with the wrong count sides with nobody, even with the right chunk
-    assert reg.disputes.functions.vote(did, 209, list(ra.values[128:192])).call({"from": accounts[4].address}) == 0
-    for v in voters:                       # bonded nodes re-execute the whole input and vote
-        assert vote_on_dispute(v.node, did, x.tolist())["voted"]
+    odd = network.start_node(accounts[8]).account
+    reg.commit_vote(did, list(ra.values) + [0], bytes(32), sender=odd)
+    advance_to(network.chain, st["deadline"] + 1)
+    for v in voters:
+        assert reveal_vote_on_dispute(v.node, did)["side"] == 1
+    assert reg.reveal_vote(did, list(ra.values) + [0], bytes(32), sender=odd) == 0
     st = reg.dispute_state(did)
     assert st["weight_a"] > 0 and st["weight_b"] == 0
-    advance_to(network.chain, st["deadline"] + 1)
+    advance_to(network.chain, st["reveal_deadline"] + 1)
     bond = reg.service_bond(liar.account.address)
     assert reg.resolve_dispute(did, sender=disputer) == liar.account.address
     assert reg.service_bond(liar.account.address) < bond

@@ -33,12 +33,19 @@ def test_lying_node_is_caught_and_slashed(network, accounts, x1):
     st = reg.dispute_state(ans.dispute)
     assert {st["node_a"], st["node_b"]} == {ans.node, liar.account.address}
 
-    # the committee: bonded nodes that are not parties re-execute and vote
+    # the committee: bonded nodes that are not parties re-execute and commit votes, then
+    # reveal them after the vote window
     voters = router.call_committee(ans.dispute)
     assert voters and liar.account.address not in voters
     with pytest.raises(ContractRevert, match="voting still open"):
         reg.resolve_dispute(ans.dispute, sender=accounts[6])
     advance_to(network.chain, st["deadline"] + 1)
+    sides = router.reveal_committee(ans.dispute)
+    a_is_honest = st["node_a"] == ans.node
+    assert set(sides) == set(voters) and set(sides.values()) == {1 if a_is_honest else 2}
+    with pytest.raises(ContractRevert, match="voting still open"):
+        reg.resolve_dispute(ans.dispute, sender=accounts[6])
+    advance_to(network.chain, st["reveal_deadline"] + 1)
     loser = reg.resolve_dispute(ans.dispute, sender=accounts[6])
     assert loser == liar.account.address
     assert reg.service_bond(liar.account.address) < bond_before
@@ -103,3 +110,74 @@ def test_failover_when_the_chosen_node_dies_mid_request(network, accounts, x1):
     assert ans.node == backup.account.address
     assert ans.failovers == 1
     assert router.nodes[slow.account.address].down_until > 0
+
+
+def test_votes_are_committed_then_revealed_and_winning_voters_share_the_slash(network, accounts, x1):
+    """Audit I3: a voter cannot copy another's vote instead of re-executing (votes are
+    hashed with the voter's address until the vote window closes), and voting pays."""
+    import os
+
+    from proofmesh.chain.core import Token
+    from proofmesh.inference.model import OnnxModel
+    from proofmesh.inference.receipt import output_values
+
+    honest = network.start_node(accounts[3])
+    liar = network.start_node(accounts[5], tamper=0.25)
+    v1, copier, shill, v4 = (network.start_node(accounts[i]).account for i in (4, 7, 8, 9))
+    router = Router(network.chain, network.version, account=accounts[6])
+    router.discover()
+    ask = {n.account.address: router.nodes[n.account.address] for n in (honest, liar)}
+    ra = router._check(ask[honest.account.address], router._send(ask[honest.account.address], x1.tolist(), "plain"),
+                       {"x": x1}, "plain")
+    rl = router._check(ask[liar.account.address], router._send(ask[liar.account.address], x1.tolist(), "plain"),
+                       {"x": x1}, "plain")
+    reg, chain, token = network.registry, network.chain, Token(network.chain)
+    disputer = accounts[6]
+    did = reg.dispute(ra.receipt, ra.values, rl.receipt, rl.values, sender=disputer)
+    st = reg.dispute_state(did)
+    right = output_values(OnnxModel(network.onnx).run({"x": x1}))
+    salts = {a.address: os.urandom(32) for a in (v1, shill, v4)}
+    reg.commit_vote(did, right, salts[v1.address], sender=v1)
+    reg.commit_vote(did, right, salts[v4.address], sender=v4)
+    reg.commit_vote(did, rl.values, salts[shill.address], sender=shill)     # sides with the liar
+    # the copier sees only v1's commitment hash: committing it gives a vote it cannot reveal
+    copied = chain.call(reg.disputes.functions.vote_commitments(did, v1.address))
+    reg._tx(reg.disputes.functions.commit_vote(did, copied), copier)
+    with pytest.raises(ContractRevert, match="already voted"):
+        reg.commit_vote(did, right, salts[v1.address], sender=v1)
+    with pytest.raises(ContractRevert, match="revealed after the vote window"):
+        reg.reveal_vote(did, right, salts[v1.address], sender=v1)
+
+    advance_to(chain, st["deadline"] + 1)
+    with pytest.raises(ContractRevert, match="voting closed"):
+        reg.commit_vote(did, right, os.urandom(32), sender=accounts[2])
+    assert reg.reveal_vote(did, right, salts[v1.address], sender=v1) == (1 if st["node_a"] == honest.account.address else 2)
+    with pytest.raises(ContractRevert, match="already revealed"):
+        reg.reveal_vote(did, right, salts[v1.address], sender=v1)
+    # now v1's values and salt are public, and still useless to the copier
+    with pytest.raises(ContractRevert, match="does not match its commitment"):
+        reg.reveal_vote(did, right, salts[v1.address], sender=copier)
+    with pytest.raises(ContractRevert, match="does not match its commitment"):
+        reg.reveal_vote(did, right, salts[v4.address], sender=shill)      # another voter's salt
+    reg.reveal_vote(did, right, salts[v4.address], sender=v4)
+    reg.reveal_vote(did, rl.values, salts[shill.address], sender=shill)
+    with pytest.raises(ContractRevert, match="voting still open"):
+        reg.resolve_dispute(did, sender=disputer)
+
+    advance_to(chain, st["reveal_deadline"] + 1)
+    with pytest.raises(ContractRevert, match="reveal window over"):
+        reg.reveal_vote(did, right, salts[v1.address], sender=copier)
+    with pytest.raises(ContractRevert, match="no voter reward"):
+        reg.claim_vote_reward(did, sender=v1)                 # not resolved yet
+    before = token.balance(disputer.address)
+    assert reg.resolve_dispute(did, sender=accounts[2]) == liar.account.address
+    to_disputer = token.balance(disputer.address) - before
+    pool = chain.call(reg.disputes.functions.voter_reward(did))
+    assert to_disputer > 0 and pool - to_disputer in (0, 1)
+    paid = reg.claim_vote_reward(did, sender=v1) + reg.claim_vote_reward(did, sender=v4)
+    assert paid == pool - pool % 2 and paid > 0               # equal bonds: equal halves
+    with pytest.raises(ContractRevert, match="already claimed"):
+        reg.claim_vote_reward(did, sender=v1)
+    for loser_side in (shill, copier):
+        with pytest.raises(ContractRevert, match="no vote on the winning side"):
+            reg.claim_vote_reward(did, sender=loser_side)

@@ -17,6 +17,7 @@ from proofmesh.inference.publish import publish_circuit
 from proofmesh.inference.receipt import COMMIT_CIRCUIT, Receipt, circuit_input_hash, input_hash
 from proofmesh.inference.router import Router
 from proofmesh.inference.zk import Circuit, ZkProof
+from tests.inference.conftest import advance_to
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +87,7 @@ def test_lying_node_is_slashed_by_proof_without_a_vote(network, accounts, zk, tm
     with pytest.raises(ContractRevert, match="dispute not open"):
         reg.settle_by_proof(ans.dispute, input_hash({"x": zk["x"]}), proof, sender=accounts[7])
     with pytest.raises(ContractRevert, match="dispute not open"):
-        reg.vote(ans.dispute, ans.values, sender=honest_a.account)
+        reg.commit_vote(ans.dispute, ans.values, b"\x01" * 32, sender=honest_a.account)
     with pytest.raises(ContractRevert, match="dispute not open"):
         reg.resolve_dispute(ans.dispute, sender=accounts[7])
     # and its receipts cannot back a second dispute
@@ -165,7 +166,9 @@ def test_proof_settlement_refuses_forgeries_and_spares_honest_nodes(network, acc
     # (its input hash matches) and sides with neither liar
     router._disputes[did2] = x3.tolist()
     assert router.call_committee(did2) == [honest.account.address]
-    assert chain.call(reg.disputes.functions.voted(did2, honest.account.address))
+    assert chain.call(reg.disputes.functions.vote_commitments(did2, honest.account.address)) != bytes(32)
+    advance_to(chain, reg.dispute_state(did2)["deadline"] + 1)
+    assert router.reveal_committee(did2) == {honest.account.address: 0}
     w3 = zk["circuit"].witness(x3, tmp_path / "w")
     got = reg.settle_by_proof(did2, input_hash({"x": x3}), zk["circuit"].prove(w3, tmp_path / "p3.json"),
                               sender=disputer)

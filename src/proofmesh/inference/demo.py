@@ -64,12 +64,15 @@ def run(ctx) -> dict:
 
         red = router.infer(x, verify="redundant", k=4)
         log(f"redundant answer agreed by {len(red.agreeing)} nodes; dispute #{red.dispute} opened against the liar")
-        router.call_committee(red.dispute)
+        voters = router.call_committee(red.dispute)          # re-execute, commit votes
         st = reg.dispute_state(red.dispute)
         chain.advance_to(st["deadline"] + 1)
+        router.reveal_committee(red.dispute)                  # then reveal them
+        chain.advance_to(st["reveal_deadline"] + 1)
         liar = reg.resolve_dispute(red.dispute, sender=client)
-        log(f"committee re-executed and voted; slashed {liar[:10]}… (bond now "
-            f"{reg.service_bond(liar) / MESH:.0f} MESH)")
+        reward = sum(reg.claim_vote_reward(red.dispute, sender=n.account) for n in nodes if n.address in voters)
+        log(f"committee re-executed, committed and revealed votes; slashed {liar[:10]}… (bond now "
+            f"{reg.service_bond(liar) / MESH:.0f} MESH; voters shared {reward / MESH:.1f} MESH)")
         router.close()
         return {"version": pub.version, "zk_gas": tx.gas_used, "dev_srs": True,
                 "redundant_agreeing": len(red.agreeing), "slashed": liar}

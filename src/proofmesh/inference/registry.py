@@ -248,8 +248,8 @@ class InferenceRegistry:
 
     def dispute_state(self, dispute_id: int) -> dict:
         r = self.chain.call(self.disputes.functions.disputes(int(dispute_id)))
-        keys = ["version", "input_hash", "node_a", "node_b", "disputer", "deadline", "weight_a", "weight_b", "state",
-                "commitment", "chunk", "count_a", "count_b"]
+        keys = ["version", "input_hash", "node_a", "node_b", "disputer", "deadline", "weight_a", "weight_b",
+                "reveal_deadline", "state", "commitment", "chunk", "count_a", "count_b"]
         return dict(zip(keys, r))
 
     def dispute_values(self, dispute_id: int) -> tuple[list[int], list[int]]:
@@ -257,12 +257,36 @@ class InferenceRegistry:
         a, b = self.chain.call(self.disputes.functions.dispute_values(int(dispute_id)))
         return list(a), list(b)
 
-    def vote(self, dispute_id: int, values: "list[int]", sender=None):
-        """Vote with a re-execution's full fixed-point outputs (the disputed chunk and the
-        count are sent)."""
+    def _ballot(self, dispute_id: int, values: "list[int]") -> tuple[int, list[int]]:
+        # what a vote carries: the output count and the disputed chunk of the outputs
         chunk = self.dispute_state(dispute_id)["chunk"]
-        part = [int(v) for v in values[CHUNK * chunk: CHUNK * (chunk + 1)]]
-        return self._tx(self.disputes.functions.vote(int(dispute_id), len(values), part), sender)
+        return len(values), [int(v) for v in values[CHUNK * chunk: CHUNK * (chunk + 1)]]
+
+    def vote_commitment(self, dispute_id: int, voter: str, values: "list[int]", salt: bytes) -> bytes:
+        """keccak256(abi_encode(voter, dispute, count, chunk values, salt)): what commit_vote takes."""
+        from eth_abi import encode
+
+        from proofmesh.crypto.keccak import keccak256
+        count, part = self._ballot(dispute_id, values)
+        return keccak256(encode(["address", "uint256", "uint256", "int256[]", "bytes32"],
+                                [to_checksum_address(voter), int(dispute_id), count, part, bytes(salt)]))
+
+    def commit_vote(self, dispute_id: int, values: "list[int]", salt: bytes, sender=None):
+        """Step 1 of a vote, in the vote window, with a re-execution's full fixed-point
+        outputs; reveal the same values and salt with :meth:`reveal_vote` after it."""
+        c = self.vote_commitment(dispute_id, self._sender_address(sender), values, salt)
+        return self._tx(self.disputes.functions.commit_vote(int(dispute_id), c), sender)
+
+    def reveal_vote(self, dispute_id: int, values: "list[int]", salt: bytes, sender=None) -> int:
+        """Step 2, after the vote window: returns the side voted for (1 a, 2 b, 0 neither)."""
+        count, part = self._ballot(dispute_id, values)
+        res = self._tx(self.disputes.functions.reveal_vote(int(dispute_id), count, part, bytes(salt)), sender)
+        return int(self.disputes.events.Voted().process_receipt(res.receipt, errors=DISCARD)[0]["args"]["side"])
+
+    def claim_vote_reward(self, dispute_id: int, sender=None) -> int:
+        """A winning voter's share of the voters' half of the slash; returns the amount."""
+        res = self._tx(self.disputes.functions.claim_vote_reward(int(dispute_id)), sender)
+        return int(self.disputes.events.VoteRewardClaimed().process_receipt(res.receipt, errors=DISCARD)[0]["args"]["amount"])
 
     def resolve_dispute(self, dispute_id: int, sender=None) -> str:
         res = self._tx(self.disputes.functions.resolve_dispute(int(dispute_id)), sender)

@@ -116,6 +116,7 @@ class Router:
         self._specs = None                     # input specs learnt from a node's /v1/info
         self._unpaid: dict[str, int] = {}      # node -> price of checked answers not yet in a voucher
         self._disputes: dict[int, Any] = {}    # dispute id -> the disputed input (for the committee)
+        self._committees: dict[int, list[str]] = {}    # dispute id -> nodes that committed votes
         # the version's circuit (zk.Circuit) held locally: redundant mode then asks for CIRCUIT
         # receipts, checks their Poseidon input instance and settles conflicts with a proof
         self.circuit = circuit
@@ -477,7 +478,8 @@ class Router:
         return result
 
     def call_committee(self, dispute_id: int) -> list[str]:
-        """Ask bonded nodes that are not parties to re-execute the disputed input and vote."""
+        """Ask bonded nodes that are not parties to re-execute the disputed input and
+        commit their votes (in the vote window). Returns the nodes that committed."""
         st = self.registry.dispute_state(dispute_id)
         data = self._disputes[dispute_id]
         voted = []
@@ -490,7 +492,25 @@ class Router:
                 continue
             if r.status_code == 200:
                 voted.append(h.address)
+        self._committees[dispute_id] = voted
         return voted
+
+    def reveal_committee(self, dispute_id: int) -> dict[str, int]:
+        """After the vote window: ask the nodes that committed to reveal their votes.
+        Returns {node: side voted for (1 a, 2 b, 0 neither)}."""
+        data = self._disputes.get(dispute_id)
+        sides = {}
+        for address in self._committees.get(dispute_id, []):
+            h = self.nodes.get(address)
+            if h is None:
+                continue
+            try:
+                r = self.http.post(h.endpoint + "/v1/committee/reveal", json={"dispute": dispute_id, "input": data})
+            except httpx.HTTPError:
+                continue
+            if r.status_code == 200:
+                sides[address] = int(r.json()["side"])
+        return sides
 
     def settle_note(self) -> dict[str, int]:
         """What this router still owes each node (to be covered by the next voucher)."""

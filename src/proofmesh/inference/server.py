@@ -182,6 +182,7 @@ class InferenceNode:
         self._prover = threading.Thread(target=self._prove_loop, name="proofmesh-prover", daemon=True)
         self._prover.start()
         self.served = 0
+        self.votes: dict[int, list[int]] = {}    # dispute id -> committed, unrevealed vote
         self._slots = threading.Semaphore(config.max_concurrency) if config.max_concurrency else None
 
     # --- startup checks -----------------------------------------------------------
@@ -537,11 +538,20 @@ def create_app(node: InferenceNode) -> FastAPI:
 
     @app.post("/v1/committee/vote")
     async def committee_vote(request: Request) -> JSONResponse:
-        """Re-execute a disputed request and vote on chain (the disputer sends the input)."""
-        body = await request.json()
+        """Re-execute a disputed request and commit a vote on chain (the disputer sends the input)."""
+        return await _committee(request, lambda body: vote_on_dispute(node, int(body["dispute"]), body["input"]))
+
+    @app.post("/v1/committee/reveal")
+    async def committee_reveal(request: Request) -> JSONResponse:
+        """Reveal this node's committed vote once the vote window is over."""
+        return await _committee(request, lambda body: reveal_vote_on_dispute(node, int(body["dispute"]),
+                                                                             body.get("input")))
+
+    async def _committee(request: Request, duty) -> JSONResponse:
         try:
+            body = await request.json()
             from starlette.concurrency import run_in_threadpool
-            return JSONResponse(await run_in_threadpool(vote_on_dispute, node, int(body["dispute"]), body["input"]))
+            return JSONResponse(await run_in_threadpool(duty, body))
         except (KeyError, ValueError, TypeError):
             return _error(422, InputError("send {dispute, input}", fix="dispute id and the disputed input"))
         except InputError as exc:
@@ -737,7 +747,39 @@ def circuit_output(w, scale: int) -> np.ndarray:
 
 
 def vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any) -> dict:
-    """Committee duty: check the input matches the dispute, re-run the model, vote."""
+    """Committee duty, step 1 (in the vote window): check the input matches the dispute,
+    re-run the model, commit to the vote (:func:`reveal_vote_on_dispute` reveals it)."""
+    values = _reexecute(node, dispute_id, raw_input)
+    node.registry.commit_vote(dispute_id, values, _vote_salt(node, dispute_id), sender=node.account)
+    node.votes[dispute_id] = values
+    return {"committed": True, "node": node.address}
+
+
+def reveal_vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any = None) -> dict:
+    """Committee duty, step 2 (after the vote window): reveal the committed vote. A node
+    restarted since it committed re-executes ``raw_input`` (the same model on the same
+    input gives the same fixed-point values); the salt is derived from its key."""
+    values = node.votes.get(dispute_id)
+    if values is None:
+        if raw_input is None:
+            raise InputError(f"this node holds no vote for dispute {dispute_id}",
+                             fix="send the disputed input so the node can re-execute it")
+        values = _reexecute(node, dispute_id, raw_input)
+    side = node.registry.reveal_vote(dispute_id, values, _vote_salt(node, dispute_id), sender=node.account)
+    node.votes.pop(dispute_id, None)
+    return {"revealed": True, "side": side, "node": node.address}
+
+
+def _vote_salt(node: InferenceNode, dispute_id: int) -> bytes:
+    # secret to everyone else (keyed by the node's key), so a committed vote cannot be
+    # guessed from the few possible outcomes; recomputable, so nothing must be stored
+    import hmac
+
+    msg = b"proofmesh dispute vote" + bytes.fromhex(node.registry.disputes.address[2:]) + int(dispute_id).to_bytes(32, "big")
+    return hmac.new(bytes(node.account.key), msg, "sha256").digest()
+
+
+def _reexecute(node: InferenceNode, dispute_id: int, raw_input: Any) -> list[int]:
     if node.registry is None:
         raise NotAvailableError("node has no chain connection", fix="start it with a chain")
     st = node.registry.dispute_state(dispute_id)
@@ -759,9 +801,7 @@ def vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any) -> dic
         ih, outputs = input_hash(inputs), None
     if ih != bytes(st["input_hash"]):
         raise InputError("input does not match the disputed input hash", fix="send the exact disputed input")
-    values = output_values(outputs if outputs is not None else node.model.run(inputs))
-    node.registry.vote(dispute_id, values, sender=node.account)
-    return {"voted": True, "node": node.address}
+    return output_values(outputs if outputs is not None else node.model.run(inputs))
 
 
 class ServerHandle:

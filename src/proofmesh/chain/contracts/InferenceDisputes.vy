@@ -34,11 +34,19 @@
         keccak256(abi_encode(sender, digest_a, digest_b, salt)) and reveals in a
         later block, so a front-runner (e.g. the liar's own sybil) copying the
         reveal from the mempool has no commitment and earns nothing.
+
+        Votes are commit-reveal too (audit I3): during the vote window a voter
+        commits keccak256(abi_encode(voter, dispute, count, values, salt)); in the
+        reveal window that follows it reveals, so nobody can copy another's vote
+        instead of re-executing. Voting pays: of the loser's slash paid out (after
+        NodeRegistry's burn), half goes to the disputer and half to the voters of
+        the winning side pro rata to their weight, claimed with `claim_vote_reward`.
 @dev Split out of InferenceRegistry to keep both under EIP-170. Bonds, open-case
      counts and slashing stay in InferenceRegistry, which accepts them only from
      this contract (`arbiter_case`, `arbiter_slash`).
 """
 
+from ethereum.ercs import IERC20
 from snekmate.utils import ecdsa
 
 
@@ -71,6 +79,7 @@ interface IInferenceRegistry:
     def arbiter_case(node: address, opened: bool): nonpayable
     def arbiter_slash(node: address, to: address) -> uint256: nonpayable
     def model_registry() -> address: view
+    def token() -> address: view
     def proof_ok(version: uint256, input_hash: bytes32, output_hash: bytes32, proof: Bytes[MAX_PROOF],
                  instances: DynArray[uint256, MAX_INSTANCES]) -> bool: view
 
@@ -84,11 +93,18 @@ struct Dispute:
     deadline: uint256
     weight_a: uint256
     weight_b: uint256
+    reveal_deadline: uint256  # votes are revealed after `deadline`, until this
     state: uint8              # 1 open, 2 resolved, 3 void (no majority)
     commitment: uint8         # the receipts' kind: VALUES, or CIRCUIT (settleable by proof)
     chunk: uint256            # the opened chunk (values chunk*64 ..)
     count_a: uint256          # how many values each receipt committed
     count_b: uint256
+
+
+struct Vote:
+    side: uint8               # 1 = a, 2 = b, 0 = neither
+    weight: uint256
+    claimed: bool
 
 
 struct Opening:
@@ -118,6 +134,12 @@ dispute_values_b: HashMap[uint256, DynArray[int256, MAX_VALUES]]
 # @notice Receipts already used in a dispute (each backs at most one; audit M2).
 receipt_disputed: public(HashMap[bytes32, bool])
 voted: public(HashMap[uint256, HashMap[address, bool]])
+# @notice keccak256(abi_encode(voter, dispute, count, values, salt)) per dispute and voter
+vote_commitments: public(HashMap[uint256, HashMap[address, bytes32]])
+# @notice Revealed votes (side, weight, reward claimed)
+votes: public(HashMap[uint256, HashMap[address, Vote]])
+# @notice The voters' half of a resolved dispute's slash, shared by the winning side's weight
+voter_reward: public(HashMap[uint256, uint256])
 # @notice keccak256(abi_encode(disputer, digest_a, digest_b, salt)) -> block committed (max: spent)
 commitments: public(HashMap[bytes32, uint256])
 # @notice Per version: 1 + the circuit's output scale (outputs are felt / 2**scale); 0 = not set.
@@ -135,6 +157,15 @@ event Disputed:
     version: uint256
     input_hash: bytes32
     deadline: uint256
+
+event VoteCommitted:
+    dispute: indexed(uint256)
+    voter: indexed(address)
+
+event VoteRewardClaimed:
+    dispute: indexed(uint256)
+    voter: indexed(address)
+    amount: uint256
 
 event Voted:
     dispute: indexed(uint256)
@@ -297,9 +328,11 @@ def dispute(ra: Receipt, sig_a: Bytes[65], open_a: Opening,
     self.receipt_disputed[digest_b] = True
     did: uint256 = self.dispute_count + 1
     self.dispute_count = did
-    deadline: uint256 = block.timestamp + staticcall inference.vote_window()
+    window: uint256 = staticcall inference.vote_window()
+    deadline: uint256 = block.timestamp + window
     self.disputes[did] = Dispute(version=ra.version, input_hash=ra.input_hash, node_a=node_a, node_b=node_b,
-                                 disputer=msg.sender, deadline=deadline, weight_a=0, weight_b=0, state=1,
+                                 disputer=msg.sender, deadline=deadline, weight_a=0, weight_b=0,
+                                 reveal_deadline=deadline + window, state=1,
                                  commitment=ra.commitment, chunk=open_a.index, count_a=open_a.count,
                                  count_b=open_b.count)
     self.dispute_values_a[did] = values_a
@@ -312,19 +345,41 @@ def dispute(ra: Receipt, sig_a: Bytes[65], open_a: Opening,
 
 
 @external
-def vote(dispute_id: uint256, count: uint256, values: DynArray[int256, MAX_VALUES]) -> uint8:
+def commit_vote(dispute_id: uint256, commitment: bytes32):
     """
-    @notice A bonded inference node that re-executed the disputed request submits
-            its output count and the disputed chunk of its outputs (values
-            chunk*64 ..); its bond is added to the side with that count whose chunk
-            is within tolerance.
-    @return 1 if it sided with node a, 2 with node b, 0 with neither.
+    @notice A bonded inference node that re-executed the disputed request commits
+            to its vote during the vote window: keccak256(abi_encode(voter,
+            dispute_id, count, values, salt)), `count` its output count and
+            `values` the disputed chunk of its outputs (values chunk*64 ..).
     """
     d: Dispute = self.disputes[dispute_id]
     assert d.state == 1, "InferenceDisputes: dispute not open"
     assert block.timestamp <= d.deadline, "InferenceDisputes: voting closed"
     assert msg.sender != d.node_a and msg.sender != d.node_b, "InferenceDisputes: parties cannot vote"
-    assert not self.voted[dispute_id][msg.sender], "InferenceDisputes: already voted"
+    assert commitment != empty(bytes32), "InferenceDisputes: empty vote commitment"
+    assert self.vote_commitments[dispute_id][msg.sender] == empty(bytes32), "InferenceDisputes: already voted"
+    assert staticcall inference.service_bond(msg.sender) >= staticcall inference.min_bond(), \
+        "InferenceDisputes: voter bond below minimum"
+    self.vote_commitments[dispute_id][msg.sender] = commitment
+    log VoteCommitted(dispute=dispute_id, voter=msg.sender)
+
+
+@external
+def reveal_vote(dispute_id: uint256, count: uint256, values: DynArray[int256, MAX_VALUES], salt: bytes32) -> uint8:
+    """
+    @notice Reveal a committed vote after the vote window, before `reveal_deadline`;
+            the voter's bond (now) is added to the side with that count whose
+            disputed chunk is within tolerance of `values`.
+    @return 1 if it sided with node a, 2 with node b, 0 with neither.
+    """
+    d: Dispute = self.disputes[dispute_id]
+    assert d.state == 1, "InferenceDisputes: dispute not open"
+    assert block.timestamp > d.deadline, "InferenceDisputes: votes are revealed after the vote window"
+    assert block.timestamp <= d.reveal_deadline, "InferenceDisputes: reveal window over"
+    assert not self.voted[dispute_id][msg.sender], "InferenceDisputes: already revealed"
+    c: bytes32 = self.vote_commitments[dispute_id][msg.sender]
+    assert c != empty(bytes32) and c == keccak256(abi_encode(msg.sender, dispute_id, count, values, salt)), \
+        "InferenceDisputes: vote does not match its commitment"
     weight: uint256 = staticcall inference.service_bond(msg.sender)
     assert weight >= staticcall inference.min_bond(), "InferenceDisputes: voter bond below minimum"
     tol: uint256 = (staticcall inference.models(d.version)).tolerance
@@ -336,21 +391,24 @@ def vote(dispute_id: uint256, count: uint256, values: DynArray[int256, MAX_VALUE
         side = 2
         self.disputes[dispute_id].weight_b = d.weight_b + weight
     self.voted[dispute_id][msg.sender] = True
+    self.votes[dispute_id][msg.sender] = Vote(side=side, weight=weight, claimed=False)
     log Voted(dispute=dispute_id, voter=msg.sender, side=side, weight=weight)
     return side
 
 
 @external
+@nonreentrant
 def resolve_dispute(dispute_id: uint256) -> address:
     """
-    @notice After voting closes (anyone): the side with less vote weight is slashed
-            and the slash reward goes to the disputer; without a quorum majority
-            the dispute is void and nobody is slashed.
+    @notice After the reveal window (anyone): the side with less vote weight is
+            slashed; of the slash paid out, half goes to the disputer and half to
+            the winning side's voters (`claim_vote_reward`). Without a quorum
+            majority the dispute is void and nobody is slashed.
     @return The slashed node (empty if void).
     """
     d: Dispute = self.disputes[dispute_id]
     assert d.state == 1, "InferenceDisputes: dispute not open"
-    assert block.timestamp > d.deadline, "InferenceDisputes: voting still open"
+    assert block.timestamp > d.reveal_deadline, "InferenceDisputes: voting still open"
     quorum: uint256 = staticcall inference.quorum()
     loser: address = empty(address)
     if d.weight_a > d.weight_b and d.weight_a >= quorum:
@@ -365,9 +423,41 @@ def resolve_dispute(dispute_id: uint256) -> address:
     extcall inference.arbiter_case(d.node_b, False)
     slashed: uint256 = 0
     if loser != empty(address):
-        slashed = extcall inference.arbiter_slash(loser, d.disputer)
+        mesh: IERC20 = IERC20(staticcall inference.token())
+        before: uint256 = staticcall mesh.balanceOf(self)
+        slashed = extcall inference.arbiter_slash(loser, self)
+        paid: uint256 = staticcall mesh.balanceOf(self) - before
+        self.voter_reward[dispute_id] = paid - paid // 2
+        assert extcall mesh.transfer(d.disputer, paid // 2, default_return_value=True), \
+            "InferenceDisputes: reward transfer failed"
     log DisputeResolved(dispute=dispute_id, loser=loser, slashed=slashed, state=state)
     return loser
+
+
+@external
+@nonreentrant
+def claim_vote_reward(dispute_id: uint256) -> uint256:
+    """
+    @notice A voter of the winning side of a dispute resolved by vote takes its
+            share of the voters' reward (pro rata to its weight), once.
+    @return The amount paid.
+    """
+    d: Dispute = self.disputes[dispute_id]
+    assert d.state == 2 and self.voter_reward[dispute_id] > 0, "InferenceDisputes: no voter reward in this dispute"
+    v: Vote = self.votes[dispute_id][msg.sender]
+    winner: uint8 = 1
+    total: uint256 = d.weight_a
+    if d.weight_b > d.weight_a:
+        winner = 2
+        total = d.weight_b
+    assert v.side == winner, "InferenceDisputes: no vote on the winning side"
+    assert not v.claimed, "InferenceDisputes: reward already claimed"
+    amount: uint256 = self.voter_reward[dispute_id] * v.weight // total
+    self.votes[dispute_id][msg.sender].claimed = True
+    log VoteRewardClaimed(dispute=dispute_id, voter=msg.sender, amount=amount)
+    assert extcall IERC20(staticcall inference.token()).transfer(msg.sender, amount, default_return_value=True), \
+        "InferenceDisputes: reward transfer failed"
+    return amount
 
 
 @external
@@ -397,6 +487,7 @@ def set_output_scale(version: uint256, scale: uint256):
 
 
 @external
+@nonreentrant
 def settle_by_proof(dispute_id: uint256, raw_input_hash: bytes32, proof: Bytes[MAX_PROOF],
                     instances: DynArray[uint256, MAX_INSTANCES]) -> uint256:
     """
