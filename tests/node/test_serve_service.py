@@ -69,6 +69,13 @@ def test_daemon_serves_configured_and_cli_registered_versions(chain: Chain, home
         assert ok.exit_code == 0, ok.output
         assert "registered with the running node daemon" in ok.output and d.url in ok.output
         assert [i["version"] for i in httpx.get(f"{d.url}/svc/inference/versions").json()["versions"]] == [v1, v2]
+        # serving a version again replaces its node, which first hands its journals (used nonces,
+        # one owner at a time) to the new one; a refused replacement leaves the old one served
+        again = runner.invoke(app, ["--home", str(home.path), "serve", str(v2), "--onnx", str(onnx2)])
+        assert again.exit_code == 0, again.output
+        bad = runner.invoke(app, ["--home", str(home.path), "serve", str(v2), "--onnx", str(onnx1)])
+        assert bad.exit_code != 0 and "onnx" in bad.output.lower()
+        assert [i["version"] for i in httpx.get(f"{d.url}/svc/inference/versions").json()["versions"]] == [v1, v2]
         # one endpoint, two versions: picked by the request's version
         body = {"version": v2, "input": x.tolist(), "nonce": secrets.randbits(256), "mode": "plain"}
         out = httpx.post(f"{d.url}/v1/infer", json=body, timeout=30).json()

@@ -87,6 +87,7 @@ def run(ctx) -> dict:
         ctx.log(f"exact scheme: EIP-3009 transfer {exact.transaction[:18]}... settled before the result")
         settled = provider.settle()
         agent.report_usage()
+        asyncio.run(agent.aclose())     # report_usage journaled its counters again: hand the file back
         rec = provider.registry.get(ids["word_count"])
         ctx.log(f"provider settled {from_wei(settled['redeemed'])} MESH of voucher calls in one redeem; "
                 f"word_count reputation: {rec.calls} calls, {rec.payers} staked payer(s), score "
