@@ -57,3 +57,43 @@ def test_publish_status_infer(cli, chain, accounts, mlp_onnx, tmp_path):
         net.stop()
     missing = cli("inference", "status", 999, ok=False)
     assert "no serving terms" in missing.output
+
+
+def test_redundant_dispute_through_the_cli(cli, chain, accounts, tmp_path):
+    """`infer --verify redundant` opens the dispute and hands it to the committee; node duty
+    (what the daemon ticks) reveals and claims; `inference disputes/resolve/claim` follow it."""
+    from proofmesh.inference.server import committee_tick
+    from tests.inference.conftest import advance_to, export_mlp
+
+    onnx = export_mlp(tmp_path / "cli-r.onnx", seed=12)
+    version = json.loads(cli("inference", "publish", "cli-red", onnx, "--tolerance", "0.01", "--json").stdout)["version"]
+    net = Network(chain, accounts, onnx, tmp_path / "n", version=version)
+    try:
+        nodes = [net.start_node(accounts[3]), net.start_node(accounts[4]), net.start_node(accounts[5], tamper=0.25)]
+        liar = accounts[5].address
+        x = np.random.default_rng(1).random((1, 4), dtype=np.float32)
+        (tmp_path / "in.json").write_text(json.dumps(x.tolist()))
+        out = json.loads(cli("infer", version, tmp_path / "in.json", "--verify", "redundant", "--k", "3",
+                             "--account", "client", "--json").stdout)
+        did = out["dispute"]
+        assert did is not None and liar not in out["agreeing"] and len(out["committee"]) == 1
+        voter = next(n for n in nodes if n.account.address == out["committee"][0])
+        listed = json.loads(cli("inference", "disputes", "--json").stdout)
+        row = next(r for r in listed if r["dispute"] == did)
+        assert row["phase"] == "voting" and liar in (row["node_a"], row["node_b"])
+        early = cli("inference", "resolve", did, "--account", "client", ok=False)
+        assert "is voting, not resolvable" in early.output
+        assert committee_tick(voter.node) == {"revealed": [], "claimed": []}      # still the vote window
+        advance_to(chain, row["vote_deadline"] + 1)
+        assert committee_tick(voter.node)["revealed"] == [did]
+        advance_to(chain, row["reveal_deadline"] + 1)
+        done = json.loads(cli("inference", "resolve", did, "--account", "client", "--json").stdout)
+        assert done == {"dispute": did, "slashed": liar, "state": "resolved"}
+        before = net.registry.chain.call(net.registry.disputes.functions.votes(did, voter.account.address))
+        assert committee_tick(voter.node)["claimed"] == [did]                   # the voter's share, once
+        after = net.registry.chain.call(net.registry.disputes.functions.votes(did, voter.account.address))
+        assert not before[2] and after[2]
+        nobody = cli("inference", "claim", did, "--account", "client", ok=False)
+        assert "winning side" in nobody.output and "claim_vote_reward reverted" in nobody.output
+    finally:
+        net.stop()

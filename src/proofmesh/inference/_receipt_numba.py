@@ -18,6 +18,7 @@ nonce — the copy inside coincurve, called through addresses passed in as integ
 import numba as nb
 import numpy as np
 
+from proofmesh.crypto import _numba_cache  # noqa: F401  (before any @nb.njit: caches keyed by dependencies too)
 from proofmesh.crypto._ffi_numba import call4, call6
 from proofmesh.crypto._keccak_numba import keccak_into
 

@@ -2,7 +2,8 @@
 
 Top level: ``proofmesh serve VERSION --onnx FILE`` and ``proofmesh infer VERSION INPUT.json
 --verify zk|redundant|tee``. Group ``proofmesh inference``: publish a model for serving,
-build/register its zk circuit, post a service bond, show a version's terms.
+build/register its zk circuit, post a service bond, show a version's terms, list, resolve
+and claim from redundant-mode disputes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from proofmesh.cli.context import AccountOpt, JsonOpt, console, ctx_account, ctx_chain, ctx_home, output
+from proofmesh.cli.context import (AccountOpt, JsonOpt, console, ctx_account, ctx_chain, ctx_home, err_console,
+                                   output)
 from proofmesh.errors import InputError
 
 app = typer.Typer(help="Verifiable inference: publish models for serving, zk circuits, bonds.",
@@ -152,6 +154,63 @@ def _redundant_circuit(router_chain, version: int):
     return find_circuit(_circuits_dir(), reg.terms(version).onnx_hash, rec.vk_hash)
 
 
+def _phase(st: dict, now: int) -> str:
+    if st["state"] == 2:
+        return "resolved"
+    if st["state"] == 3:
+        return "void"
+    if now <= st["deadline"]:
+        return "voting"
+    return "revealing" if now <= st["reveal_deadline"] else "resolvable"
+
+
+@app.command("disputes")
+def disputes(last: Annotated[int, typer.Option(help="How many of the latest disputes to show.")] = 20,
+             json_: JsonOpt = False) -> None:
+    """Redundant-mode disputes on chain: parties, phase (voting, revealing, resolvable,
+    resolved, void), vote weights, the disputed chunk."""
+    from proofmesh.inference.registry import InferenceRegistry
+
+    chain = ctx_chain(signer=False)
+    reg = InferenceRegistry(chain)
+    count, now = chain.call(reg.disputes.functions.dispute_count()), chain.timestamp()
+    rows = []
+    for did in range(count, max(0, count - last), -1):
+        st = reg.dispute_state(did)
+        rows.append({"dispute": did, "version": st["version"], "phase": _phase(st, now), "node_a": st["node_a"],
+                     "node_b": st["node_b"], "weight_a": str(st["weight_a"]), "weight_b": str(st["weight_b"]),
+                     "chunk": st["chunk"], "vote_deadline": st["deadline"], "reveal_deadline": st["reveal_deadline"]})
+    output(rows, json_, title="disputes",
+           columns=["dispute", "version", "phase", "node_a", "node_b", "weight_a", "weight_b", "reveal_deadline"])
+
+
+@app.command("resolve")
+def resolve(dispute: int, account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """After the reveal window: slash the side with less vote weight (anyone may call)."""
+    from proofmesh.inference.registry import InferenceRegistry
+
+    reg = InferenceRegistry(ctx_chain(account))
+    st = reg.dispute_state(dispute)
+    phase = _phase(st, reg.chain.timestamp())
+    if phase != "resolvable":
+        raise InputError(f"dispute {dispute} is {phase}, not resolvable",
+                         fix=f"wait until after its reveal deadline ({st['reveal_deadline']})"
+                         if phase in ("voting", "revealing") else "nothing left to do")
+    loser = reg.resolve_dispute(dispute)
+    output({"dispute": dispute, "slashed": loser if int(loser, 16) else None,
+            "state": _phase(reg.dispute_state(dispute), reg.chain.timestamp())}, json_)
+
+
+@app.command("claim")
+def claim(dispute: int, account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """A winning voter's share of a resolved dispute's reward (node daemons claim it themselves)."""
+    from proofmesh.inference.registry import InferenceRegistry
+
+    reg = InferenceRegistry(ctx_chain(account))
+    amount = reg.claim_vote_reward(dispute)
+    output({"dispute": dispute, "voter": ctx_account(account).address, "reward": str(amount)}, json_)
+
+
 def infer(version: int, input_json: Annotated[Path, typer.Argument(help="JSON: a nested list, or {input name: list}.")],
           verify: Annotated[str, typer.Option(help="none | zk | redundant | tee")] = "none",
           k: Annotated[int, typer.Option(help="Nodes asked in redundant mode.")] = 2,
@@ -184,6 +243,15 @@ def infer(version: int, input_json: Annotated[Path, typer.Argument(help="JSON: a
         if verify == "redundant":
             out.update(agreeing=ans.agreeing, dispute=ans.dispute, circuit_receipts=ans.receipt.commitment == 2,
                        settled_by_proof=ans.settled)
+            if ans.dispute is not None and not (ans.settled and "error" not in ans.settled):
+                # the vote decides: hand the input to the committee now (nodes commit, and
+                # their daemons reveal when the vote window closes); resolve it afterwards
+                out["committee"] = router.call_committee(ans.dispute)
+                st = router.registry.dispute_state(ans.dispute)
+                out["resolve_after"] = st["reveal_deadline"]
+                err_console.print(f"[yellow]dispute #{ans.dispute} opened against a node that disagreed; "
+                              f"{len(out['committee'])} committee nodes re-executed and committed votes. "
+                              f"Resolve it after the reveal window: proofmesh inference resolve {ans.dispute}[/yellow]")
         if verify == "zk":
             rec = router.registry.circuit(version)
             out["dev_srs"] = rec.dev_srs

@@ -183,6 +183,7 @@ class InferenceNode:
         self._prover.start()
         self.served = 0
         self.votes: dict[int, list[int]] = {}    # dispute id -> committed, unrevealed vote
+        self.revealed: set[int] = set()           # disputes voted in, reward not yet claimed
         self._slots = threading.Semaphore(config.max_concurrency) if config.max_concurrency else None
 
     # --- startup checks -----------------------------------------------------------
@@ -768,6 +769,36 @@ def reveal_vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any 
     side = node.registry.reveal_vote(dispute_id, values, _vote_salt(node, dispute_id), sender=node.account)
     node.votes.pop(dispute_id, None)
     return {"revealed": True, "side": side, "node": node.address}
+
+
+def committee_tick(node: InferenceNode) -> dict[str, list[int]]:
+    """Committee duty that needs no disputer: reveal this node's committed votes once their
+    vote window is over, and claim its share of the voters' reward from disputes resolved
+    its way. The node daemon runs it every few seconds; returns what was done."""
+    done: dict[str, list[int]] = {"revealed": [], "claimed": []}
+    if node.registry is None or not (node.votes or node.revealed):
+        return done
+    now = node.registry.chain.timestamp()
+    for did in list(node.votes):
+        st = node.registry.dispute_state(did)
+        if st["state"] != 1 or now > st["reveal_deadline"]:
+            node.votes.pop(did, None)                 # settled by proof, or too late: nothing to reveal
+        elif now > st["deadline"]:
+            reveal_vote_on_dispute(node, did)
+            node.revealed.add(did)
+            done["revealed"].append(did)
+    for did in list(node.revealed):
+        st = node.registry.dispute_state(did)
+        if st["state"] == 1:
+            continue
+        node.revealed.discard(did)
+        winner = 2 if st["weight_b"] > st["weight_a"] else 1
+        side, _, claimed = node.registry.chain.call(node.registry.disputes.functions.votes(did, node.address))
+        if st["state"] == 2 and side == winner and not claimed \
+                and node.registry.chain.call(node.registry.disputes.functions.voter_reward(did)) > 0:
+            node.registry.claim_vote_reward(did, sender=node.account)
+            done["claimed"].append(did)
+    return done
 
 
 def _vote_salt(node: InferenceNode, dispute_id: int) -> bytes:

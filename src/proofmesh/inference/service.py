@@ -39,6 +39,7 @@ from fastapi import Request  # module level: FastAPI resolves string annotations
 from proofmesh.errors import ConfigError, InputError, ProofmeshError
 
 ROLES = 4  # NodeRegistry INFERENCE
+COMMITTEE_TICK_S = 5.0   # how often the daemon checks for votes to reveal and rewards to claim
 SERVED_FILE = "inference/served.json"
 TOKEN_HEADER = "authorization"
 
@@ -128,6 +129,9 @@ class InferenceService:
         self._stop = threading.Event()
         self.epochs_committed = 0
         self.epoch_errors = 0
+        self.votes_revealed = 0
+        self.rewards_claimed = 0
+        self.committee_errors = 0
         for spec in configured_specs(ctx.home):
             self.add(spec)
 
@@ -291,14 +295,34 @@ class InferenceService:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._epochs, name="proofmesh-inference-epochs", daemon=True)
+        self._thread = threading.Thread(target=self._duties, name="proofmesh-inference-duties", daemon=True)
         self._thread.start()
 
-    def _epochs(self) -> None:
-        periods = [float(s.spec.get("epoch_seconds", 600)) for s in self.served.values()] or [600.0]
-        while not self._stop.wait(min(periods)):
-            for s in list(self.served.values()):
-                self._commit(s.node)
+    def _duties(self) -> None:
+        """Every few seconds: committee duty (reveal committed votes when their window opens,
+        claim rewards); every node's ``epoch_seconds``: commit its epoch of proven receipts."""
+        import time
+
+        last_epoch: dict[int, float] = {}
+        periods = [float(s.spec.get("epoch_seconds", 600)) for s in self.served.values()]
+        while not self._stop.wait(min([COMMITTEE_TICK_S, *periods])):
+            now = time.monotonic()
+            for version, s in list(self.served.items()):
+                self._committee(s.node)
+                if now - last_epoch.setdefault(version, now) >= float(s.spec.get("epoch_seconds", 600)):
+                    last_epoch[version] = now
+                    self._commit(s.node)
+
+    def _committee(self, node: Any) -> None:
+        from proofmesh.inference.server import committee_tick
+
+        try:
+            done = committee_tick(node)
+        except Exception:  # chain unreachable, a race with the window: retried next tick
+            self.committee_errors += 1
+            return
+        self.votes_revealed += len(done["revealed"])
+        self.rewards_claimed += len(done["claimed"])
 
     def _commit(self, node: Any) -> None:
         if node.circuit is None:
@@ -325,7 +349,10 @@ class InferenceService:
     def metrics(self) -> dict[str, float]:
         return {"inference_versions": float(len(self.served)),
                 "inference_served": float(sum(s.node.served for s in self.served.values())),
-                "inference_epochs": float(self.epochs_committed), "inference_epoch_errors": float(self.epoch_errors)}
+                "inference_epochs": float(self.epochs_committed), "inference_epoch_errors": float(self.epoch_errors),
+                "inference_votes_revealed": float(self.votes_revealed),
+                "inference_vote_rewards_claimed": float(self.rewards_claimed),
+                "inference_committee_errors": float(self.committee_errors)}
 
 
 def _close(node: Any) -> None:
