@@ -136,3 +136,34 @@ def test_answer_frame_without_tensors_round_trips_but_a_request_needs_one():
     assert wire.decode_answer(wire.encode_answer(out)) == out
     with pytest.raises(InputError, match="tensors"):
         wire.decode_request(wire._encode_frame(wire.MAGIC, {"version": 1}, {}))
+
+
+def test_requests_from_several_clients_run_side_by_side(network, accounts, x1, monkeypatch):
+    """One client: answered inline on the event loop (no thread hand-off). Two active
+    clients: both go to worker threads, so their model runs overlap on separate cores
+    instead of the second waiting unread behind the first."""
+    import threading
+    import time
+
+    from proofmesh.inference import server
+
+    n = network.start_node(accounts[3])
+    ran_on: list[str] = []
+    infer = n.node._infer
+    monkeypatch.setattr(n.node, "_infer", lambda body: (ran_on.append(threading.current_thread().name), infer(body))[1])
+    monkeypatch.setattr(server, "CONCURRENT_WINDOW_S", 0.5)
+    v = network.version
+    with _connect(n.url) as a, _connect(n.url) as b:
+        a.sendall(_request(v, 201, x1))
+        assert _read_answers(a, 1)[0][0] == 200
+        a.sendall(_request(v, 202, x1))
+        assert _read_answers(a, 1)[0][0] == 200
+        b.sendall(_request(v, 203, x1))          # a second client, while the first is active
+        assert _read_answers(b, 1)[0][0] == 200
+        a.sendall(_request(v, 204, x1))
+        assert _read_answers(a, 1)[0][0] == 200
+        time.sleep(0.6)                          # b has gone quiet: a is alone again
+        a.sendall(_request(v, 205, x1))
+        assert _read_answers(a, 1)[0][0] == 200
+    workers = [name.startswith("proofmesh-infer") for name in ran_on]
+    assert workers == [False, False, True, True, False], ran_on

@@ -10,7 +10,7 @@ httptools protocol (keep-alive, flow control, graceful shutdown, the server's co
 set: :meth:`ServerHandle.kill` still works) with one change: a ``POST /v1/infer`` is
 collected by the parser callbacks and handed to the node's :class:`_Dispatch` directly,
 answered on the spot when the node can run it inline, or from a task when it goes to a
-worker thread (zk, paid, delayed, busy). Every other request goes through ASGI as before.
+worker thread (zk, paid, delayed, busy, or other clients active: see ``_Dispatch``). Every other request goes through ASGI as before.
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ class InferProtocol(HttpToolsProtocol):
                 accept = v
         self._fast_accept = accept = accept.decode("latin-1")
         try:
-            answer = self.dispatch.answer_now(raw, ctype.decode("latin-1"), accept)
+            answer = self.dispatch.answer_now(raw, ctype.decode("latin-1"), accept,
+                                              alone=self.dispatch.arrived(id(self)))
         except Exception as exc:   # a bug, not bad input: answer 500 like uvicorn would, keep serving
             self.logger.exception("inference request failed", exc_info=exc)
             answer = (500, b'{"error": "internal error"}')
@@ -133,6 +134,11 @@ class InferProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self.on_response_complete()    # keep-alive timer, resume reading, counters
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.dispatch is not None:
+            self.dispatch.closed(id(self))
+        super().connection_lost(exc)
 
     def shutdown(self) -> None:
         if self._fast_busy:
