@@ -142,7 +142,7 @@ class InferenceRegistry:
 
     def commit_epoch(self, root: bytes, count: int, sender=None) -> int:
         res = self._tx(self.c.functions.commit_epoch(root, int(count)), sender)
-        ev = self.c.events.EpochCommitted().process_receipt(res.receipt)
+        ev = self.c.events.EpochCommitted().process_receipt(res.receipt, errors=DISCARD)
         return int(ev[0]["args"]["epoch"])
 
     def settle_from_epoch(self, epoch: int, receipt: Receipt, proof_hash: bytes, merkle_proof: list[bytes],
@@ -186,7 +186,7 @@ class InferenceRegistry:
             from proofmesh.chain.core import Token
             Token(self.chain).ensure_allowance(self.address, deposit, sender=sender)
         res = self._tx(self.c.functions.challenge(receipt.as_tuple(), receipt.signature, salt), sender)
-        return int(self.c.events.Challenged().process_receipt(res.receipt)[0]["args"]["challenge"])
+        return int(self.c.events.Challenged().process_receipt(res.receipt, errors=DISCARD)[0]["args"]["challenge"])
 
     def challenge(self, receipt: Receipt, sender=None) -> int:
         """Commit, then reveal in a later block. Returns the challenge id."""
