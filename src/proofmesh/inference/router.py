@@ -480,37 +480,34 @@ class Router:
     def call_committee(self, dispute_id: int) -> list[str]:
         """Ask bonded nodes that are not parties to re-execute the disputed input and
         commit their votes (in the vote window). Returns the nodes that committed."""
+        if dispute_id not in self._disputes:
+            raise InputError(f"dispute {dispute_id} was not opened by this router: it holds no input for the committee",
+                             fix="call the committee from the router that opened the dispute")
         st = self.registry.dispute_state(dispute_id)
-        data = self._disputes[dispute_id]
-        voted = []
-        for h in self.ranked():
-            if h.address in (st["node_a"], st["node_b"]):
-                continue
-            try:
-                r = self.http.post(h.endpoint + "/v1/committee/vote", json={"dispute": dispute_id, "input": data})
-            except httpx.HTTPError:
-                continue
-            if r.status_code == 200:
-                voted.append(h.address)
+        members = [h for h in self.ranked() if h.address not in (st["node_a"], st["node_b"])]
+        voted = list(self._committee_duty(dispute_id, members, "vote"))
         self._committees[dispute_id] = voted
         return voted
 
     def reveal_committee(self, dispute_id: int) -> dict[str, int]:
-        """After the vote window: ask the nodes that committed to reveal their votes.
-        Returns {node: side voted for (1 a, 2 b, 0 neither)}."""
-        data = self._disputes.get(dispute_id)
-        sides = {}
-        for address in self._committees.get(dispute_id, []):
-            h = self.nodes.get(address)
-            if h is None:
-                continue
+        """After the vote window: ask the nodes that committed to reveal their votes (node
+        daemons also do it by themselves). Returns {node: side voted for (1 a, 2 b, 0 neither)}."""
+        members = [self.nodes[a] for a in self._committees.get(dispute_id, []) if a in self.nodes]
+        return {a: int(body["side"]) for a, body in self._committee_duty(dispute_id, members, "reveal").items()}
+
+    def _committee_duty(self, dispute_id: int, members: list[NodeHandle], duty: str) -> dict[str, dict]:
+        # POST /v1/committee/<duty> with the disputed input to each member; the answers of
+        # those that did it (a node that is down or refuses is skipped)
+        done = {}
+        for h in members:
             try:
-                r = self.http.post(h.endpoint + "/v1/committee/reveal", json={"dispute": dispute_id, "input": data})
+                r = self.http.post(f"{h.endpoint}/v1/committee/{duty}",
+                                   json={"dispute": dispute_id, "input": self._disputes.get(dispute_id)})
             except httpx.HTTPError:
                 continue
             if r.status_code == 200:
-                sides[address] = int(r.json()["side"])
-        return sides
+                done[h.address] = r.json()
+        return done
 
     def settle_note(self) -> dict[str, int]:
         """What this router still owes each node (to be covered by the next voucher)."""
