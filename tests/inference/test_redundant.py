@@ -48,6 +48,12 @@ def test_lying_node_is_caught_and_slashed(network, accounts, x1):
     advance_to(network.chain, st["reveal_deadline"] + 1)
     loser = reg.resolve_dispute(ans.dispute, sender=accounts[6])
     assert loser == liar.account.address
+    # the voters' own duty loop (the node daemon's) claims their share of the slash
+    from proofmesh.inference.server import committee_tick
+    for n in (honest_a, honest_b):
+        if n.account.address in voters:
+            assert committee_tick(n.node)["claimed"] == [ans.dispute]
+            assert committee_tick(n.node)["claimed"] == []
     assert reg.service_bond(liar.account.address) < bond_before
     assert Registry(network.chain).info(liar.account.address).stake < stake_before
     # honest nodes keep their bonds

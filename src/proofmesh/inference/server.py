@@ -796,6 +796,7 @@ def reveal_vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any 
         values = _reexecute(node, dispute_id, raw_input)
     side = node.registry.reveal_vote(dispute_id, values, _vote_salt(node, dispute_id), sender=node.account)
     node.votes.pop(dispute_id, None)
+    node.revealed.add(dispute_id)            # its reward is claimed by committee_tick
     return {"revealed": True, "side": side, "node": node.address}
 
 
@@ -811,9 +812,11 @@ def committee_tick(node: InferenceNode) -> dict[str, list[int]]:
         st = node.registry.dispute_state(did)
         if st["state"] != 1 or now > st["reveal_deadline"]:
             node.votes.pop(did, None)                 # settled by proof, or too late: nothing to reveal
+        elif node.registry.chain.call(node.registry.disputes.functions.voted(did, node.address)):
+            node.votes.pop(did, None)                 # revealed already (asked by the router)
+            node.revealed.add(did)
         elif now > st["deadline"]:
             reveal_vote_on_dispute(node, did)
-            node.revealed.add(did)
             done["revealed"].append(did)
     for did in list(node.revealed):
         st = node.registry.dispute_state(did)
