@@ -13,7 +13,7 @@ import pytest
 from proofmesh.errors import ContractRevert, InputError
 from proofmesh.inference.receipt import Receipt, ValuesSealer, _reference_values_hash
 from proofmesh.inference.router import Router
-from proofmesh.inference.server import reveal_vote_on_dispute, vote_on_dispute
+from proofmesh.inference.committee import reveal_vote_on_dispute, vote_on_dispute
 from proofmesh.inference.values import (CHUNK, ValuesOpening, chunk_count, disagreeing_chunk, open_values,
                                         values_hash, verify_opening)
 from tests.inference.conftest import advance_to
@@ -181,3 +181,23 @@ def test_a_circuit_lie_in_chunk_1_is_settled_by_proof(chain, accounts, tmp_path,
         assert reg.service_bond(honest.account.address) == reg.min_bond()
     finally:
         net.stop()
+
+
+def test_ballots_survive_a_restart(tmp_path):
+    """A node restarted between commit and reveal still has its vote's values (the commit
+    is on chain already: without them the vote could never be revealed)."""
+    from proofmesh.inference.committee import Ballots
+    from proofmesh.store.journal import JournalLocked
+
+    b = Ballots(tmp_path / "ballots-1.jsonl")
+    b.commit(7, [1, -2, 3])
+    b.commit(8, [4])
+    b.reveal(8)
+    b.commit(9, [5])
+    b.done(9)
+    with pytest.raises(JournalLocked):                 # one owner: a second node on this workdir
+        Ballots(tmp_path / "ballots-1.jsonl")
+    b.close()
+    again = Ballots(tmp_path / "ballots-1.jsonl")
+    assert again.committed == {7: [1, -2, 3]} and again.revealed == {8}
+    again.close()

@@ -62,7 +62,7 @@ def test_publish_status_infer(cli, chain, accounts, mlp_onnx, tmp_path):
 def test_redundant_dispute_through_the_cli(cli, chain, accounts, tmp_path):
     """`infer --verify redundant` opens the dispute and hands it to the committee; node duty
     (what the daemon ticks) reveals and claims; `inference disputes/resolve/claim` follow it."""
-    from proofmesh.inference.server import committee_tick
+    from proofmesh.inference.committee import committee_tick
     from tests.inference.conftest import advance_to, export_mlp
 
     onnx = export_mlp(tmp_path / "cli-r.onnx", seed=12)

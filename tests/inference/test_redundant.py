@@ -49,7 +49,7 @@ def test_lying_node_is_caught_and_slashed(network, accounts, x1):
     loser = reg.resolve_dispute(ans.dispute, sender=accounts[6])
     assert loser == liar.account.address
     # the voters' own duty loop (the node daemon's) claims their share of the slash
-    from proofmesh.inference.server import committee_tick
+    from proofmesh.inference.committee import committee_tick
     for n in (honest_a, honest_b):
         if n.account.address in voters:
             assert committee_tick(n.node)["claimed"] == [ans.dispute]

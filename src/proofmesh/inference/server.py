@@ -49,9 +49,10 @@ from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, Veri
 from proofmesh.inference.model import OnnxModel, check_finite, spec_to_json
 from proofmesh.inference.nonces import UsedNonces
 from proofmesh.inference.tee import require_tee
-from proofmesh.inference import wire
+from proofmesh.inference import committee, wire
+from proofmesh.inference.committee import Ballots
 from proofmesh.inference.receipt import (COMMIT_CIRCUIT, COMMIT_ZK, Receipt, ValuesSealer, circuit_input_hash,
-                                         input_hash, output_values)
+                                         input_hash)
 
 
 class StartupRefused(ProofmeshError):
@@ -182,8 +183,7 @@ class InferenceNode:
         self._prover = threading.Thread(target=self._prove_loop, name="proofmesh-prover", daemon=True)
         self._prover.start()
         self.served = 0
-        self.votes: dict[int, list[int]] = {}    # dispute id -> committed, unrevealed vote
-        self.revealed: set[int] = set()           # disputes voted in, reward not yet claimed
+        self.ballots = Ballots(self.workdir / f"ballots-{config.version}.jsonl")   # committee votes in flight
         self._slots = threading.Semaphore(config.max_concurrency) if config.max_concurrency else None
 
     # --- startup checks -----------------------------------------------------------
@@ -469,6 +469,7 @@ class InferenceNode:
         self._jobs.put(None)
         self._prover.join(timeout=600)
         self.nonces.close()
+        self.ballots.close()
 
 
 def _jsonable(out: dict) -> dict:
@@ -540,13 +541,14 @@ def create_app(node: InferenceNode) -> FastAPI:
     @app.post("/v1/committee/vote")
     async def committee_vote(request: Request) -> JSONResponse:
         """Re-execute a disputed request and commit a vote on chain (the disputer sends the input)."""
-        return await _committee(request, lambda body: vote_on_dispute(node, int(body["dispute"]), body["input"]))
+        return await _committee(request, lambda body: committee.vote_on_dispute(node, int(body["dispute"]),
+                                                                                body["input"]))
 
     @app.post("/v1/committee/reveal")
     async def committee_reveal(request: Request) -> JSONResponse:
         """Reveal this node's committed vote once the vote window is over."""
-        return await _committee(request, lambda body: reveal_vote_on_dispute(node, int(body["dispute"]),
-                                                                             body.get("input")))
+        return await _committee(request, lambda body: committee.reveal_vote_on_dispute(node, int(body["dispute"]),
+                                                                                       body.get("input")))
 
     async def _committee(request: Request, duty) -> JSONResponse:
         try:
@@ -773,97 +775,6 @@ def circuit_output(w, scale: int) -> np.ndarray:
 
     signed = [float(v - FIELD_P if v > FIELD_P // 2 else v) for v in w.outputs]   # exact below 2**53
     return (np.array(signed) / float(2 ** scale)).reshape(w.answer.shape)
-
-
-def vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any) -> dict:
-    """Committee duty, step 1 (in the vote window): check the input matches the dispute,
-    re-run the model, commit to the vote (:func:`reveal_vote_on_dispute` reveals it)."""
-    values = _reexecute(node, dispute_id, raw_input)
-    node.registry.commit_vote(dispute_id, values, _vote_salt(node, dispute_id), sender=node.account)
-    node.votes[dispute_id] = values
-    return {"committed": True, "node": node.address}
-
-
-def reveal_vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any = None) -> dict:
-    """Committee duty, step 2 (after the vote window): reveal the committed vote. A node
-    restarted since it committed re-executes ``raw_input`` (the same model on the same
-    input gives the same fixed-point values); the salt is derived from its key."""
-    values = node.votes.get(dispute_id)
-    if values is None:
-        if raw_input is None:
-            raise InputError(f"this node holds no vote for dispute {dispute_id}",
-                             fix="send the disputed input so the node can re-execute it")
-        values = _reexecute(node, dispute_id, raw_input)
-    side = node.registry.reveal_vote(dispute_id, values, _vote_salt(node, dispute_id), sender=node.account)
-    node.votes.pop(dispute_id, None)
-    node.revealed.add(dispute_id)            # its reward is claimed by committee_tick
-    return {"revealed": True, "side": side, "node": node.address}
-
-
-def committee_tick(node: InferenceNode) -> dict[str, list[int]]:
-    """Committee duty that needs no disputer: reveal this node's committed votes once their
-    vote window is over, and claim its share of the voters' reward from disputes resolved
-    its way. The node daemon runs it every few seconds; returns what was done."""
-    done: dict[str, list[int]] = {"revealed": [], "claimed": []}
-    if node.registry is None or not (node.votes or node.revealed):
-        return done
-    now = node.registry.chain.timestamp()
-    for did in list(node.votes):
-        st = node.registry.dispute_state(did)
-        if st["state"] != 1 or now > st["reveal_deadline"]:
-            node.votes.pop(did, None)                 # settled by proof, or too late: nothing to reveal
-        elif node.registry.chain.call(node.registry.disputes.functions.voted(did, node.address)):
-            node.votes.pop(did, None)                 # revealed already (asked by the router)
-            node.revealed.add(did)
-        elif now > st["deadline"]:
-            reveal_vote_on_dispute(node, did)
-            done["revealed"].append(did)
-    for did in list(node.revealed):
-        st = node.registry.dispute_state(did)
-        if st["state"] == 1:
-            continue
-        node.revealed.discard(did)
-        winner = 2 if st["weight_b"] > st["weight_a"] else 1
-        side, _, claimed = node.registry.chain.call(node.registry.disputes.functions.votes(did, node.address))
-        if st["state"] == 2 and side == winner and not claimed \
-                and node.registry.chain.call(node.registry.disputes.functions.voter_reward(did)) > 0:
-            node.registry.claim_vote_reward(did, sender=node.account)
-            done["claimed"].append(did)
-    return done
-
-
-def _vote_salt(node: InferenceNode, dispute_id: int) -> bytes:
-    # secret to everyone else (keyed by the node's key), so a committed vote cannot be
-    # guessed from the few possible outcomes; recomputable, so nothing must be stored
-    import hmac
-
-    msg = b"proofmesh dispute vote" + bytes.fromhex(node.registry.disputes.address[2:]) + int(dispute_id).to_bytes(32, "big")
-    return hmac.new(bytes(node.account.key), msg, "sha256").digest()
-
-
-def _reexecute(node: InferenceNode, dispute_id: int, raw_input: Any) -> list[int]:
-    if node.registry is None:
-        raise NotAvailableError("node has no chain connection", fix="start it with a chain")
-    st = node.registry.dispute_state(dispute_id)
-    if st["version"] != node.config.version:
-        raise InputError(f"dispute {dispute_id} is about version {st['version']}, this node serves "
-                         f"{node.config.version}", fix="ask a node serving that version")
-    inputs = node.model.prepare(raw_input)
-    if st.get("commitment") == COMMIT_CIRCUIT:
-        # circuit receipts commit the circuit's output: re-execute the circuit
-        if node.circuit is None:
-            raise NotAvailableError("the dispute is over circuit receipts and this node has no circuit",
-                                    fix="ask a node serving the version with its circuit")
-        w = node.circuit.witness(next(iter(inputs.values())), node.workdir / "witness")
-        w.path.unlink(missing_ok=True)
-        from proofmesh.inference.registry import circuit_output_scale
-        ih, outputs = (circuit_input_hash(input_hash(inputs), w.input_hash),
-                       [circuit_output(w, circuit_output_scale(node.circuit))])
-    else:
-        ih, outputs = input_hash(inputs), None
-    if ih != bytes(st["input_hash"]):
-        raise InputError("input does not match the disputed input hash", fix="send the exact disputed input")
-    return output_values(outputs if outputs is not None else node.model.run(inputs))
 
 
 class ServerHandle:

@@ -314,7 +314,7 @@ class InferenceService:
                     self._commit(s.node)
 
     def _committee(self, node: Any) -> None:
-        from proofmesh.inference.server import committee_tick
+        from proofmesh.inference.committee import committee_tick
 
         try:
             done = committee_tick(node)
