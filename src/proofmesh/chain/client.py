@@ -186,6 +186,24 @@ class Chain:
         if sender is None:
             raise ChainError("no account to sign with", fix="pass an account, or create one with `proofmesh account new`")
         contract_name, fn_name = self._describe(fn)
+        tx, tx_hash, receipt = self._send(fn, sender, value, gas, contract_name, fn_name)
+        if receipt["status"] != 1 and gas is None and receipt["gasUsed"] >= tx["gas"]:
+            # It ran out of the gas estimated for it: another transaction mined first changed
+            # the state so that this one took a costlier path (e.g. the attestation that
+            # completes a quorum, and so finalizes, after estimating as an ordinary one).
+            # A reverted transaction changed nothing: estimate again on the new state and
+            # send it once more.
+            tx, tx_hash, receipt = self._send(fn, sender, value, gas, contract_name, fn_name)
+        if receipt["status"] != 1:
+            reason = self._replay_reason(tx, receipt["blockNumber"])
+            raise ContractRevert(reason, contract=contract_name, function=fn_name)
+        return TxResult(tx_hash="0x" + bytes(tx_hash).hex(), block_number=receipt["blockNumber"],
+                        gas_used=receipt["gasUsed"], status=receipt["status"], receipt=receipt,
+                        contract_address=receipt.get("contractAddress"))
+
+    def _send(self, fn: Any, sender: LocalAccount, value: int, gas: int | None, contract_name: str,
+              fn_name: str) -> tuple[dict, Any, Any]:
+        """Estimate (unless ``gas``), sign, send and wait: (the transaction, its hash, its receipt)."""
         params: dict[str, Any] = {"from": sender.address, "value": value, "chainId": self.chain_id}
         if gas is not None:
             params["gas"] = gas
@@ -212,13 +230,7 @@ class Chain:
                 tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
             except Web3RPCError as exc:
                 raise _rpc_error(exc, sender.address) from None
-        receipt = self._wait(tx_hash)
-        if receipt["status"] != 1:
-            reason = self._replay_reason(tx, receipt["blockNumber"])
-            raise ContractRevert(reason, contract=contract_name, function=fn_name)
-        return TxResult(tx_hash="0x" + bytes(tx_hash).hex(), block_number=receipt["blockNumber"],
-                        gas_used=receipt["gasUsed"], status=receipt["status"], receipt=receipt,
-                        contract_address=receipt.get("contractAddress"))
+        return tx, tx_hash, self._wait(tx_hash)
 
     def send_eth(self, to: str, value: int, *, sender: LocalAccount | None = None) -> TxResult:
         """Send plain ETH (gas money) to ``to``."""
