@@ -28,6 +28,24 @@ def mlp_onnx(tmp_path_factory) -> Path:
     return export_mlp(tmp_path_factory.mktemp("model") / "mlp.onnx")
 
 
+@pytest.fixture(scope="session")
+def mlp_circuit(tmp_path_factory, mlp_onnx):
+    """The tiny MLP's ezkl circuit at batch 1 (dev SRS) with its Solidity verifier compiled:
+    built once per test process for every module that proves with it (a build is ~25-50 s)."""
+    from proofmesh.inference.zk import Circuit
+
+    work = tmp_path_factory.mktemp("mlp-circuit")
+    (work / "home").mkdir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HOME", str(work / "home"))      # ezkl's caches (the SRS itself lives in the circuit dir)
+    try:
+        circuit = Circuit.build(mlp_onnx, work / "circuits", batch=1, dev=True)
+        circuit.verifier_artifact()             # Verifier.sol -> solcjs, once
+    finally:
+        mp.undo()
+    return circuit
+
+
 @pytest.fixture(scope="module")
 def ezkl_home(tmp_path_factory):
     """ezkl writes ~/.ezkl and ~/.svm: HOME points at a temporary directory for the module."""

@@ -17,17 +17,16 @@ from proofmesh.errors import ContractRevert, VerificationError
 from proofmesh.inference.publish import publish_circuit
 from proofmesh.inference.receipt import COMMIT_ZK, Receipt, instances_hash
 from proofmesh.inference.router import Router
-from proofmesh.inference.zk import Circuit, ZkProof
+from proofmesh.inference.zk import ZkProof
 from tests.inference.conftest import advance_to
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def zk(tmp_path_factory, mlp_onnx, ezkl_home):
+def zk(tmp_path_factory, mlp_circuit, ezkl_home):
     work = tmp_path_factory.mktemp("zk")
-    circuit = Circuit.build(mlp_onnx, work / "circuits", batch=1, dev=True)
-    circuit.verifier_artifact()         # Verifier.sol -> solcjs, once
+    circuit = mlp_circuit
     x = np.random.default_rng(5).random((1, 4), dtype=np.float32)
     w = circuit.witness(x, work / "w")
     proof = circuit.prove(w, work / "proof.json")

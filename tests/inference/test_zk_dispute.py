@@ -23,10 +23,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def zk(tmp_path_factory, mlp_onnx, ezkl_home):
+def zk(tmp_path_factory, mlp_circuit, ezkl_home):
     work = tmp_path_factory.mktemp("zkd")
-    circuit = Circuit.build(mlp_onnx, work / "circuits", batch=1, dev=True)
-    circuit.verifier_artifact()         # Verifier.sol -> solcjs, once
+    circuit = mlp_circuit
     x = np.random.default_rng(5).random((1, 4), dtype=np.float32)
     x2 = np.random.default_rng(6).random((1, 4), dtype=np.float32)
     w2 = circuit.witness(x2, work / "w")
