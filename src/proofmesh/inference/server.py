@@ -360,7 +360,9 @@ class InferenceNode:
             receipt, out = self._circuit_answer(inputs, nonce, price, cid)
         else:
             job = self._hasher.submit(inputs)        # input check + hash beside the model run
+            t_run = time.perf_counter()
             outputs = self.model.run(inputs)
+            run_ms = (time.perf_counter() - t_run) * 1000
             ih = job.result()
             if self.config.tamper:
                 outputs = [o + np.asarray(self.config.tamper, dtype=o.dtype) for o in outputs]
@@ -368,8 +370,9 @@ class InferenceNode:
             with self._lock:
                 if cid is not None:
                     self._channels[cid].unpaid += price
+            # run_ms: the model run alone, so a client can tell the node's own cost from the model's
             out = {"output": outputs if len(outputs) > 1 else outputs[0], "values": values,
-                   "receipt": receipt.to_json()}
+                   "receipt": receipt.to_json(), "run_ms": round(run_ms, 3)}
         with self._lock:
             self.nonces.add(nonce)       # in memory; written behind, bounded by the replay window
             self.served += 1
