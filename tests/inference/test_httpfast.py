@@ -167,3 +167,58 @@ def test_requests_from_several_clients_run_side_by_side(network, accounts, x1, m
         assert _read_answers(a, 1)[0][0] == 200
     workers = [name.startswith("proofmesh-infer") for name in ran_on]
     assert workers == [False, False, True, True, False], ran_on
+
+
+def _rss_mb(pid: int | None = None) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def test_body_over_the_limit_is_refused_before_it_is_read(network, accounts, x1):
+    """A declared body over max_body_mb gets 413 as its headers arrive (no 100 Continue, no
+    buffering), a chunked one as it grows past the limit; the connection is closed and the
+    node keeps serving. Under the limit nothing changes."""
+    n = network.start_node(accounts[6], max_body_mb=1)
+    v = network.version
+    with _connect(n.url) as s:      # declared 1 GB: answered without sending a byte of it
+        s.sendall(b"POST /v1/infer HTTP/1.1\r\nhost: node\r\ncontent-type: application/json\r\n"
+                  b"expect: 100-continue\r\ncontent-length: 1073741824\r\n\r\n")
+        [(st, err, head)] = _read_answers(s, 1)
+        assert st == 413 and b"connection: close" in head and err["type"] == "BodyTooLarge"
+        assert "1073741824 bytes is over this node's limit of 1048576" in err["error"] and "max_body_mb" in err["fix"]
+        assert s.recv(10) == b""
+    before = _rss_mb()
+    with _connect(n.url) as s:      # streamed (chunked) 3 MB: refused once past 1 MB
+        s.sendall(b"POST /v1/infer HTTP/1.1\r\nhost: node\r\ncontent-type: application/json\r\n"
+                  b"transfer-encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (1 << 16, b" " * (1 << 16))
+        try:
+            for _ in range(48):
+                s.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass                    # the node closed the connection: what it should do
+        [(st, err, _)] = _read_answers(s, 1)
+        assert st == 413 and err["type"] == "BodyTooLarge"
+    assert _rss_mb() - before < 2.5  # the body was dropped, not kept (3 MB sent)
+    # a body under the limit is served as before, on a fresh connection
+    with _connect(n.url) as s:
+        s.sendall(_request(v, 601, x1))
+        [(st, a, _)] = _read_answers(s, 1)
+        assert st == 200 and Receipt.from_json(a["receipt"]).nonce == 601
+
+
+def test_deeply_nested_json_is_a_clear_error_not_a_crash(network, accounts, x1):
+    """A 1 MB body of "[[[[..." used to crash the node process (segmentation fault: py_ecc
+    raised the recursion limit beyond the C stack, see proofmesh/__init__.py); now it is a
+    422 naming the problem, and the node keeps serving."""
+    n = network.start_node(accounts[7])
+    with _connect(n.url) as s:
+        body = b"[" * (1 << 20)
+        s.sendall(b"POST /v1/infer HTTP/1.1\r\nhost: node\r\ncontent-type: application/json\r\n"
+                  b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        [(st, err, _)] = _read_answers(s, 1)
+        assert st == 422 and "too deeply" in err["error"]
+        s.sendall(_request(network.version, 701, x1))
+        [(st, a, _)] = _read_answers(s, 1)
+        assert st == 200 and Receipt.from_json(a["receipt"]).nonce == 701

@@ -25,8 +25,8 @@ from proofmesh.inference.wire import ANSWER_TYPE
 
 _JSON, _BINARY = b"application/json", ANSWER_TYPE.encode()
 
-_REASONS = {200: b"OK", 402: b"Payment Required", 404: b"Not Found", 422: b"Unprocessable Entity",
-            500: b"Internal Server Error", 501: b"Not Implemented"}
+_REASONS = {200: b"OK", 402: b"Payment Required", 404: b"Not Found", 413: b"Content Too Large",
+            422: b"Unprocessable Entity", 500: b"Internal Server Error", 501: b"Not Implemented"}
 
 
 def _head(status: int, length: int, keep_alive: bool, binary: bool, node_ms: float) -> bytes:
@@ -57,6 +57,8 @@ class InferProtocol(HttpToolsProtocol):
         super().__init__(config, *args, **kw)
         self.dispatch = getattr(config.app, "dispatch", None)
         self._fast: list[bytes] | None = None      # body chunks of a /v1/infer request being read
+        self._fast_size = 0                        # its bytes so far
+        self._refused = False                      # answered 413: the rest of its body is dropped
         self._fast_busy = False                    # a /v1/infer answer is pending on a task
         self._fast_keep_alive = True
         self._fast_accept = ""
@@ -73,16 +75,36 @@ class InferProtocol(HttpToolsProtocol):
             self._fast = None
             return super().on_headers_complete()
         self._fast = []
+        self._fast_size = 0
         self._fast_keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        declared = next((v for k, v in self.headers if k == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > self.dispatch.max_body:
+            self._refuse(int(declared))           # before reading it (no 100 Continue either)
+            return
         if self.expect_100_continue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         if self._fast is None:
-            return super().on_body(body)
+            if not self._refused:
+                super().on_body(body)
+            return
         self._fast.append(body)
+        self._fast_size += len(body)
+        if self._fast_size > self.dispatch.max_body:   # a chunked body that grows past the limit
+            self._refuse(self._fast_size)
+
+    def _refuse(self, size: int) -> None:
+        """Answer 413 and close: the body (declared or streamed past the node's limit) is
+        never buffered; what else arrives on this connection is dropped."""
+        self._fast = None
+        self._refused = True
+        self._fast_keep_alive = False
+        self._respond(*self.dispatch.too_large(size))
 
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         chunks = self._fast
         if chunks is None:
             return super().on_message_complete()
