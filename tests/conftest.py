@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -138,3 +138,116 @@ def anvil_chain(_anvil_deployed: tuple[str, dict[str, str]], accounts: list, tmp
 def any_chain(request: pytest.FixtureRequest) -> Chain:
     """The contract suite's chain: runs each test on both backends."""
     return request.getfixturevalue("chain" if request.param == "embedded" else "anvil_chain")
+
+
+class HttpProbe:
+    """A raw HTTP/1.1 client for the request-limit tests (``tests/*/test_limits.py``): it sends
+    exactly what a hostile peer would (a huge declared length, an endless chunked body) over a
+    plain socket, keeps reading the answer when the server cuts the upload short, and watches
+    a server process's memory while it does."""
+
+    def __init__(self, url: str) -> None:
+        from urllib.parse import urlsplit
+
+        u = urlsplit(url)
+        self.host, self.port, self.base = u.hostname or "127.0.0.1", u.port or 80, u.path.rstrip("/")
+
+    def _connect(self):
+        import socket
+
+        return socket.create_connection((self.host, self.port), timeout=30)
+
+    @staticmethod
+    def _read(sock) -> tuple[int, dict[str, str], bytes]:
+        """The status, headers and body of one answer (read to Content-Length or to close)."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        want = int(headers.get("content-length", -1))
+        while want < 0 or len(body) < want:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            body += chunk
+        return status, headers, body
+
+    def _head(self, method: str, path: str, extra: str) -> bytes:
+        return (f"{method} {self.base}{path} HTTP/1.1\r\nHost: {self.host}\r\n"
+                f"Content-Type: application/json\r\n{extra}\r\n").encode()
+
+    def declared(self, path: str, size: int, *, method: str = "POST") -> tuple[int, dict[str, str], bytes]:
+        """Declare a ``size``-byte body and send none of it: a limit must answer from the header."""
+        with self._connect() as s:
+            s.sendall(self._head(method, path, f"Content-Length: {size}\r\n"))
+            return self._read(s)
+
+    def chunked(self, path: str, total: int, *, piece: int = 256 * 1024, method: str = "POST"
+                ) -> tuple[int, dict[str, str], bytes, int]:
+        """Stream ``total`` bytes chunked (no length) until done or the server stops reading;
+        returns the answer and how many bytes went out."""
+        sent = 0
+        block = b"x" * piece
+        with self._connect() as s:
+            s.sendall(self._head(method, path, "Transfer-Encoding: chunked\r\n"))
+            try:
+                while sent < total:
+                    n = min(piece, total - sent)
+                    s.sendall(b"%x\r\n" % n + block[:n] + b"\r\n")
+                    sent += n
+                s.sendall(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                pass   # the server answered and closed: the answer is still in our buffer
+            return (*self._read(s), sent)
+
+    def body(self, path: str, body: bytes, *, method: str = "POST") -> tuple[int, dict[str, str], bytes]:
+        """Send ``body`` with its Content-Length."""
+        with self._connect() as s:
+            s.sendall(self._head(method, path, f"Content-Length: {len(body)}\r\n"))
+            try:
+                s.sendall(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return self._read(s)
+
+    @staticmethod
+    def peak_rss_growth(pid: int, action: Any) -> tuple[Any, int]:
+        """Run ``action()``; return its result and the most process ``pid``'s resident memory
+        grew above where it started meanwhile (sampled every 2 ms)."""
+        import threading
+
+        import psutil
+
+        proc = psutil.Process(pid)
+        start = proc.memory_info().rss
+        peak = [start]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], proc.memory_info().rss)
+                done.wait(0.002)
+
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        try:
+            result = action()
+        finally:
+            done.set()
+            t.join()
+        return result, peak[0] - start
+
+
+@pytest.fixture
+def http_probe() -> type[HttpProbe]:
+    """:class:`HttpProbe`: ``http_probe(url).declared("/path", 10**9)`` and friends."""
+    return HttpProbe

@@ -32,6 +32,8 @@ class Settings:
     node_host: str = "127.0.0.1"
     node_port: int = 8700
     dev_mode: bool = True              # allows insecure local setups (e.g. locally generated SRS)
+    http_max_body_mb: int = 64         # largest request body a proofmesh HTTP server accepts (413 past it)
+    http_max_connections: int = 1024   # connections one server holds at once (503 past it)
 
     @classmethod
     def load(cls, config_file: Path) -> "Settings":

@@ -1,0 +1,213 @@
+"""Limits on what an HTTP peer may send a proofmesh server.
+
+Every proofmesh server faces the network: a node's daemon, the edge gateway, a tool
+provider, a blob server, the embedded chain's JSON-RPC. Without limits one client could
+stream a 400 MB body that the server buffers whole (measured on the inference node: RSS
++1.2 GB for one request), or hold thousands of connections open. This module holds:
+
+* :class:`HttpLimits` — the limits of one server: the largest request body, the most
+  connections at once (uvicorn answers 503 past it) and how long an idle keep-alive
+  connection stays open. Defaults come from the home's settings (``http_max_body_mb``,
+  ``http_max_connections``; ``PROOFMESH_<NAME>`` or ``<home>/config.toml``), and each
+  server's constructor can override them;
+* :class:`BodyLimit` — ASGI middleware answering **413** for a body over the limit, whether
+  its ``Content-Length`` says so up front or a chunked body grows past it while streaming;
+  the body is never buffered whole;
+* :func:`parse_json` — ``json.loads`` for a request body, turning a body that is not JSON or
+  nests deeper than the parser allows (a ``RecursionError``) into :class:`BadJSON`, so a server
+  answers 4xx instead of 500.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from proofmesh.errors import ConfigError, InputError, ProofmeshError
+
+__all__ = ["MB", "DEFAULT_MAX_BODY_MB", "DEFAULT_MAX_CONNECTIONS", "KEEP_ALIVE_S", "HttpLimits", "BodyLimit",
+           "BodyTooLarge", "BadJSON", "parse_json", "error_json", "too_large"]
+
+MB = 1024 * 1024
+DEFAULT_MAX_BODY_MB = 64            # Settings.http_max_body_mb
+DEFAULT_MAX_CONNECTIONS = 1024      # Settings.http_max_connections
+# Idle keep-alive connections are closed after this long. Longer than clients keep pooled
+# connections idle between calls (httpx: 5 s; the inference router polls less often), so a
+# pooled connection is not closed under a client, and short enough that idle ones do not pile
+# up against the connection limit (75 s is nginx's default).
+KEEP_ALIVE_S = 75
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyTooLarge(InputError):
+    """A request body over the server's limit (answered with HTTP 413)."""
+
+    def __init__(self, limit: int, size: int | None = None) -> None:
+        said = f"of {size:,} bytes" if size is not None else f"of more than {limit:,} bytes"
+        super().__init__(
+            f"request body {said} is over this server's limit of {limit:,} bytes ({limit / MB:g} MB)",
+            fix=f"send at most {limit:,} bytes; the server's operator can raise the limit with "
+                f"http_max_body_mb in <home>/config.toml or PROOFMESH_HTTP_MAX_BODY_MB")
+        self.limit = limit
+        self.size = size
+
+
+class BadJSON(InputError):
+    """A request body that is not JSON, or nests deeper than the JSON parser allows."""
+
+
+def error_json(exc: ProofmeshError) -> bytes:
+    """The project's error shape for an HTTP answer: ``{"error", "fix", "type"}``."""
+    return json.dumps({"error": exc.message, "fix": exc.fix, "type": type(exc).__name__}).encode()
+
+
+def parse_json(body: bytes | str) -> Any:
+    """``json.loads(body)``, raising :class:`BadJSON` for anything that is not a JSON document.
+
+    A ``RecursionError`` is caught here because the C parser recurses once per ``[`` or ``{``:
+    a ~100 KB body of ``[[[[...`` exceeds the recursion limit (12,288, set in
+    :mod:`proofmesh`), and most handlers only catch ``ValueError``, so it became a 500.
+    """
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise BadJSON("request body nests JSON arrays/objects deeper than this server parses",
+                      fix="send a JSON document nested at most a few hundred levels deep") from None
+    except ValueError as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise BadJSON(f"request body is not JSON: {exc}", fix="send a UTF-8 JSON document") from None
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What a peer may send one server: body size, connections at once, idle keep-alive."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_MB * MB
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    keep_alive_s: float = KEEP_ALIVE_S
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes <= 0 or self.max_connections <= 0 or self.keep_alive_s <= 0:
+            raise ConfigError(f"HTTP limits must be positive, got {self}",
+                              fix="set http_max_body_mb and http_max_connections to positive integers")
+
+    @classmethod
+    def from_settings(cls, settings: Any = None, *, max_body_bytes: int | None = None,
+                      max_connections: int | None = None, keep_alive_s: float | None = None) -> "HttpLimits":
+        """Limits from ``settings`` (a :class:`proofmesh.config.Settings`; None: the settings of
+        ``PROOFMESH_HOME`` or ``~/.proofmesh``, env first), each overridable by an argument."""
+        if settings is None:
+            from proofmesh.config import Home
+
+            settings = Home.resolve().settings
+        return cls(max_body_bytes=max_body_bytes if max_body_bytes is not None else settings.http_max_body_mb * MB,
+                   max_connections=max_connections if max_connections is not None else settings.http_max_connections,
+                   keep_alive_s=keep_alive_s if keep_alive_s is not None else KEEP_ALIVE_S)
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``uvicorn.Config``: past ``limit_concurrency`` connections (or
+        requests in flight) uvicorn answers 503 at once instead of queueing without bound."""
+        return {"limit_concurrency": self.max_connections, "timeout_keep_alive": self.keep_alive_s}
+
+    def wrap(self, app: ASGIApp, *, exempt: Iterable[str] = ()) -> "BodyLimit":
+        """``app`` behind a :class:`BodyLimit` of ``max_body_bytes``."""
+        return BodyLimit(app, self.max_body_bytes, exempt=exempt)
+
+
+async def too_large(send: Send, exc: BodyTooLarge) -> None:
+    """Send a 413 with the project's error body. ``connection: close``: the rest of the body is
+    not worth receiving (uvicorn would otherwise read and discard it to keep the connection)."""
+    body = error_json(exc)
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None   # the HTTP server refuses a malformed length itself (400)
+    return None
+
+
+class BodyLimit:
+    """ASGI middleware: request bodies over ``max_bytes`` get 413 and never reach the app whole.
+
+    * a declared ``Content-Length`` over the limit is answered 413 at once; the app is not called;
+    * a body without one (chunked) is counted as it arrives: once it passes the limit the app's
+      next ``receive()`` gets ``http.disconnect`` (as if the client had gone), the client gets
+      413, and whatever the app sends afterwards is dropped. The server delivers the body in
+      pieces and stops reading the socket while a piece waits (uvicorn: past 64 KB), so no more
+      than the limit plus one piece is ever held;
+    * paths in ``exempt`` (an exact path, or everything under it) pass unchecked: for routes that
+      stream their body to disk and enforce their own limit (the blob store's ``PUT /blobs``);
+    * websocket and lifespan scopes pass through untouched.
+
+    If the app had already started its answer when the limit is passed (a route answering while
+    it reads), that answer goes on; the app still gets ``http.disconnect``.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, *, exempt: Iterable[str] = ()) -> None:
+        if max_bytes <= 0:
+            raise ConfigError(f"BodyLimit needs a positive byte limit, got {max_bytes}",
+                              fix="set http_max_body_mb to a positive integer")
+        self.app = app
+        self.max_bytes = max_bytes
+        self.exempt = tuple(p.rstrip("/") for p in exempt)
+
+    def _exempt(self, path: str) -> bool:
+        return any(path == p or path.startswith(p + "/") for p in self.exempt)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (self.exempt and self._exempt(scope["path"])):
+            return await self.app(scope, receive, send)
+        limit = self.max_bytes
+        declared = _declared_length(scope)
+        if declared is not None and declared > limit:
+            return await too_large(send, BodyTooLarge(limit, declared))
+
+        received = 0
+        over = False            # the limit was passed: the app only gets http.disconnect now
+        app_answering = False   # the app sent http.response.start before that
+        rejected = False        # our 413 went out: drop what the app sends
+
+        async def limited_receive() -> Message:
+            nonlocal received, over, rejected
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    over = True
+                    if not app_answering:
+                        rejected = True
+                        await too_large(send, BodyTooLarge(limit))
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal app_answering
+            if rejected:
+                return
+            if message["type"] == "http.response.start":
+                app_answering = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            # Told the client went away, an app may raise (Starlette: ClientDisconnect from
+            # request.body()); the 413 is already out, so that is the expected end, not a bug.
+            if not rejected:
+                raise
