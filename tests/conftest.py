@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -218,6 +219,32 @@ class HttpProbe:
             except (BrokenPipeError, ConnectionResetError):
                 pass
             return self._read(s)
+
+    @staticmethod
+    @contextmanager
+    def serve(app: Any, **uvicorn_options: Any) -> Iterator[str]:
+        """Run ``app`` with uvicorn in a thread on 127.0.0.1 (a free port); yields its URL."""
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **uvicorn_options))
+        t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        t.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert t.is_alive() and time.monotonic() < deadline, "the test server did not start"
+            time.sleep(0.01)
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            t.join(10)
+            sock.close()
 
     @staticmethod
     def peak_rss_growth(pid: int, action: Any) -> tuple[Any, int]:

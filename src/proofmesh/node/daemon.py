@@ -40,6 +40,7 @@ from fastapi import Request  # module level: FastAPI resolves string annotations
 
 from proofmesh.config import Home
 from proofmesh.errors import ConfigError, ProofmeshError
+from proofmesh.http_limits import BadJSON, HttpLimits, parse_json
 from proofmesh.node.events import EventIndex
 from proofmesh.node.logs import log_event, setup_logging
 from proofmesh.node.metrics import CONTENT_TYPE, NodeMetrics
@@ -111,13 +112,18 @@ class NodeDaemon:
     ``start()`` does everything that can fail with a clear error (lock, chain, port,
     key, services) *before* anything is published, and undoes it all if a step fails;
     ``serve()`` then runs uvicorn until SIGTERM/SIGINT or :meth:`request_stop`.
-    Pass ``chain`` to reuse a connection this process already has (tests).
+    Pass ``chain`` to reuse a connection this process already has (tests), ``limits`` to
+    override the home's HTTP limits (``http_max_body_mb``, ``http_max_connections``): a body over
+    the limit gets 413 on every route but the blob store's ``PUT /blobs`` (streamed to disk,
+    bounded by its own ``max_upload``) and the services' fast prefixes (inference's ``/v1/``,
+    which bounds its own).
     """
 
     def __init__(self, home: Home, *, host: str | None = None, port: int | None = None,
                  account_name: str | None = None, password: str | None = None, chain: Any = None,
                  poll_interval: float = 1.0, stop_timeout: float = 20.0, log_stderr: bool = True,
-                 services: list[str] | None = None, scrub_interval: float = 600.0) -> None:
+                 services: list[str] | None = None, scrub_interval: float = 600.0,
+                 limits: HttpLimits | None = None) -> None:
         if not home.initialised:
             raise ConfigError(f"no proofmesh home at {home.path}",
                               fix="run `proofmesh init` (or pass --home / set PROOFMESH_HOME)")
@@ -131,6 +137,7 @@ class NodeDaemon:
         self.log_stderr = log_stderr
         self.service_modules = services
         self.scrub_interval = scrub_interval
+        self.limits = limits or HttpLimits.from_settings(home.settings)
         self.chain: Any = chain
         self._own_chain = chain is None
         self.account: Any = chain.account if chain is not None else None
@@ -319,9 +326,12 @@ class NodeDaemon:
         app.include_router(explorer_router(self))
         app.include_router(static_router())
         self.app = app
+        # Outermost, so a refused body never reaches the app (nor its middleware); the routes of
+        # every service included above are covered.
+        limited = self.limits.wrap(app, exempt=("/blobs",))
         fast = {prefix: handler for loaded in self.services if hasattr(loaded.service, "asgi_routes")
                 for prefix, handler in loaded.service.asgi_routes().items()}
-        self.asgi = _PrefixFront(app, fast) if fast else app
+        self.asgi = _PrefixFront(limited, fast) if fast else limited
 
     def _admin_token(self) -> str:
         """A fresh secret per daemon life, readable only by this user: local tools that can
@@ -343,16 +353,16 @@ class NodeDaemon:
         from fastapi import APIRouter
         from fastapi.responses import JSONResponse
 
-        from proofmesh.chain.rpcserver import _answer
+        from proofmesh.chain.rpcserver import _answer, parse_error
 
         router = APIRouter()
         emb = self.chain.embedded
 
         async def rpc(request: Request) -> JSONResponse:
             try:
-                payload = await request.json()
-            except ValueError:
-                return JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
+                payload = parse_json(await request.body())
+            except BadJSON as exc:   # not JSON, or nested too deep to parse
+                return JSONResponse(parse_error(exc), status_code=400)
             for call in payload if isinstance(payload, list) else [payload]:
                 if isinstance(call, dict):
                     self.metrics.rpc_call(str(call.get("method", "?")))
@@ -369,10 +379,12 @@ class NodeDaemon:
 
         if self.app is None:
             self.start()
-        # keep-alive longer than clients (routers, peers) idle between calls, so pooled
-        # connections are not closed under them (uvicorn's default is 5 s)
+        # limits.keep_alive_s (75 s) is longer than clients (routers, peers) idle between calls,
+        # so pooled connections are not closed under them (uvicorn's default is 5 s); past
+        # limits.max_connections uvicorn answers 503
         config = uvicorn.Config(self.asgi, log_config=None, access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=self.stop_timeout, ws="none", timeout_keep_alive=75)
+                                timeout_graceful_shutdown=self.stop_timeout, ws="none",
+                                **self.limits.uvicorn_options())
         self._server = uvicorn.Server(config)
         if threading.current_thread() is threading.main_thread():
             # uvicorn handles SIGTERM/SIGINT while serving (graceful shutdown) and then

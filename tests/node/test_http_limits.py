@@ -1,0 +1,93 @@
+"""Request limits of the node daemon (a real NodeDaemon serving on 127.0.0.1, in this process):
+its BodyLimit covers the FastAPI app and every route mounted in it — the chain's ``POST /rpc``,
+the services' ``/svc/...`` routes — except the blob store's ``PUT /blobs``, which streams to disk
+under its own ``max_upload``."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator
+
+import httpx
+import pytest
+
+from proofmesh.chain.client import Chain
+from proofmesh.config import Home
+from proofmesh.crypto.cid import cid_of_bytes
+from proofmesh.http_limits import MB, HttpLimits
+from proofmesh.node.daemon import NodeDaemon
+
+from .conftest import serve_in_thread
+
+LIMIT = 8 * MB
+CHAIN_ID = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+
+
+@pytest.fixture
+def node(chain: Chain, home: Home) -> Iterator[str]:
+    d = NodeDaemon(home, port=0, chain=chain, log_stderr=False, stop_timeout=5.0,
+                   limits=HttpLimits(max_body_bytes=LIMIT, max_connections=64)).start()
+    t = serve_in_thread(d)
+    try:
+        yield d.url
+    finally:
+        d.request_stop()
+        t.join(timeout=30)
+
+
+def still_serving(url: str) -> None:
+    r = httpx.post(f"{url}/rpc", json=CHAIN_ID)
+    assert r.status_code == 200 and r.json()["result"] == "0x7a69"
+    assert httpx.get(f"{url}/health").status_code in (200, 503)
+
+
+def test_the_settings_set_the_daemons_limits(home: Home, chain: Chain) -> None:
+    home.settings.http_max_body_mb = 3
+    home.settings.http_max_connections = 9
+    d = NodeDaemon(home, port=0, chain=chain, log_stderr=False)
+    assert d.limits == HttpLimits(max_body_bytes=3 * MB, max_connections=9)
+
+
+def test_a_declared_body_over_the_limit_gets_413_on_every_route(node, http_probe):
+    probe = http_probe(node)
+    for path in ("/rpc", "/svc/store/scrub", "/no/such/route"):
+        status, headers, body = probe.declared(path, 400 * MB)
+        err = json.loads(body)
+        assert status == 413 and err["type"] == "BodyTooLarge", (path, status, body)
+        assert "8 MB" in err["error"] and "PROOFMESH_HTTP_MAX_BODY_MB" in err["fix"]
+        assert headers.get("connection") == "close"
+        still_serving(node)
+
+
+def test_a_chunked_body_over_the_limit_gets_413_and_is_not_held(node, http_probe):
+    probe = http_probe(node)
+    (status, _, body, sent), grew = probe.peak_rss_growth(os.getpid(), lambda: probe.chunked("/rpc", 3 * LIMIT))
+    assert status == 413 and json.loads(body)["type"] == "BodyTooLarge"
+    assert grew < 3 * LIMIT, f"the daemon held {grew / MB:.1f} MB of a {3 * LIMIT / MB:.0f} MB body"
+    still_serving(node)
+
+
+def test_deeply_nested_json_is_a_4xx_and_the_daemon_keeps_serving(node, http_probe):
+    probe = http_probe(node)
+    status, _, body = probe.body("/rpc", b"[" * MB)
+    assert status == 400 and json.loads(body)["error"]["code"] == -32700
+    assert "deeper" in json.loads(body)["error"]["message"]
+    status, _, body = probe.body("/rpc", b"{broken")
+    assert status == 400 and json.loads(body)["error"]["code"] == -32700
+    r = httpx.post(f"{node}/rpc", content=json.dumps([1, CHAIN_ID]))
+    assert r.status_code == 200 and r.json()[0]["error"]["code"] == -32600
+    still_serving(node)
+
+
+def test_a_body_just_under_the_limit_is_served(node):
+    body = json.dumps(CHAIN_ID).encode()
+    body += b" " * (LIMIT - 1 - len(body))
+    r = httpx.post(f"{node}/rpc", content=body)
+    assert r.status_code == 200 and r.json()["result"] == "0x7a69"
+
+
+def test_blob_uploads_are_bounded_by_the_store_not_the_body_limit(node):
+    data = os.urandom(LIMIT + MB)
+    r = httpx.put(f"{node}/blobs", content=data, timeout=60)
+    assert r.status_code == 201 and r.json()["cid"] == cid_of_bytes(data)
