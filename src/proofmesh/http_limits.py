@@ -149,8 +149,8 @@ class BodyLimit:
       413, and whatever the app sends afterwards is dropped. The server delivers the body in
       pieces and stops reading the socket while a piece waits (uvicorn: past 64 KB), so no more
       than the limit plus one piece is ever held;
-    * paths in ``exempt`` (an exact path, or everything under it) pass unchecked: for routes that
-      stream their body to disk and enforce their own limit (the blob store's ``PUT /blobs``);
+    * paths in ``exempt`` (exact paths) pass unchecked: for routes that stream their body to disk
+      and enforce their own limit (the blob store's ``PUT /blobs``);
     * websocket and lifespan scopes pass through untouched.
 
     If the app had already started its answer when the limit is passed (a route answering while
@@ -163,13 +163,10 @@ class BodyLimit:
                               fix="set http_max_body_mb to a positive integer")
         self.app = app
         self.max_bytes = max_bytes
-        self.exempt = tuple(p.rstrip("/") for p in exempt)
-
-    def _exempt(self, path: str) -> bool:
-        return any(path == p or path.startswith(p + "/") for p in self.exempt)
+        self.exempt = frozenset(exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (self.exempt and self._exempt(scope["path"])):
+        if scope["type"] != "http" or scope["path"] in self.exempt:
             return await self.app(scope, receive, send)
         limit = self.max_bytes
         declared = _declared_length(scope)

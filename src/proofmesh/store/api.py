@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from proofmesh.errors import InputError, StoreError
+from proofmesh.http_limits import BodyTooLarge, HttpLimits, error_json
 from proofmesh.store.blobstore import BlobStore
 
 __all__ = ["blob_router", "serve_blobs", "DEFAULT_MAX_UPLOAD"]
@@ -34,8 +35,20 @@ _END = object()
 _ABORT = object()
 
 
+def _blob_too_large(max_upload: int, size: int | None = None) -> Response:
+    exc = BodyTooLarge(max_upload, size)
+    exc.fix = f"a blob server takes blobs of at most {max_upload:,} bytes (blob_router's max_upload)"
+    # connection: close, so the server does not read (and discard) the rest of the upload
+    return Response(error_json(exc), status_code=413, media_type="application/json",
+                    headers={"connection": "close"})
+
+
 def blob_router(store: BlobStore, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> APIRouter:
-    """An APIRouter serving ``store`` (uploads over ``max_upload`` bytes get 413)."""
+    """An APIRouter serving ``store`` (uploads over ``max_upload`` bytes get 413).
+
+    ``PUT /blobs`` streams its body to disk and enforces ``max_upload`` itself, so apps
+    exempt it from their :class:`~proofmesh.http_limits.BodyLimit` (see :func:`serve_blobs`).
+    """
     router = APIRouter(tags=["blobs"])
 
     def _valid(cid: str) -> str:
@@ -87,10 +100,10 @@ def blob_router(store: BlobStore, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> AP
                                  headers={"content-length": str(size), "x-content-cid": cid})
 
     @router.put("/blobs")
-    async def put_blob(request: Request) -> JSONResponse:
+    async def put_blob(request: Request) -> Response:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_upload:
-            raise HTTPException(status_code=413, detail=f"blob larger than {max_upload} bytes")
+            return _blob_too_large(max_upload, int(declared))
         # The body streams through a bounded queue into the blocking store writer running
         # in a worker thread: memory stays at a few pieces whatever the blob size, and a
         # slow disk pushes back on the client.
@@ -120,13 +133,15 @@ def blob_router(store: BlobStore, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> AP
             async for piece in request.stream():
                 total += len(piece)
                 if total > max_upload:
-                    raise HTTPException(status_code=413, detail=f"blob larger than {max_upload} bytes")
+                    raise BodyTooLarge(max_upload)
                 if piece:
                     await send(piece)
-        except BaseException:
+        except BaseException as exc:
             await send(_ABORT)
             with contextlib.suppress(BaseException):
                 await writer
+            if isinstance(exc, BodyTooLarge):
+                return _blob_too_large(max_upload)
             raise
         await send(_END)
         try:
@@ -140,10 +155,15 @@ def blob_router(store: BlobStore, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> AP
 
 @contextlib.contextmanager
 def serve_blobs(store: BlobStore | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                app: Any = None) -> Iterator[str]:
+                app: Any = None, max_upload: int = DEFAULT_MAX_UPLOAD,
+                limits: HttpLimits | None = None) -> Iterator[str]:
     """Run a standalone blob server (uvicorn in a background thread) for ``store``, or for
     ``app`` if given; yields its base URL and stops it on exit. The node daemon mounts
-    :func:`blob_router` itself; this is for demos, tools and tests that need a peer."""
+    :func:`blob_router` itself; this is for demos, tools and tests that need a peer.
+
+    Uploads (``PUT /blobs``) are bounded by ``max_upload``; any other request body by
+    ``limits.max_body_bytes`` (default: the home's ``http_max_body_mb``), and connections by
+    ``limits.max_connections`` (503 past it)."""
     import socket
     import threading
     import time
@@ -155,12 +175,14 @@ def serve_blobs(store: BlobStore | None = None, *, host: str = "127.0.0.1", port
         if store is None:
             raise InputError("serve_blobs needs a store (or an app)", fix="pass the BlobStore to serve")
         app = FastAPI(title="proofmesh blobs")
-        app.include_router(blob_router(store))
+        app.include_router(blob_router(store, max_upload=max_upload))
+    limits = limits or HttpLimits.from_settings()
+    app = limits.wrap(app, exempt=("/blobs",))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))  # bound here so the port is known (port=0: any free port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                           timeout_graceful_shutdown=1))
+                                           timeout_graceful_shutdown=1, **limits.uvicorn_options()))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
