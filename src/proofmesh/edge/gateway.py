@@ -51,6 +51,7 @@ from proofmesh.edge.reading import ReadingDomain, decode_record, runs_root, sign
 from proofmesh.edge.readlog import ReadingLog
 from proofmesh.edge.verifier import OK, STATUS_NAMES, Verdicts, VerifierPool
 from proofmesh.errors import InputError, ProofmeshError
+from proofmesh.http_limits import HttpLimits
 
 log = logging.getLogger("proofmesh.edge.gateway")
 
@@ -526,20 +527,25 @@ def make_router(core: GatewayCore, prefix: str = "/edge") -> Any:
     return router
 
 
-def make_app(core: GatewayCore) -> Any:
+def make_app(core: GatewayCore, *, limits: HttpLimits | None = None) -> Any:
+    """The standalone gateway app, behind a :class:`~proofmesh.http_limits.BodyLimit`: a batch
+    over ``limits.max_body_bytes`` (default: the home's ``http_max_body_mb``) gets 413."""
     from fastapi import FastAPI
 
     app = FastAPI(title="proofmesh edge gateway")
     app.include_router(make_router(core))
-    return app
+    return (limits or HttpLimits.from_settings()).wrap(app)
 
 
-def serve(core: GatewayCore, host: str = "127.0.0.1", port: int = 8710) -> None:
-    """Run the gateway until SIGINT/SIGTERM (uvicorn), then close it cleanly."""
+def serve(core: GatewayCore, host: str = "127.0.0.1", port: int = 8710, *, limits: HttpLimits | None = None) -> None:
+    """Run the gateway until SIGINT/SIGTERM (uvicorn), then close it cleanly. ``limits``
+    (default: the home's settings) bound body size and connections (503 past them)."""
     import uvicorn
 
+    limits = limits or HttpLimits.from_settings()
     core.start()
     try:
-        uvicorn.run(make_app(core), host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(make_app(core, limits=limits), host=host, port=port, log_level="warning", access_log=False,
+                    **limits.uvicorn_options())
     finally:
         core.close()
