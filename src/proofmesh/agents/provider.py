@@ -44,6 +44,7 @@ from proofmesh.agents.x402 import (FLAG_DETERMINISTIC, META_PAYMENT, META_RESPON
                                    schemes_to_bits, token_domain)
 from proofmesh.crypto.keccak import keccak256
 from proofmesh.errors import InputError, ProofmeshError, VerificationError
+from proofmesh.http_limits import HttpLimits
 from proofmesh.payments import DURABILITY_GROUP, Ledger, PaymentChannels, StaleVoucher, Voucher
 from proofmesh.store.journal import Journal
 
@@ -121,7 +122,8 @@ class ToolProvider:
     def __init__(self, chain, tools: list[ToolSpec], prices: dict[str, int] | int, *,
                  state_dir: Path | None = None, schemes: tuple[str, ...] = (SCHEME_VOUCHER, SCHEME_EXACT),
                  host: str = "127.0.0.1", port: int = 0, server_name: str = "proofmesh-tools",
-                 strict_durability: bool = False, deterministic: bool = False) -> None:
+                 strict_durability: bool = False, deterministic: bool = False,
+                 limits: HttpLimits | None = None) -> None:
         if not tools:
             raise InputError("no tools to serve", fix="pass at least one module:function")
         self.chain = chain
@@ -129,6 +131,9 @@ class ToolProvider:
         self.address = to_checksum_address(self.account.address)
         self.host = host
         self.port = port or free_port(host)
+        # what one MCP client may send: body size (413 past it), connections (503 past them);
+        # default: the settings of the chain's home (or of PROOFMESH_HOME)
+        self.limits = limits or HttpLimits.from_settings(getattr(getattr(chain, "home", None), "settings", None))
         self.schemes = tuple(schemes)
         # Declaring the tools deterministic makes two receipts with equal arguments and different
         # results slashable (ToolRegistry.prove_fault): only for pure functions, errors included.
@@ -177,15 +182,18 @@ class ToolProvider:
         return f"http://{self.host}:{self.port}/mcp"
 
     def app(self):
-        """The Starlette ASGI app (streamable HTTP, JSON responses)."""
-        return self.server.streamable_http_app(json_response=True, host=self.host)
+        """The Starlette ASGI app (streamable HTTP, JSON responses) behind the body limit."""
+        return self.limits.wrap(self.server.streamable_http_app(json_response=True, host=self.host))
+
+    def _uvicorn_config(self, **kw: Any) -> uvicorn.Config:
+        return uvicorn.Config(self.app(), host=self.host, port=self.port, log_level="warning",
+                              **self.limits.uvicorn_options(), **kw)
 
     def start(self, timeout: float = 10.0) -> str:
         """Serve in a background thread; returns the endpoint once it accepts connections."""
         if self._thread is not None:
             return self.endpoint
-        cfg = uvicorn.Config(self.app(), host=self.host, port=self.port, log_level="warning", lifespan="on")
-        self._uvicorn = uvicorn.Server(cfg)
+        self._uvicorn = uvicorn.Server(self._uvicorn_config(lifespan="on"))
         self._thread = threading.Thread(target=self._uvicorn.run, name=f"mcp-{self.port}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
@@ -215,9 +223,8 @@ class ToolProvider:
 
     def serve_forever(self) -> None:
         """Serve in the foreground (the CLI); returns on Ctrl-C."""
-        cfg = uvicorn.Config(self.app(), host=self.host, port=self.port, log_level="warning")
         try:
-            uvicorn.Server(cfg).run()
+            uvicorn.Server(self._uvicorn_config()).run()
         finally:
             self.close()
 
