@@ -91,3 +91,32 @@ def test_blob_uploads_are_bounded_by_the_store_not_the_body_limit(node):
     data = os.urandom(LIMIT + MB)
     r = httpx.put(f"{node}/blobs", content=data, timeout=60)
     assert r.status_code == 201 and r.json()["cid"] == cid_of_bytes(data)
+
+
+def test_a_services_json_route_answers_nested_json_with_a_4xx(chain: Chain, home: Home, accounts: list,
+                                                              http_probe) -> None:
+    """The inference service's admin route (mounted in the daemon) parses its body with
+    parse_json: a '[[[[' body is a 422 with the reason, not a 500."""
+    from proofmesh.chain.core import MESH, Registry
+    from proofmesh.inference.registry import InferenceRegistry
+
+    node = accounts[5]
+    reg, ireg = Registry(chain), InferenceRegistry(chain)
+    reg.register("http://127.0.0.1:1", 4, sender=node)          # INFERENCE
+    reg.stake(300 * MESH, sender=node)
+    ireg.post_bond(ireg.min_bond(), sender=node)
+    d = NodeDaemon(home, port=0, chain=chain.with_account(node), log_stderr=False, stop_timeout=5.0,
+                   services=["proofmesh.inference.service"],
+                   limits=HttpLimits(max_body_bytes=LIMIT, max_connections=64)).start()
+    t = serve_in_thread(d)
+    try:
+        token = (home.path / "node" / "admin.token").read_text()
+        r = httpx.post(f"{d.url}/svc/inference/versions", content=b"[" * MB,
+                       headers={"authorization": f"Bearer {token}"})
+        assert r.status_code == 422 and r.json()["type"] == "BadJSON" and "deeper" in r.json()["error"]
+        status, _, _ = http_probe(d.url).declared("/svc/inference/versions", 400 * MB)
+        assert status == 413
+        still_serving(d.url)
+    finally:
+        d.request_stop()
+        t.join(timeout=30)

@@ -37,6 +37,7 @@ from typing import Any
 from fastapi import Request  # module level: FastAPI resolves string annotations in module globals
 
 from proofmesh.errors import ConfigError, InputError, ProofmeshError
+from proofmesh.http_limits import BadJSON, parse_json
 
 ROLES = 4  # NodeRegistry INFERENCE
 COMMITTEE_TICK_S = 5.0   # how often the daemon checks for votes to reveal and rewards to claim
@@ -249,8 +250,11 @@ class InferenceService:
             if not authorised(request):
                 return denied()
             try:
-                spec = await request.json()
+                spec = parse_json(await request.body())   # BadJSON also for JSON nested too deep
                 info = await run_in_threadpool(self.add, spec, persist=True)
+            except BadJSON as exc:
+                return JSONResponse({"error": exc.message, "fix": "POST {version, onnx, ...}", "type": "BadJSON"},
+                                    status_code=422)
             except ValueError:
                 return JSONResponse({"error": "body is not JSON", "fix": "POST {version, onnx, ...}"}, status_code=422)
             except ProofmeshError as exc:
