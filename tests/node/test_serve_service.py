@@ -81,6 +81,11 @@ def test_daemon_serves_configured_and_cli_registered_versions(chain: Chain, home
         out = httpx.post(f"{d.url}/v1/infer", json=body, timeout=30).json()
         assert np.allclose(np.asarray(out["output"]), ort.InferenceSession(str(onnx2)).run(None, {"x": x})[0])
         assert httpx.get(f"{d.url}/v1/info", params={"version": v2}).json()["version"] == v2
+        # a body that is not a JSON object the daemon can route (here nested 1M deep) goes to
+        # the default version's node, which answers 422, and both keep serving
+        deep = httpx.post(f"{d.url}/v1/infer", content=b"[" * (1 << 20), timeout=30,
+                          headers={"content-type": "application/json"})
+        assert deep.status_code == 422 and deep.json()["type"] == "BadJSON"
         # a router for the second version finds it on the shared endpoint
         ans2 = Router(chain, v2, account=client).infer(x)
         assert ans2.node == node.address

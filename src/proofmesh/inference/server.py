@@ -46,6 +46,7 @@ from starlette.routing import Route
 
 from proofmesh.crypto.merkle import MerkleTree, leaf_hash
 from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, VerificationError
+from proofmesh.http_limits import DEFAULT_MAX_BODY_MB, MB, BodyLimit, BodyTooLarge, HttpLimits, error_json, parse_json
 from proofmesh.inference.model import OnnxModel, check_finite, spec_to_json
 from proofmesh.inference.nonces import UsedNonces
 from proofmesh.inference.tee import require_tee
@@ -71,9 +72,10 @@ class NodeConfig:
     threads: int = 1
     delay_ms: int = 0                      # artificial latency (benchmarks and failover tests)
     max_concurrency: int = 0               # requests run at once (0 = unlimited), like one accelerator
-    # a request body over this is refused (413) as its headers arrive, before it is read:
-    # 64 MB holds a batch of 32 224x224 RGB images as float32 (19 MB) three times over
-    max_body_mb: int = 64
+    # a request body over this is refused (413) as its headers arrive, before it is read
+    # (http_max_body_mb in the home's settings; 64 MB holds a batch of 32 224x224 RGB images
+    # as float32 three times over)
+    max_body_mb: int = DEFAULT_MAX_BODY_MB
     # fault injection for tests of the fraud-proof path: a node that adds this to its
     # outputs is a lying node; never set outside tests
     tamper: float = 0.0
@@ -505,6 +507,8 @@ def _error(status: int, exc: ProofmeshError) -> JSONResponse:
 def create_app(node: InferenceNode) -> FastAPI:
     """The node's HTTP API."""
     app = NodeApp(title="proofmesh inference node", version="1")
+    # every route but the fast /v1/infer (NodeApp.__call__ checks that one itself)
+    app.add_middleware(BodyLimit, max_bytes=node.config.max_body_mb * MB)
 
     @app.get("/v1/health")
     def health() -> dict:
@@ -602,14 +606,11 @@ class _Dispatch:
         # on the event loop
         self.inline_ok = (not node.config.delay_ms and not node.config.max_concurrency
                           and (node.ledger is None or not node.config.price))
-        self.max_body = node.config.max_body_mb << 20
+        self.max_body = node.config.max_body_mb * MB
 
     def too_large(self, size: int) -> tuple[int, bytes]:
         """The 413 answer to a request body of ``size`` bytes (or more) over ``max_body``."""
-        return 413, orjson.dumps({
-            "error": f"request body of {size} bytes is over this node's limit of {self.max_body} bytes",
-            "fix": "send a smaller batch, or ask the node's operator to raise max_body_mb",
-            "type": "BodyTooLarge"})
+        return 413, error_json(BodyTooLarge(self.max_body, size))
 
     async def answer(self, raw: bytes, content_type: str, *, inline: bool = True,
                      accept: str = "") -> tuple[int, bytes]:
@@ -740,29 +741,23 @@ def _loads(raw: bytes) -> dict:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        import json   # integers beyond 64 bits (e.g. a 256-bit nonce sent as a number)
-
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):   # (nesting deeper than proofmesh.RECURSION_LIMIT)
-            raise InputError("body is not JSON, or nests arrays/objects too deeply to parse",
-                             fix="POST a JSON object (a model input nests as deep as its shape, no deeper)") from None
+        body = parse_json(raw)   # integers beyond 64 bits (e.g. a 256-bit nonce sent as a number)
     if not isinstance(body, dict):
         raise InputError("body must be a JSON object", fix="send {version, input, nonce, mode}")
     return body
 
 
-def uvicorn_config(app: Any, host: str, port: int, **kw: Any) -> Any:
+def uvicorn_config(app: Any, host: str, port: int, *, limits: HttpLimits | None = None, **kw: Any) -> Any:
     """uvicorn settings for a node: httptools and uvloop when installed (the pure-Python
-    h11 parser cost more per request than the node's own work), no access log."""
+    h11 parser cost more per request than the node's own work), no access log, and the
+    connection limits of ``limits`` (503 past ``max_connections``; idle keep-alive closed
+    after ``keep_alive_s``, longer than clients idle between calls)."""
     import importlib.util
 
     import uvicorn
 
     opts: dict[str, Any] = {"log_level": "warning", "access_log": False, "proxy_headers": False,
-                            # keep-alive longer than clients idle between calls, so pooled
-                            # connections are not closed under them (uvicorn's default is 5 s)
-                            "timeout_keep_alive": 75}
+                            **(limits or HttpLimits()).uvicorn_options()}
     if importlib.util.find_spec("httptools"):
         from proofmesh.inference.httpfast import protocol_for
 

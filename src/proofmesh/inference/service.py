@@ -37,7 +37,7 @@ from typing import Any
 from fastapi import Request  # module level: FastAPI resolves string annotations in module globals
 
 from proofmesh.errors import ConfigError, InputError, ProofmeshError
-from proofmesh.http_limits import BadJSON, parse_json
+from proofmesh.http_limits import MB, BadJSON, BodyTooLarge, parse_json
 
 ROLES = 4  # NodeRegistry INFERENCE
 COMMITTEE_TICK_S = 5.0   # how often the daemon checks for votes to reveal and rewards to claim
@@ -156,7 +156,8 @@ class InferenceService:
         try:
             # InferenceNode refuses to start if the file is not the one the registry pins
             node = InferenceNode(NodeConfig(version, onnx, workdir, price=price, circuit_dir=circuit,
-                                            delay_ms=int(spec.get("delay_ms", 0))),
+                                            delay_ms=int(spec.get("delay_ms", 0)),
+                                            max_body_mb=ctx.home.settings.http_max_body_mb),
                                  ctx.account, domain=reg.domain, registry=reg, ledger=ledger)
         except BaseException:
             if ledger is not None:
@@ -281,10 +282,14 @@ class InferenceService:
         served = self.served
         version = _requested_version(scope)
         if version is None and len(served) > 1 and scope["method"] == "POST" and scope["path"] == "/v1/infer":
-            body, receive = await _buffer(receive)
+            limit = self.ctx.home.settings.http_max_body_mb * MB
+            body, receive = await _buffer(receive, limit)
+            if body is None:
+                exc = BodyTooLarge(limit)
+                return await _json(send, 413, {"error": exc.message, "fix": exc.fix, "type": "BodyTooLarge"})
             try:
-                version = int(json.loads(body).get("version"))
-            except (ValueError, TypeError, AttributeError):
+                version = int(parse_json(body).get("version"))
+            except (BadJSON, ValueError, TypeError, AttributeError):
                 version = None   # a binary (wire) body or no version field: the default version answers
         if version is None:
             target = next(iter(served.values()), None)
@@ -388,14 +393,18 @@ def _requested_version(scope: dict) -> int | None:
     return None
 
 
-async def _buffer(receive: Any) -> tuple[bytes, Any]:
-    """Read the whole request body; return it and a ``receive`` that replays it."""
-    chunks = []
+async def _buffer(receive: Any, limit: int) -> tuple[bytes | None, Any]:
+    """Read the whole request body; return it and a ``receive`` that replays it, or None if
+    the body grows past ``limit`` bytes (it is not read further)."""
+    chunks, size = [], 0
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
             break
         chunks.append(msg.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            return None, receive
         if not msg.get("more_body"):
             break
     body = b"".join(chunks)
