@@ -87,11 +87,11 @@ class Network:
 
     def start_node(self, account, *, price: int = 0, tamper: float = 0.0, delay_ms: int = 0,
                    circuit_dir: Path | None = None, onnx: Path | None = None, bond: bool = True,
-                   max_body_mb: int = 64) -> RunningNode:
+                   **config) -> RunningNode:
         from proofmesh.payments import Ledger, PaymentChannels
 
         cfg = NodeConfig(self.version, onnx or self.onnx, self.workdir / account.address, price=price,
-                         circuit_dir=circuit_dir, tamper=tamper, delay_ms=delay_ms, max_body_mb=max_body_mb)
+                         circuit_dir=circuit_dir, tamper=tamper, delay_ms=delay_ms, **config)
         ledger = Ledger(PaymentChannels(self.chain), account.address) if price else None
         node = InferenceNode(cfg, account, domain=self.registry.domain, registry=self.registry, ledger=ledger)
         server = ServerHandle(create_app(node))

@@ -235,3 +235,37 @@ def test_other_routes_have_the_body_limit_too(network, accounts):
                    headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["type"] == "BodyTooLarge"
     assert httpx.get(n.url + "/v1/health").json()["ok"]
+
+
+def test_a_dripped_request_gets_408_and_a_silent_connection_is_closed(network, accounts, x1):
+    """A request must arrive whole within request_timeout_s of its first byte (else 408 and
+    close: a client dripping bytes would hold a connection slot for ever), and a connection
+    that never sends anything is closed after the keep-alive timeout, like an idle one."""
+    import time
+
+    from proofmesh.http_limits import HttpLimits
+    from proofmesh.inference.server import InferenceNode, NodeConfig, ServerHandle, create_app
+
+    n = network.start_node(accounts[9], request_timeout_s=1.0)
+    with _connect(n.url) as s:
+        head, _, body = _request(network.version, 801, x1).partition(b"\r\n\r\n")
+        s.sendall(head + b"\r\n\r\n" + body[:10])
+        t0 = time.monotonic()
+        [(st, err, h)] = _read_answers(s, 1)     # no more bytes sent: the node gives up
+        assert st == 408 and err["type"] == "RequestTimeout" and b"connection: close" in h
+        assert 0.9 < time.monotonic() - t0 < 10 and s.recv(10) == b""
+    with _connect(n.url) as s:   # a request sent at once is unaffected
+        s.sendall(_request(network.version, 802, x1))
+        [(st, _, _)] = _read_answers(s, 1)
+        assert st == 200
+    node = InferenceNode(NodeConfig(network.version, network.onnx, network.workdir / "idle"), accounts[9],
+                         domain=network.registry.domain, registry=network.registry)
+    srv = ServerHandle(create_app(node), limits=HttpLimits(keep_alive_s=1.0)).start()
+    try:
+        with _connect(srv.url) as s:
+            t0 = time.monotonic()
+            assert s.recv(10) == b""              # closed by the node, not by us
+            assert time.monotonic() - t0 < 10
+    finally:
+        srv.stop()
+        node.close()

@@ -21,12 +21,23 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from proofmesh.errors import InputError
+from proofmesh.http_limits import error_json
 from proofmesh.inference.wire import ANSWER_TYPE
 
 _JSON, _BINARY = b"application/json", ANSWER_TYPE.encode()
 
-_REASONS = {200: b"OK", 402: b"Payment Required", 404: b"Not Found", 413: b"Content Too Large",
-            422: b"Unprocessable Entity", 500: b"Internal Server Error", 501: b"Not Implemented"}
+_REASONS = {200: b"OK", 402: b"Payment Required", 404: b"Not Found", 408: b"Request Timeout",
+            413: b"Content Too Large", 422: b"Unprocessable Entity", 500: b"Internal Server Error",
+            501: b"Not Implemented"}
+
+
+class RequestTimeout(InputError):
+    """A request that did not arrive whole within the node's ``request_timeout_s`` (HTTP 408)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request did not arrive whole within {timeout_s:g} s of its first byte",
+                         fix="send the request at once; a node operator can raise request_timeout_s")
 
 
 def _head(status: int, length: int, keep_alive: bool, binary: bool, node_ms: float) -> bytes:
@@ -58,15 +69,39 @@ class InferProtocol(HttpToolsProtocol):
         self.dispatch = getattr(config.app, "dispatch", None)
         self._fast: list[bytes] | None = None      # body chunks of a /v1/infer request being read
         self._fast_size = 0                        # its bytes so far
-        self._refused = False                      # answered 413: the rest of its body is dropped
+        self._refused = False                      # answered 413 or 408: the rest of it is dropped
         self._fast_busy = False                    # a /v1/infer answer is pending on a task
         self._fast_keep_alive = True
         self._fast_accept = ""
         self._t_first = 0.0                        # when the request being answered began to arrive
+        self._deadline: asyncio.TimerHandle | None = None   # 408 unless the request arrives whole by then
+        node = getattr(self.dispatch, "node", None)
+        self._request_timeout = node.config.request_timeout_s if node is not None else 60.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # uvicorn arms its idle timer only after a response, so a connection that never sends a
+        # byte would hold one of the server's connection slots for ever
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def on_message_begin(self) -> None:
         self._t_first = time.perf_counter()     # parsing starts as the request's first bytes arrive
+        self._deadline = self.loop.call_later(self._request_timeout, self._too_slow)
         super().on_message_begin()
+
+    def _too_slow(self) -> None:
+        """The request did not arrive whole within its deadline (headers or body dripped):
+        408 and close, whichever path (fast or ASGI) was reading it."""
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self._fast_busy:     # reading is paused by us while an earlier answer is pending: not its fault
+            self._deadline = self.loop.call_later(self._request_timeout, self._too_slow)
+            return
+        self._fast = None
+        self._refused = True
+        self._fast_keep_alive = False
+        self._respond(408, error_json(RequestTimeout(self._request_timeout)))
 
     def on_headers_complete(self) -> None:
         if (self.dispatch is None or self.url != b"/v1/infer" or self.parser.get_method() != b"POST"
@@ -103,6 +138,9 @@ class InferProtocol(HttpToolsProtocol):
         self._respond(*self.dispatch.too_large(size))
 
     def on_message_complete(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if self._refused:
             return
         chunks = self._fast
@@ -158,6 +196,8 @@ class InferProtocol(HttpToolsProtocol):
         self.on_response_complete()    # keep-alive timer, resume reading, counters
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
         if self.dispatch is not None:
             self.dispatch.closed(id(self))
         super().connection_lost(exc)

@@ -76,6 +76,10 @@ class NodeConfig:
     # (http_max_body_mb in the home's settings; 64 MB holds a batch of 32 224x224 RGB images
     # as float32 three times over)
     max_body_mb: int = DEFAULT_MAX_BODY_MB
+    # a request must arrive whole (headers and body) within this many seconds of its first
+    # byte, or it is answered 408 and its connection closed: a client dripping bytes would
+    # otherwise hold a connection slot for as long as it liked
+    request_timeout_s: float = 60.0
     # fault injection for tests of the fraud-proof path: a node that adds this to its
     # outputs is a lying node; never set outside tests
     tamper: float = 0.0
@@ -797,7 +801,8 @@ def circuit_output(w, scale: int) -> np.ndarray:
 class ServerHandle:
     """A node's uvicorn server running in a background thread (tests, benchmarks, demo)."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, *,
+                 limits: HttpLimits | None = None) -> None:
         import socket
 
         import uvicorn
@@ -807,7 +812,7 @@ class ServerHandle:
                 s.bind((host, 0))
                 port = s.getsockname()[1]
         self.url = f"http://{host}:{port}"
-        self.server = uvicorn.Server(uvicorn_config(app, host, port))
+        self.server = uvicorn.Server(uvicorn_config(app, host, port, limits=limits))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self, timeout: float = 20.0) -> "ServerHandle":
