@@ -278,3 +278,117 @@ class HttpProbe:
 def http_probe() -> type[HttpProbe]:
     """:class:`HttpProbe`: ``http_probe(url).declared("/path", 10**9)`` and friends."""
     return HttpProbe
+
+
+class HostilePeer:
+    """A raw-socket HTTP server on 127.0.0.1 that answers like a hostile peer, for the tests of
+    bounded client reads (:mod:`proofmesh.http_reads`). ``mode`` applies to every path:
+
+    * ``"good"`` — ``200`` with ``good[path]`` (JSON; ``{}`` for an unknown path);
+    * ``"declared"`` — declares a 1 GB ``Content-Length`` and streams it;
+    * ``"flood"`` — a chunked body without end (up to ``flood_mb``), sent as fast as taken;
+    * ``"deep"`` — ``[`` × 200,000 with its length: JSON nested past the recursion limit;
+    * ``"trickle"`` — headers, then one body byte every ``drip_s``;
+    * ``"trickle_head"`` — the status line and headers one byte every ``drip_s``.
+
+    A connection's thread stops when the client goes away. ``requests`` counts what arrived."""
+
+    def __init__(self, drip_s: float = 0.2, flood_mb: int = 512) -> None:
+        import socket
+        import threading
+
+        self.mode = "good"
+        self.good: dict[str, Any] = {}
+        self.drip_s = drip_s
+        self.flood_mb = flood_mb
+        self.requests = 0
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: Any) -> None:
+        import json
+        import time
+
+        block = b"[" * 65536
+        try:
+            with conn:
+                conn.settimeout(30)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, rest = data.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split()[1]
+                length = next((int(v) for k, _, v in (ln.partition(":") for ln in lines[1:])
+                               if k.strip().lower() == "content-length"), 0)
+                while len(rest) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    rest += chunk
+                self.requests += 1
+                mode = self.mode
+                if mode == "good":
+                    body = json.dumps(self.good.get(path, {})).encode()
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                elif mode == "declared":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                                 % (1 << 30))
+                    for _ in range((1 << 30) // len(block)):
+                        conn.sendall(block)
+                elif mode == "flood":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n")
+                    piece = b"%x\r\n" % len(block) + block + b"\r\n"
+                    for _ in range(self.flood_mb * 16):
+                        conn.sendall(piece)
+                    conn.sendall(b"0\r\n\r\n")
+                elif mode == "deep":
+                    body = b"[" * 200_000
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                elif mode == "trickle":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: 100000\r\n\r\n")
+                    for _ in range(100000):
+                        conn.sendall(b" ")
+                        time.sleep(self.drip_s)
+                elif mode == "trickle_head":
+                    for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"X-Pad: " + b"a" * 90000:
+                        conn.sendall(bytes([byte]))
+                        time.sleep(self.drip_s)
+        except OSError:
+            pass   # the client stopped reading and went away: what a bounded client does
+
+    def close(self) -> None:
+        self._closed = True
+        self._sock.close()
+
+
+@pytest.fixture
+def hostile_peer() -> Iterator[HostilePeer]:
+    """A :class:`HostilePeer` on 127.0.0.1 (``mode = "good"`` until a test says otherwise)."""
+    peer = HostilePeer()
+    try:
+        yield peer
+    finally:
+        peer.close()

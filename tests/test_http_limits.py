@@ -219,3 +219,175 @@ def test_a_real_server_answers_503_past_its_connection_limit(limited_server):
     while httpx.get(f"{limited_server}/ping").status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- body deadline (408)
+def test_a_body_dripped_past_the_deadline_gets_408_and_the_app_a_disconnect():
+    """Driven message by message: the body's pieces come slower than the deadline allows in all."""
+    app = Recorder()
+    scope = {"type": "http", "path": "/x", "method": "POST", "headers": []}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(0.15)                 # each piece well within any per-read timeout
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    async def send(m: dict[str, Any]) -> None:
+        sent.append(m)
+
+    t0 = time.monotonic()
+    asyncio.run(BodyLimit(app, 1000, body_timeout_s=0.5)(scope, receive, send))
+    assert time.monotonic() - t0 < 1.5
+    status, body = status_and_body(sent)
+    err = json.loads(body)
+    assert status == 408 and err["type"] == "BodyTimeout" and "0.5 s" in err["error"]
+    assert "http_body_timeout_s" in err["fix"] and "PROOFMESH_HTTP_BODY_TIMEOUT_S" in err["fix"]
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert app.messages[-1] == {"type": "http.disconnect"} and len(sent) == 2   # the app's answer dropped
+
+
+def _slow_app() -> Starlette:
+    async def echo(request: Request) -> JSONResponse:
+        body = await request.body()
+        return JSONResponse({"got": len(body)})
+
+    async def slow(request: Request) -> JSONResponse:
+        body = await request.body()
+        await asyncio.sleep(2.5)                  # slow after its body arrived: never cut
+        return JSONResponse({"got": len(body)})
+
+    return Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/slow", slow, methods=["POST"])])
+
+
+def test_a_real_server_answers_408_to_a_dripping_client_and_not_to_a_slow_app(http_probe):
+    limits = HttpLimits(max_body_bytes=4 * MB, max_connections=8, body_timeout_s=2.0)
+    with http_probe.serve(limits.wrap(_slow_app()), **limits.uvicorn_options()) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            t0 = time.monotonic()
+            s.settimeout(0.5)
+            answer = b""
+            while b"\r\n\r\n" not in answer and time.monotonic() - t0 < 20:
+                try:
+                    s.sendall(b"x")                  # one byte per 0.5 s
+                except OSError:
+                    break
+                try:
+                    answer += s.recv(65536)
+                except TimeoutError:
+                    pass
+            took = time.monotonic() - t0
+            s.settimeout(5)
+            status, headers, body = _parse_answer(s, answer)
+        assert status == 408 and json.loads(body)["type"] == "BodyTimeout", (status, body)
+        assert 1.5 < took < 5, f"408 after {took:.1f} s, deadline 2 s"
+        assert headers.get("connection") == "close"
+        # a fast body to a slow route: the app's 2.5 s after the body are not counted
+        r = httpx.post(f"{url}/slow", content=b"y" * 1000, timeout=10)
+        assert r.status_code == 200 and r.json() == {"got": 1000}
+        r = httpx.post(f"{url}/echo", content=b"z" * (4 * MB - 1), timeout=10)
+        assert r.status_code == 200 and r.json() == {"got": 4 * MB - 1}
+
+
+def _parse_answer(sock: socket.socket, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Finish reading an answer whose first bytes are ``data`` (to its Content-Length or close)."""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    want = int(headers.get("content-length", -1))
+    while want < 0 or len(body) < want:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_the_body_deadline_comes_from_the_settings(monkeypatch, tmp_path):
+    assert Settings().http_body_timeout_s == 60.0 and Settings().http_max_answer_mb == 64
+    monkeypatch.setenv("PROOFMESH_HTTP_BODY_TIMEOUT_S", "7.5")
+    limits = HttpLimits.from_settings(Settings.load(tmp_path / "config.toml"))
+    assert limits.body_timeout_s == 7.5 and limits.wrap(Recorder()).body_timeout_s == 7.5
+    with pytest.raises(ConfigError, match="positive"):
+        HttpLimits(body_timeout_s=0)
+
+
+# --------------------------------------------------------------------------- bounded client reads
+# proofmesh.http_reads against the HostilePeer of tests/conftest.py: a real socket server.
+def test_an_answer_declared_over_the_cap_is_refused_from_its_header(hostile_peer):
+    from proofmesh.http_reads import AnswerTooLarge, get_json
+
+    hostile_peer.mode = "declared"
+    t0 = time.monotonic()
+    with pytest.raises(AnswerTooLarge) as info:
+        get_json(hostile_peer.url + "/x", max_bytes=4 * MB, deadline_s=10)
+    assert time.monotonic() - t0 < 2
+    e = info.value
+    assert e.url == hostile_peer.url + "/x" and "1,073,741,824 bytes" in e.message and "4 MB" in e.message
+    assert "http_max_answer_mb" in e.fix and "PROOFMESH_HTTP_MAX_ANSWER_MB" in e.fix
+    hostile_peer.mode, hostile_peer.good["/x"] = "good", {"ok": 1}
+    assert get_json(hostile_peer.url + "/x", max_bytes=4 * MB, deadline_s=10) == {"ok": 1}
+
+
+def test_a_flooding_answer_stops_at_the_cap_without_being_held(hostile_peer, http_probe):
+    from proofmesh.http_reads import AnswerTooLarge, read_answer
+
+    hostile_peer.mode = "flood"                   # chunked: no length to refuse up front
+    def flood() -> BaseException:
+        with pytest.raises(AnswerTooLarge) as info:
+            read_answer("GET", hostile_peer.url + "/x", max_bytes=4 * MB, deadline_s=20)
+        return info.value
+
+    err, grew = http_probe.peak_rss_growth(os.getpid(), flood)
+    assert err.size is not None and 4 * MB < err.size < 5 * MB
+    assert grew < 48 * MB, f"the client held {grew / MB:.1f} MB of a 512 MB answer capped at 4 MB"
+    hostile_peer.mode = "good"
+    assert read_answer("GET", hostile_peer.url + "/x", max_bytes=4 * MB).json() == {}
+
+
+def test_an_answer_nested_too_deep_is_bad_json_not_a_recursion_error(hostile_peer):
+    from proofmesh.http_reads import PEER_ERRORS, get_json
+
+    hostile_peer.mode = "deep"
+    with pytest.raises(BadJSON, match="deeper") as info:
+        get_json(hostile_peer.url + "/x", max_bytes=4 * MB)
+    assert hostile_peer.url in info.value.message and isinstance(info.value, PEER_ERRORS)
+
+
+@pytest.mark.parametrize("mode", ["trickle", "trickle_head"])
+def test_a_trickling_answer_is_cut_at_the_total_deadline(hostile_peer, mode):
+    """A byte every 0.2 s never trips a per-read timeout; the total deadline (1.5 s) holds, in the
+    body and in the headers alike, and a pooled client is reused afterwards."""
+    from proofmesh.http_reads import AnswerTimeout, get_json
+
+    hostile_peer.mode = mode
+    with httpx.Client(timeout=30) as client:
+        t0 = time.monotonic()
+        with pytest.raises(AnswerTimeout) as info:
+            get_json(hostile_peer.url + "/x", deadline_s=1.5, client=client)
+        took = time.monotonic() - t0
+        assert 1.4 < took < 2.5, f"cut after {took:.2f} s"
+        assert "1.5 s" in info.value.message and info.value.url == hostile_peer.url + "/x"
+        hostile_peer.mode = "good"
+        assert get_json(hostile_peer.url + "/x", deadline_s=1.5, client=client) == {}
+
+
+def test_an_error_status_and_the_default_cap(hostile_peer, monkeypatch, tmp_path):
+    from proofmesh.http_reads import AnswerStatus, max_answer_bytes
+
+    monkeypatch.setenv("PROOFMESH_HOME", str(tmp_path))
+    monkeypatch.setenv("PROOFMESH_HTTP_MAX_ANSWER_MB", "3")
+    assert max_answer_bytes() == 3 * MB
+    with pytest.raises(AnswerStatus, match="404"):
+        from proofmesh.http_reads import Answer
+
+        Answer("http://x/", 404, httpx.Headers(), b"nope", 0.0).raise_for_status()

@@ -34,6 +34,8 @@ class Settings:
     dev_mode: bool = True              # allows insecure local setups (e.g. locally generated SRS)
     http_max_body_mb: int = 64         # largest request body a proofmesh HTTP server accepts (413 past it)
     http_max_connections: int = 1024   # connections one server holds at once (503 past it)
+    http_body_timeout_s: float = 60.0  # seconds a server waits, in all, for a request's body (408 past it)
+    http_max_answer_mb: int = 64       # largest answer a proofmesh client reads from a peer it does not control
 
     @classmethod
     def load(cls, config_file: Path) -> "Settings":

@@ -11,28 +11,40 @@ stream a 400 MB body that the server buffers whole (measured on the inference no
   ``http_max_connections``; ``PROOFMESH_<NAME>`` or ``<home>/config.toml``), and each
   server's constructor can override them;
 * :class:`BodyLimit` — ASGI middleware answering **413** for a body over the limit, whether
-  its ``Content-Length`` says so up front or a chunked body grows past it while streaming;
-  the body is never buffered whole;
+  its ``Content-Length`` says so up front or a chunked body grows past it while streaming
+  (the body is never buffered whole), and **408** for a body that takes longer than
+  ``http_body_timeout_s`` in all to arrive (uvicorn has no such timeout: a client dripping its
+  body a byte every few seconds would hold a connection slot for as long as it liked);
 * :func:`parse_json` — ``json.loads`` for a request body, turning a body that is not JSON or
   nests deeper than the parser allows (a ``RecursionError``) into :class:`BadJSON`, so a server
   answers 4xx instead of 500.
+
+The other direction, a proofmesh *client* reading the answer of a peer it does not control, is
+:mod:`proofmesh.http_reads`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from proofmesh.errors import ConfigError, InputError, ProofmeshError
 
-__all__ = ["MB", "DEFAULT_MAX_BODY_MB", "DEFAULT_MAX_CONNECTIONS", "KEEP_ALIVE_S", "HttpLimits", "BodyLimit",
-           "BodyTooLarge", "BadJSON", "parse_json", "error_json", "too_large"]
+__all__ = ["MB", "DEFAULT_MAX_BODY_MB", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_BODY_TIMEOUT_S", "KEEP_ALIVE_S",
+           "HttpLimits", "BodyLimit", "BodyTooLarge", "BodyTimeout", "BadJSON", "parse_json", "error_json",
+           "too_large", "body_timed_out"]
 
 MB = 1024 * 1024
 DEFAULT_MAX_BODY_MB = 64            # Settings.http_max_body_mb
 DEFAULT_MAX_CONNECTIONS = 1024      # Settings.http_max_connections
+# Settings.http_body_timeout_s. A legitimate body arrives at network speed: 64 MB (the body
+# limit) at 10 Mbit/s takes ~55 s, so one minute does not cut a real client, and a client
+# dripping its body holds a connection slot for at most that long.
+DEFAULT_BODY_TIMEOUT_S = 60.0
 # Idle keep-alive connections are closed after this long. Longer than clients keep pooled
 # connections idle between calls (httpx: 5 s; the inference router polls less often), so a
 # pooled connection is not closed under a client, and short enough that idle ones do not pile
@@ -59,8 +71,22 @@ class BodyTooLarge(InputError):
         self.size = size
 
 
+class BodyTimeout(InputError):
+    """A request body that took longer than the server's deadline to arrive (HTTP 408)."""
+
+    def __init__(self, timeout_s: float, received: int) -> None:
+        super().__init__(
+            f"request body took longer than this server's {timeout_s:g} s to arrive "
+            f"({received:,} bytes received)",
+            fix=f"send the body within {timeout_s:g} s; the server's operator can raise the deadline with "
+                f"http_body_timeout_s in <home>/config.toml or PROOFMESH_HTTP_BODY_TIMEOUT_S")
+        self.timeout_s = timeout_s
+        self.received = received
+
+
 class BadJSON(InputError):
-    """A request body that is not JSON, or nests deeper than the JSON parser allows."""
+    """A body (a request's, or a peer's answer) that is not JSON, or nests deeper than the JSON
+    parser allows."""
 
 
 def error_json(exc: ProofmeshError) -> bytes:
@@ -68,38 +94,45 @@ def error_json(exc: ProofmeshError) -> bytes:
     return json.dumps({"error": exc.message, "fix": exc.fix, "type": type(exc).__name__}).encode()
 
 
-def parse_json(body: bytes | str) -> Any:
+def parse_json(body: bytes | str, *, what: str = "request body", fix: str | None = None) -> Any:
     """``json.loads(body)``, raising :class:`BadJSON` for anything that is not a JSON document.
 
     A ``RecursionError`` is caught here because the C parser recurses once per ``[`` or ``{``:
     a ~100 KB body of ``[[[[...`` exceeds the recursion limit (12,288, set in
     :mod:`proofmesh`), and most handlers only catch ``ValueError``, so it became a 500.
+    ``what`` names the body in the message (a client passes ``"answer from <url>"``) and ``fix``
+    replaces the hint (whoever sent the body is not always the one who can fix it).
     """
     try:
         return json.loads(body)
     except RecursionError:
-        raise BadJSON("request body nests JSON arrays/objects deeper than this server parses",
-                      fix="send a JSON document nested at most a few hundred levels deep") from None
+        raise BadJSON(f"{what} nests JSON arrays/objects deeper than the parser allows",
+                      fix=fix or "send a JSON document nested at most a few hundred levels deep") from None
     except ValueError as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise BadJSON(f"request body is not JSON: {exc}", fix="send a UTF-8 JSON document") from None
+        raise BadJSON(f"{what} is not JSON: {exc}", fix=fix or "send a UTF-8 JSON document") from None
 
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """What a peer may send one server: body size, connections at once, idle keep-alive."""
+    """What a peer may send one server: body size, time to send it, connections at once, idle
+    keep-alive."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_MB * MB
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     keep_alive_s: float = KEEP_ALIVE_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
 
     def __post_init__(self) -> None:
-        if self.max_body_bytes <= 0 or self.max_connections <= 0 or self.keep_alive_s <= 0:
+        if (self.max_body_bytes <= 0 or self.max_connections <= 0 or self.keep_alive_s <= 0
+                or self.body_timeout_s <= 0):
             raise ConfigError(f"HTTP limits must be positive, got {self}",
-                              fix="set http_max_body_mb and http_max_connections to positive integers")
+                              fix="set http_max_body_mb, http_max_connections and http_body_timeout_s "
+                                  "to positive numbers")
 
     @classmethod
     def from_settings(cls, settings: Any = None, *, max_body_bytes: int | None = None,
-                      max_connections: int | None = None, keep_alive_s: float | None = None) -> "HttpLimits":
+                      max_connections: int | None = None, keep_alive_s: float | None = None,
+                      body_timeout_s: float | None = None) -> "HttpLimits":
         """Limits from ``settings`` (a :class:`proofmesh.config.Settings`; None: the settings of
         ``PROOFMESH_HOME`` or ``~/.proofmesh``, env first), each overridable by an argument."""
         if settings is None:
@@ -108,7 +141,8 @@ class HttpLimits:
             settings = Home.resolve().settings
         return cls(max_body_bytes=max_body_bytes if max_body_bytes is not None else settings.http_max_body_mb * MB,
                    max_connections=max_connections if max_connections is not None else settings.http_max_connections,
-                   keep_alive_s=keep_alive_s if keep_alive_s is not None else KEEP_ALIVE_S)
+                   keep_alive_s=keep_alive_s if keep_alive_s is not None else KEEP_ALIVE_S,
+                   body_timeout_s=body_timeout_s if body_timeout_s is not None else settings.http_body_timeout_s)
 
     def uvicorn_options(self) -> dict[str, Any]:
         """Keyword arguments for ``uvicorn.Config``: past ``limit_concurrency`` connections (or
@@ -116,8 +150,8 @@ class HttpLimits:
         return {"limit_concurrency": self.max_connections, "timeout_keep_alive": self.keep_alive_s}
 
     def wrap(self, app: ASGIApp, *, exempt: Iterable[str] = ()) -> "BodyLimit":
-        """``app`` behind a :class:`BodyLimit` of ``max_body_bytes``."""
-        return BodyLimit(app, self.max_body_bytes, exempt=exempt)
+        """``app`` behind a :class:`BodyLimit` of ``max_body_bytes`` and ``body_timeout_s``."""
+        return BodyLimit(app, self.max_body_bytes, exempt=exempt, body_timeout_s=self.body_timeout_s)
 
 
 async def too_large(send: Send, exc: BodyTooLarge) -> None:
@@ -125,6 +159,16 @@ async def too_large(send: Send, exc: BodyTooLarge) -> None:
     not worth receiving (uvicorn would otherwise read and discard it to keep the connection)."""
     body = error_json(exc)
     await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def body_timed_out(send: Send, exc: BodyTimeout) -> None:
+    """Send a 408 with the project's error body and ``connection: close``: the client was too
+    slow, and the rest of its body must not be waited for (nor taken for the next request)."""
+    body = error_json(exc)
+    await send({"type": "http.response.start", "status": 408,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -149,20 +193,30 @@ class BodyLimit:
       413, and whatever the app sends afterwards is dropped. The server delivers the body in
       pieces and stops reading the socket while a piece waits (uvicorn: past 64 KB), so no more
       than the limit plus one piece is ever held;
+    * a body that takes longer than ``body_timeout_s`` to arrive gets **408** the same way (the
+      app's pending ``receive()`` gets ``http.disconnect``, ``connection: close`` ends the
+      connection). Only the time the app spends waiting in ``receive()`` for body chunks counts,
+      summed over the whole body, so a client cannot reset the clock by sending a byte now and
+      then, and an app that is slow after the body has arrived is never cut;
     * paths in ``exempt`` (exact paths) pass unchecked: for routes that stream their body to disk
       and enforce their own limit (the blob store's ``PUT /blobs``);
     * websocket and lifespan scopes pass through untouched.
 
-    If the app had already started its answer when the limit is passed (a route answering while
-    it reads), that answer goes on; the app still gets ``http.disconnect``.
+    If the app had already started its answer when the limit or the deadline is passed (a route
+    answering while it reads), that answer goes on; the app still gets ``http.disconnect``.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, *, exempt: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, *, exempt: Iterable[str] = (),
+                 body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> None:
         if max_bytes <= 0:
             raise ConfigError(f"BodyLimit needs a positive byte limit, got {max_bytes}",
                               fix="set http_max_body_mb to a positive integer")
+        if body_timeout_s <= 0:
+            raise ConfigError(f"BodyLimit needs a positive body deadline, got {body_timeout_s}",
+                              fix="set http_body_timeout_s to a positive number of seconds")
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout_s = body_timeout_s
         self.exempt = frozenset(exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -173,16 +227,33 @@ class BodyLimit:
         if declared is not None and declared > limit:
             return await too_large(send, BodyTooLarge(limit, declared))
 
+        timeout_s = self.body_timeout_s
         received = 0
-        over = False            # the limit was passed: the app only gets http.disconnect now
+        waited = 0.0            # seconds spent in receive() while the body was incomplete
+        body_done = False       # the last body chunk (more_body false) has arrived
+        over = False            # a limit was passed: the app only gets http.disconnect now
         app_answering = False   # the app sent http.response.start before that
-        rejected = False        # our 413 went out: drop what the app sends
+        rejected = False        # our 413/408 went out: drop what the app sends
 
         async def limited_receive() -> Message:
-            nonlocal received, over, rejected
+            nonlocal received, waited, body_done, over, rejected
             if over:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:
+                # After the body only http.disconnect can come, whenever the client goes:
+                # waiting for it is the app's business (a streaming answer), never timed.
+                return await receive()
+            t0 = time.monotonic()
+            try:
+                message = await asyncio.wait_for(receive(), timeout_s - waited)
+            except asyncio.TimeoutError:
+                over = True
+                if not app_answering:
+                    rejected = True
+                    await body_timed_out(send, BodyTimeout(timeout_s, received))
+                return {"type": "http.disconnect"}
+            finally:
+                waited += time.monotonic() - t0
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -191,6 +262,7 @@ class BodyLimit:
                         rejected = True
                         await too_large(send, BodyTooLarge(limit))
                     return {"type": "http.disconnect"}
+                body_done = not message.get("more_body", False)
             return message
 
         async def guarded_send(message: Message) -> None:

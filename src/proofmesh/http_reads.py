@@ -1,0 +1,238 @@
+"""Bounded reads of an answer from an HTTP peer that proofmesh does not control.
+
+A proofmesh client often talks to a peer it found on chain or was pointed at: an edge gateway
+being verified, a node's endpoint probed by the explorer, a tool provider. ``httpx.get(...).json()``
+reads that peer's answer whole, with no cap (a peer answering 10 GB exhausts the caller's
+memory), its timeouts apply to each read, not to the whole answer (a peer sending a byte every
+few seconds holds the caller for as long as it likes), and ``.json()`` lets a ``[[[[...`` flood
+escape as ``RecursionError``. This module reads such an answer with:
+
+* a **byte cap**: a ``Content-Length`` over it fails before the body is read; otherwise the body
+  is streamed (``client.stream``/``iter_bytes``) and reading stops at the first chunk past the
+  cap, so no more than the cap plus one chunk is ever held (:class:`AnswerTooLarge`);
+* a **total deadline** from the request to the answer's last byte, connecting, the headers and
+  every read included (:class:`AnswerTimeout`);
+* JSON parsed with :func:`proofmesh.http_limits.parse_json` (:class:`~proofmesh.http_limits.BadJSON`).
+
+The default cap is ``http_max_answer_mb`` (settings of ``PROOFMESH_HOME``; 64 MB, room for the
+largest legitimate answer, an inference answer for a big batch). A call site whose answer is
+known to be small (a health check, a beacon) passes a smaller one.
+
+Callers that keep going when a peer misbehaves catch :data:`PEER_ERRORS`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from proofmesh.errors import ProofmeshError
+from proofmesh.http_limits import MB, BadJSON, parse_json
+
+__all__ = ["DEFAULT_MAX_ANSWER_MB", "PeerAnswerError", "AnswerTooLarge", "AnswerTimeout", "AnswerStatus", "Answer",
+           "PEER_ERRORS", "max_answer_bytes", "read_answer", "get_json"]
+
+DEFAULT_MAX_ANSWER_MB = 64   # Settings.http_max_answer_mb
+_RAISE_HINT = "raise it with http_max_answer_mb in <home>/config.toml or PROOFMESH_HTTP_MAX_ANSWER_MB"
+
+
+class PeerAnswerError(ProofmeshError):
+    """A peer's answer that proofmesh refused to read or use (too large, too slow, an error status)."""
+
+    def __init__(self, message: str, *, url: str, fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.url = url
+
+
+class AnswerTooLarge(PeerAnswerError):
+    """An answer over the byte cap: declared by its ``Content-Length`` or grown past it while read."""
+
+    def __init__(self, url: str, limit: int, size: int | None = None, *, declared: bool = False) -> None:
+        said = (f"declares {size:,} bytes" if declared else f"passed {size:,} bytes" if size is not None
+                else "is larger")
+        super().__init__(
+            f"answer from {url} {said}, over this client's cap of {limit:,} bytes ({limit / MB:g} MB); "
+            f"stopped reading it",
+            url=url,
+            fix=f"if this peer's answers are legitimately that large, {_RAISE_HINT}; otherwise use another peer")
+        self.limit = limit
+        self.size = size
+
+
+class AnswerTimeout(PeerAnswerError):
+    """An answer that did not arrive whole within the total deadline (a slow or trickling peer)."""
+
+    def __init__(self, url: str, deadline_s: float, received: int) -> None:
+        super().__init__(
+            f"answer from {url} did not arrive within {deadline_s:g} s ({received:,} bytes of it had); "
+            f"stopped waiting",
+            url=url,
+            fix="the peer is slow or holding the connection open; retry later or use another peer "
+                "(the deadline is the caller's timeout argument)")
+        self.deadline_s = deadline_s
+        self.received = received
+
+
+class AnswerStatus(PeerAnswerError):
+    """A peer answered with an HTTP error status (4xx or 5xx)."""
+
+    def __init__(self, url: str, status_code: int, detail: str) -> None:
+        super().__init__(f"{url} answered HTTP {status_code}: {detail}", url=url,
+                         fix="check the URL and the peer's state")
+        self.status_code = status_code
+
+
+# What a caller that survives a misbehaving peer catches: transport failures (refused, reset,
+# per-phase timeouts), the refusals above, and an answer that is not JSON.
+PEER_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, PeerAnswerError, BadJSON)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A peer's whole answer, read within the cap and the deadline."""
+
+    url: str
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+    elapsed_s: float
+
+    def raise_for_status(self) -> "Answer":
+        """``self``, or :class:`AnswerStatus` for a 4xx/5xx (quoting at most 200 bytes of the body)."""
+        if self.status_code >= 400:
+            raise AnswerStatus(self.url, self.status_code, self.content[:200].decode("utf-8", "replace"))
+        return self
+
+    def json(self) -> Any:
+        """The body as JSON; :class:`BadJSON` if it is not JSON or nests too deep."""
+        return parse_json(self.content, what=f"answer from {self.url}",
+                          fix="the peer answered something other than JSON; use another peer")
+
+
+def max_answer_bytes(settings: Any = None) -> int:
+    """The default byte cap: ``http_max_answer_mb`` of ``settings`` (None: the settings of
+    ``PROOFMESH_HOME`` or ``~/.proofmesh``, env first)."""
+    if settings is None:
+        from proofmesh.config import Home
+
+        settings = Home.resolve().settings
+    return int(settings.http_max_answer_mb) * MB
+
+
+class _Watchdog:
+    """Shuts the connection's socket down when the deadline passes.
+
+    httpx's timeouts are per read and fixed when the request starts, so a peer sending a byte
+    before each read timeout (the headers included: h11 reads them in pieces) never trips one.
+    ``shutdown`` from this timer thread makes the blocked ``recv`` return at once, whatever
+    phase the request is in; httpx then fails the read and drops the connection from its pool.
+    The socket comes from httpcore's trace hook when a connection is opened, or from the
+    answer's ``network_stream`` when a pooled one is reused (then the headers' wait is bounded
+    by the read timeout, itself capped at the deadline)."""
+
+    def __init__(self, deadline_s: float) -> None:
+        self.fired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(deadline_s, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def attach(self, stream: Any) -> None:
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is None:
+            return
+        with self._lock:
+            self._sock = sock
+            fired = self.fired
+        if fired:
+            self._shutdown(sock)
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            self.attach(info.get("return_value"))
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sock = self._sock
+        if sock is not None:
+            self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock: socket.socket) -> None:
+        try:
+            # the plain socket's method: a TLS socket's own shutdown() would touch its SSL state
+            # from this thread while the caller's thread is inside it
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass   # already closed
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def read_answer(method: str, url: str, *, max_bytes: int | None = None, deadline_s: float = 30.0,
+                client: httpx.Client | None = None, **request: Any) -> Answer:
+    """Send one request and read its answer whole, within ``max_bytes`` and ``deadline_s``.
+
+    ``client``: an ``httpx.Client`` to reuse (its pool; its own timeouts are replaced, for this
+    call, by ones capped at the deadline); None opens and closes one. ``request``: keyword
+    arguments for ``client.stream`` (``json``, ``content``, ``headers``, ``params``...).
+
+    Raises :class:`AnswerTooLarge` past the cap (counted on the decoded body), :class:`AnswerTimeout`
+    past the deadline, and ``httpx.HTTPError`` for a transport failure before it (refused,
+    reset). The status is not checked: see :meth:`Answer.raise_for_status`.
+    """
+    limit = max_answer_bytes() if max_bytes is None else max_bytes
+    if limit <= 0 or deadline_s <= 0:
+        raise ValueError(f"read_answer needs a positive cap and deadline, got {limit} bytes, {deadline_s} s")
+    own = client is None
+    http = client if client is not None else httpx.Client()
+    headers = dict(request.pop("headers", None) or {})
+    # Ask for an uncompressed answer: the cap counts decoded bytes, and one compressed read
+    # could decode to far more than the cap at once.
+    headers.setdefault("accept-encoding", "identity")
+    t0 = time.monotonic()
+    dog = _Watchdog(deadline_s)
+    received = 0
+    try:
+        extensions = dict(request.pop("extensions", None) or {})
+        extensions["trace"] = dog.trace
+        with http.stream(method, url, headers=headers, timeout=httpx.Timeout(deadline_s), extensions=extensions,
+                         **request) as resp:
+            dog.attach(resp.extensions.get("network_stream"))
+            declared = resp.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise AnswerTooLarge(url, limit, int(declared), declared=True)
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                received += len(chunk)
+                if received > limit:
+                    raise AnswerTooLarge(url, limit, received)
+                body += chunk
+                if time.monotonic() - t0 > deadline_s:
+                    raise AnswerTimeout(url, deadline_s, received)
+            return Answer(url, resp.status_code, resp.headers, bytes(body), time.monotonic() - t0)
+    except httpx.HTTPError:
+        # the watchdog's shutdown surfaces as a read error or a closed connection
+        if dog.fired or time.monotonic() - t0 >= deadline_s:
+            raise AnswerTimeout(url, deadline_s, received) from None
+        raise
+    finally:
+        dog.cancel()
+        if own:
+            http.close()
+
+
+def get_json(url: str, *, max_bytes: int | None = None, deadline_s: float = 30.0,
+             client: httpx.Client | None = None, **request: Any) -> Any:
+    """``GET url`` as JSON, within the cap and the deadline; :class:`AnswerStatus` for a 4xx/5xx.
+    See :func:`read_answer` for the arguments and the other errors."""
+    return read_answer("GET", url, max_bytes=max_bytes, deadline_s=deadline_s, client=client,
+                       **request).raise_for_status().json()
