@@ -177,6 +177,7 @@ def test_a_circuit_lie_in_chunk_1_is_settled_by_proof(chain, accounts, tmp_path,
         bond = reg.service_bond(liar.account.address)
         settled = router.settle_with_proof(did, {"x": x})
         assert settled["b_wrong"] and not settled["a_wrong"]
+        print(f"\nsettle_by_proof gas (100 outputs, chunk 1 of 36 values): {settled['gas']:,}")
         assert reg.service_bond(liar.account.address) == bond - settled["slashed"] and settled["slashed"] > 0
         assert reg.service_bond(honest.account.address) == reg.min_bond()
     finally:

@@ -144,6 +144,14 @@ def test_proof_settlement_refuses_forgeries_and_spares_honest_nodes(network, acc
                             sender=accounts[7])
     with pytest.raises(ContractRevert, match="another input"):
         reg.settle_by_proof(did, b"\x00" * 32, proof, sender=accounts[7])
+    # only the chunks' hashes are stored: a prover passing other chunks (the liar's on both
+    # sides would have the honest node slashed too; swapped sides; one value off) is refused
+    ca, cb = reg.dispute_chunks(did)
+    off = bytearray(ca)
+    off[-1] ^= 1
+    for bad in ((cb, cb), (cb, ca), (bytes(off), cb), (ca, b"")):
+        with pytest.raises(ContractRevert, match="chunks are not the disputed ones"):
+            reg.settle_by_proof(did, raw, proof, sender=accounts[7], chunks=bad)
     # the valid proof slashes only the liar, and the reward goes to the disputer, not the prover
     honest_bond = reg.service_bond(honest.account.address)
     prover_before = Token(chain).balance(accounts[7].address)

@@ -3,7 +3,12 @@ challenges) and of InferenceDisputes, its arbiter (redundant-execution disputes)
 
 Challenges and disputes are commit-reveal on chain (audit M8): :meth:`challenge` and
 :meth:`dispute` send the commitment, then the reveal in a later block, so the slash
-reward cannot be taken by someone copying the reveal from the mempool."""
+reward cannot be taken by someone copying the reveal from the mempool.
+
+A dispute stores only keccak256 of each side's disputed chunk and logs the chunks in its
+``Disputed`` event; :meth:`dispute_chunks` reads them back (cached per client) and
+:meth:`reveal_vote` / :meth:`settle_by_proof` pass them to the contract, which checks them
+against the stored hashes."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from web3.logs import DISCARD
 
 from proofmesh.errors import InputError
 from proofmesh.inference.receipt import Receipt, receipt_domain
-from proofmesh.inference.values import CHUNK, disagreeing_chunk, open_values
+from proofmesh.inference.values import CHUNK, disagreeing_chunk, open_values, unpacked_values
 
 CONTRACT = "InferenceRegistry"
 DISPUTES = "InferenceDisputes"
@@ -51,6 +56,7 @@ class InferenceRegistry:
         self.c = chain.contract(CONTRACT)
         self.address = to_checksum_address(self.c.address)
         self.domain = receipt_domain(chain.chain_id, self.address)
+        self._chunks: dict[int, tuple[bytes, bytes]] = {}     # dispute id -> its packed chunks (a, b)
 
     def _tx(self, fn, sender=None):
         return self.chain.transact(fn, sender=sender)
@@ -238,7 +244,9 @@ class InferenceRegistry:
         res = self._tx(self.disputes.functions.dispute(ra.as_tuple(), ra.signature, open_values(values_a, chunk).as_tuple(),
                                                        rb.as_tuple(), rb.signature, open_values(values_b, chunk).as_tuple(),
                                                        salt), sender)
-        return int(self.disputes.events.Disputed().process_receipt(res.receipt, errors=DISCARD)[0]["args"]["dispute"])
+        ev = self.disputes.events.Disputed().process_receipt(res.receipt, errors=DISCARD)[0]["args"]
+        self._remember_chunks(ev)
+        return int(ev["dispute"])
 
     def dispute(self, ra: Receipt, values_a: list[int], rb: Receipt, values_b: list[int], sender=None,
                 chunk: int | None = None) -> int:
@@ -254,8 +262,49 @@ class InferenceRegistry:
 
     def dispute_values(self, dispute_id: int) -> tuple[list[int], list[int]]:
         """The disputed chunk of each receipt's values (``dispute_state``'s ``chunk``)."""
-        a, b = self.chain.call(self.disputes.functions.dispute_values(int(dispute_id)))
-        return list(a), list(b)
+        a, b = self.dispute_chunks(dispute_id)
+        return unpacked_values(a), unpacked_values(b)
+
+    def dispute_chunks(self, dispute_id: int) -> tuple[bytes, bytes]:
+        """The disputed chunk of each receipt's values, packed (8-byte big-endian int64s), as
+        the ``Disputed`` event logged them: what ``reveal_vote`` and ``settle_by_proof`` take
+        back. The contract stores only their hashes; the event is found in the block that
+        opened the dispute (its timestamp is ``deadline - (reveal_deadline - deadline)``), so
+        no log scan from genesis is needed. Cached per client."""
+        did = int(dispute_id)
+        if did in self._chunks:
+            return self._chunks[did]
+        st = self.dispute_state(did)
+        if st["deadline"] == 0:
+            raise InputError(f"dispute {did} does not exist", fix="check the dispute id (proofmesh inference disputes)")
+        first, last = self._blocks_at(2 * st["deadline"] - st["reveal_deadline"])
+        logs = self.chain.events(DISPUTES, "Disputed", from_block=first, to_block=last,
+                                 argument_filters={"dispute": did})
+        if not logs:
+            raise InputError(f"the Disputed event of dispute {did} is not in blocks {first}..{last}",
+                             fix="ask a node that keeps the chain's logs (an archive or full node)")
+        self._remember_chunks(logs[0]["args"])
+        return self._chunks[did]
+
+    def _remember_chunks(self, ev) -> None:
+        self._chunks[int(ev["dispute"])] = (bytes(ev["packed_a"]), bytes(ev["packed_b"]))
+
+    def _blocks_at(self, timestamp: int) -> tuple[int, int]:
+        """The first and last block with this timestamp (a range ending before ``first`` when
+        there is none): two binary searches over block headers."""
+        eth = self.chain.w3.eth
+
+        def first_after(ts: int) -> int:       # the first block whose timestamp is > ts
+            lo, hi = 0, eth.block_number + 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if eth.get_block(mid)["timestamp"] > ts:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            return lo
+
+        return first_after(timestamp - 1), first_after(timestamp) - 1
 
     def _ballot(self, dispute_id: int, values: "list[int]") -> tuple[int, list[int]]:
         # what a vote carries: the output count and the disputed chunk of the outputs
@@ -277,10 +326,15 @@ class InferenceRegistry:
         c = self.vote_commitment(dispute_id, self._sender_address(sender), values, salt)
         return self._tx(self.disputes.functions.commit_vote(int(dispute_id), c), sender)
 
-    def reveal_vote(self, dispute_id: int, values: "list[int]", salt: bytes, sender=None) -> int:
-        """Step 2, after the vote window: returns the side voted for (1 a, 2 b, 0 neither)."""
+    def reveal_vote(self, dispute_id: int, values: "list[int]", salt: bytes, sender=None,
+                    chunks: "tuple[bytes, bytes] | None" = None) -> int:
+        """Step 2, after the vote window: returns the side voted for (1 a, 2 b, 0 neither).
+        ``chunks``: the disputed chunks the contract checks the vote against (by default
+        :meth:`dispute_chunks`, read from the ``Disputed`` event)."""
         count, part = self._ballot(dispute_id, values)
-        res = self._tx(self.disputes.functions.reveal_vote(int(dispute_id), count, part, bytes(salt)), sender)
+        a, b = chunks if chunks is not None else self.dispute_chunks(dispute_id)
+        res = self._tx(self.disputes.functions.reveal_vote(int(dispute_id), count, part, bytes(salt), bytes(a),
+                                                           bytes(b)), sender)
         return int(self.disputes.events.Voted().process_receipt(res.receipt, errors=DISCARD)[0]["args"]["side"])
 
     def claim_vote_reward(self, dispute_id: int, sender=None) -> int:
@@ -303,12 +357,16 @@ class InferenceRegistry:
         outputs are dequantised with when it settles a CIRCUIT dispute."""
         return self._tx(self.disputes.functions.set_output_scale(int(version), int(scale)), sender)
 
-    def settle_by_proof(self, dispute_id: int, raw_input_hash: bytes, proof, sender=None) -> dict:
+    def settle_by_proof(self, dispute_id: int, raw_input_hash: bytes, proof, sender=None,
+                        chunks: "tuple[bytes, bytes] | None" = None) -> dict:
         """Settle an open CIRCUIT dispute with ``proof`` (a ZkProof for the disputed input):
         the receipts whose values disagree with the proven outputs are slashed now.
+        ``chunks``: the disputed chunks (by default :meth:`dispute_chunks`).
         Returns {"a_wrong", "b_wrong", "slashed", "gas"}."""
+        a, b = chunks if chunks is not None else self.dispute_chunks(dispute_id)
         res = self._tx(self.disputes.functions.settle_by_proof(int(dispute_id), bytes(raw_input_hash), proof.proof,
-                                                               [int(i) for i in proof.instances]), sender)
+                                                               [int(i) for i in proof.instances], bytes(a), bytes(b)),
+                       sender)
         # the transaction also logs InferenceRegistry/NodeRegistry events: skip those quietly
         ev = self.disputes.events.SettledByProof().process_receipt(res.receipt, errors=DISCARD)[0]["args"]
         return {"a_wrong": ev["a_wrong"], "b_wrong": ev["b_wrong"], "slashed": int(ev["slashed"]),

@@ -43,6 +43,11 @@ def packed_values(values: "list[int] | np.ndarray") -> bytes:
         raise InputError("a fixed-point value does not fit an int64", fix="outputs must be below 9.2e12") from None
 
 
+def unpacked_values(packed: bytes) -> list[int]:
+    """The inverse of :func:`packed_values`."""
+    return np.frombuffer(bytes(packed), dtype=">i8").astype(np.int64).tolist()
+
+
 def values_hash(values: "list[int] | np.ndarray") -> bytes:
     """The commitment a value receipt's ``output_hash`` holds (see the module docstring).
 
@@ -94,7 +99,7 @@ class ValuesOpening:
     proof: tuple[bytes, ...]
 
     def values(self) -> list[int]:
-        return np.frombuffer(self.packed, dtype=">i8").astype(np.int64).tolist()
+        return unpacked_values(self.packed)
 
     def as_tuple(self) -> tuple:
         """The contract's ``Opening`` struct argument."""

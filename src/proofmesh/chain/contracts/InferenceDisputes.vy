@@ -29,6 +29,10 @@
         power of two. A dispute opens one chunk of each receipt (the first where they
         disagree) with its Merkle path, so any output size can be disputed in bounded
         calldata and gas; votes and proofs are compared on that chunk and on the count.
+        The contract keeps only keccak256 of each side's packed chunk (one word each) and
+        logs the chunks in `Disputed`; `reveal_vote` and `settle_by_proof` take them back
+        as calldata and check them against those hashes (storing the values cost most of
+        a dispute's gas).
 
         Opening a dispute is commit-reveal (audit M8): the disputer commits to
         keccak256(abi_encode(sender, digest_a, digest_b, salt)) and reveals in a
@@ -129,8 +133,10 @@ inference: public(immutable(IInferenceRegistry))
 
 disputes: public(HashMap[uint256, Dispute])
 dispute_count: public(uint256)
-dispute_values_a: HashMap[uint256, DynArray[int256, MAX_VALUES]]
-dispute_values_b: HashMap[uint256, DynArray[int256, MAX_VALUES]]
+# @notice keccak256 of the disputed chunk of each receipt's values, packed as `Disputed`
+#         logs them (what `reveal_vote` and `settle_by_proof` are given back)
+chunk_hash_a: public(HashMap[uint256, bytes32])
+chunk_hash_b: public(HashMap[uint256, bytes32])
 # @notice Receipts already used in a dispute (each backs at most one; audit M2).
 receipt_disputed: public(HashMap[bytes32, bool])
 voted: public(HashMap[uint256, HashMap[address, bool]])
@@ -157,6 +163,9 @@ event Disputed:
     version: uint256
     input_hash: bytes32
     deadline: uint256
+    chunk: uint256                  # the opened chunk (values chunk*64 ..)
+    packed_a: Bytes[MAX_PACKED]     # its values in each receipt, packed 8-byte big-endian int64s
+    packed_b: Bytes[MAX_PACKED]
 
 event VoteCommitted:
     dispute: indexed(uint256)
@@ -203,15 +212,23 @@ def __init__(inference_: address):
 
 @internal
 @pure
-def _within(a: DynArray[int256, MAX_VALUES], b: DynArray[int256, MAX_VALUES], tol: uint256) -> bool:
-    if len(a) != len(b):
+def _within_packed(a: DynArray[int256, MAX_VALUES], packed: Bytes[MAX_PACKED], tol: uint256) -> bool:
+    # whether `packed` holds as many values as `a`, each within `tol` of a's; read four
+    # int64s per 32-byte word (a value is the word's top 8 bytes, sign-extended by the
+    # arithmetic shift), the last word zero-padded
+    n: uint256 = len(a)
+    if len(packed) != 8 * n:
         return False
+    padded: Bytes[MAX_PACKED + 32] = concat(packed, empty(bytes32))
+    w: int256 = 0
     for i: uint256 in range(MAX_VALUES):
-        if i >= len(a):
+        if i >= n:
             break
-        d: int256 = a[i] - b[i]
-        if convert(abs(d), uint256) > tol:
+        if i % 4 == 0:
+            w = extract32(padded, i * 8, output_type=int256)
+        if convert(abs(a[i] - (w >> 192)), uint256) > tol:
             return False
+        w = w << 64
     return True
 
 
@@ -220,21 +237,26 @@ def _within(a: DynArray[int256, MAX_VALUES], b: DynArray[int256, MAX_VALUES], to
 def _unpack(packed: Bytes[MAX_PACKED]) -> DynArray[int256, MAX_VALUES]:
     # a value receipt commits keccak256 of its fixed-point values as packed 8-byte
     # big-endian int64s (a quarter of abi_encode(int256[])'s bytes: the node hashes them
-    # on every request)
+    # on every request); read as in _within_packed
     assert len(packed) % 8 == 0, "InferenceDisputes: packed values must be whole int64s"
+    padded: Bytes[MAX_PACKED + 32] = concat(packed, empty(bytes32))
     values: DynArray[int256, MAX_VALUES] = []
+    w: int256 = 0
     for i: uint256 in range(MAX_VALUES):
         if i * 8 >= len(packed):
             break
-        values.append(convert(convert(convert(slice(packed, i * 8, 8), bytes8), int64), int256))
+        if i % 4 == 0:
+            w = extract32(padded, i * 8, output_type=int256)
+        values.append(w >> 192)
+        w = w << 64
     return values
 
 
 @internal
 @pure
-def _opened(output_hash: bytes32, o: Opening) -> DynArray[int256, MAX_VALUES]:
-    # the chunk's values, if `o` opens chunk o.index of an o.count-value commitment
-    # `output_hash`; the count fixes the tree depth, so no inner node passes as a leaf
+def _opened(output_hash: bytes32, o: Opening) -> bytes32:
+    # keccak256 of the chunk's packed values, if `o` opens chunk o.index of an o.count-value
+    # commitment `output_hash`; the count fixes the tree depth, so no inner node passes as a leaf
     assert o.count <= MAX_VALUES << MAX_DEPTH, "InferenceDisputes: too many values"
     chunks: uint256 = max(1, (o.count + MAX_VALUES - 1) // MAX_VALUES)
     assert o.index < chunks, "InferenceDisputes: no such chunk"
@@ -245,13 +267,14 @@ def _opened(output_hash: bytes32, o: Opening) -> DynArray[int256, MAX_VALUES]:
     h: bytes32 = keccak256(o.packed)
     if o.count <= MAX_VALUES:
         assert len(o.proof) == 0 and h == output_hash, "InferenceDisputes: values do not match the receipt"
-        return self._unpack(o.packed)
+        return h
     depth: uint256 = 0
     for _: uint256 in range(MAX_DEPTH):
         if 1 << depth >= chunks:
             break
         depth += 1
     assert len(o.proof) == depth, "InferenceDisputes: Merkle path has the wrong length"
+    leaf: bytes32 = h
     i: uint256 = o.index
     for sibling: bytes32 in o.proof:
         if i & 1 == 1:
@@ -261,7 +284,16 @@ def _opened(output_hash: bytes32, o: Opening) -> DynArray[int256, MAX_VALUES]:
         i = i >> 1
     assert keccak256(concat(b"\x01", convert(o.count, bytes32), h)) == output_hash, \
         "InferenceDisputes: values do not match the receipt"
-    return self._unpack(o.packed)
+    return leaf
+
+
+@internal
+@view
+def _check_chunks(dispute_id: uint256, packed_a: Bytes[MAX_PACKED], packed_b: Bytes[MAX_PACKED]):
+    # the disputed chunks as `Disputed` logged them (only their hashes are stored)
+    assert keccak256(packed_a) == self.chunk_hash_a[dispute_id] and \
+        keccak256(packed_b) == self.chunk_hash_b[dispute_id], \
+        "InferenceDisputes: chunks are not the disputed ones (read them from the Disputed event)"
 
 
 @internal
@@ -299,7 +331,8 @@ def dispute(ra: Receipt, sig_a: Bytes[65], open_a: Opening,
            `output_hash`.
     @param open_b The same chunk of receipt b's values.
     @param salt The commitment's salt.
-    @return The dispute id.
+    @return The dispute id. The chunks are logged in `Disputed` (only their hashes are
+            stored): voters and provers pass them back to `reveal_vote` and `settle_by_proof`.
     """
     assert ra.commitment == rb.commitment and (ra.commitment == COMMIT_VALUES or ra.commitment == COMMIT_CIRCUIT), \
         "InferenceDisputes: not value receipts of one kind"
@@ -313,9 +346,10 @@ def dispute(ra: Receipt, sig_a: Bytes[65], open_a: Opening,
     m: Model = staticcall inference.models(ra.version)
     assert m.registered, "InferenceDisputes: unknown model version"
     assert open_a.index == open_b.index, "InferenceDisputes: openings of different chunks"
-    values_a: DynArray[int256, MAX_VALUES] = self._opened(ra.output_hash, open_a)
-    values_b: DynArray[int256, MAX_VALUES] = self._opened(rb.output_hash, open_b)
-    assert open_a.count != open_b.count or not self._within(values_a, values_b, m.tolerance), \
+    hash_a: bytes32 = self._opened(ra.output_hash, open_a)
+    hash_b: bytes32 = self._opened(rb.output_hash, open_b)
+    assert open_a.count != open_b.count or \
+        not self._within_packed(self._unpack(open_a.packed), open_b.packed, m.tolerance), \
         "InferenceDisputes: outputs agree within tolerance"
     node_a: address = self._signer(digest_a, sig_a)
     node_b: address = self._signer(digest_b, sig_b)
@@ -335,10 +369,10 @@ def dispute(ra: Receipt, sig_a: Bytes[65], open_a: Opening,
                                  reveal_deadline=deadline + window, state=1,
                                  commitment=ra.commitment, chunk=open_a.index, count_a=open_a.count,
                                  count_b=open_b.count)
-    self.dispute_values_a[did] = values_a
-    self.dispute_values_b[did] = values_b
+    self.chunk_hash_a[did] = hash_a
+    self.chunk_hash_b[did] = hash_b
     log Disputed(dispute=did, node_a=node_a, node_b=node_b, version=ra.version, input_hash=ra.input_hash,
-                 deadline=deadline)
+                 deadline=deadline, chunk=open_a.index, packed_a=open_a.packed, packed_b=open_b.packed)
     extcall inference.arbiter_case(node_a, True)
     extcall inference.arbiter_case(node_b, True)
     return did
@@ -365,11 +399,18 @@ def commit_vote(dispute_id: uint256, commitment: bytes32):
 
 
 @external
-def reveal_vote(dispute_id: uint256, count: uint256, values: DynArray[int256, MAX_VALUES], salt: bytes32) -> uint8:
+def reveal_vote(dispute_id: uint256, count: uint256, values: DynArray[int256, MAX_VALUES], salt: bytes32,
+                packed_a: Bytes[MAX_PACKED], packed_b: Bytes[MAX_PACKED]) -> uint8:
     """
     @notice Reveal a committed vote after the vote window, before `reveal_deadline`;
             the voter's bond (now) is added to the side with that count whose
             disputed chunk is within tolerance of `values`.
+    @param count The voter's output count, as committed.
+    @param values The disputed chunk of the voter's outputs, as committed.
+    @param salt The vote commitment's salt.
+    @param packed_a The disputed chunk of receipt a's values as `Disputed` logged it
+           (checked against `chunk_hash_a`).
+    @param packed_b The same for receipt b (checked against `chunk_hash_b`).
     @return 1 if it sided with node a, 2 with node b, 0 with neither.
     """
     d: Dispute = self.disputes[dispute_id]
@@ -380,14 +421,15 @@ def reveal_vote(dispute_id: uint256, count: uint256, values: DynArray[int256, MA
     c: bytes32 = self.vote_commitments[dispute_id][msg.sender]
     assert c != empty(bytes32) and c == keccak256(abi_encode(msg.sender, dispute_id, count, values, salt)), \
         "InferenceDisputes: vote does not match its commitment"
+    self._check_chunks(dispute_id, packed_a, packed_b)
     weight: uint256 = staticcall inference.service_bond(msg.sender)
     assert weight >= staticcall inference.min_bond(), "InferenceDisputes: voter bond below minimum"
     tol: uint256 = (staticcall inference.models(d.version)).tolerance
     side: uint8 = 0
-    if count == d.count_a and self._within(values, self.dispute_values_a[dispute_id], tol):
+    if count == d.count_a and self._within_packed(values, packed_a, tol):
         side = 1
         self.disputes[dispute_id].weight_a = d.weight_a + weight
-    elif count == d.count_b and self._within(values, self.dispute_values_b[dispute_id], tol):
+    elif count == d.count_b and self._within_packed(values, packed_b, tol):
         side = 2
         self.disputes[dispute_id].weight_b = d.weight_b + weight
     self.voted[dispute_id][msg.sender] = True
@@ -461,16 +503,6 @@ def claim_vote_reward(dispute_id: uint256) -> uint256:
 
 
 @external
-@view
-def dispute_values(dispute_id: uint256) -> (DynArray[int256, MAX_VALUES], DynArray[int256, MAX_VALUES]):
-    """
-    @notice The disputed chunk of each receipt's values (for voters to compare; the
-            chunk index and counts are in `disputes`).
-    """
-    return self.dispute_values_a[dispute_id], self.dispute_values_b[dispute_id]
-
-
-@external
 def set_output_scale(version: uint256, scale: uint256):
     """
     @notice Record the output scale of the version's circuit (ezkl settings'
@@ -489,7 +521,8 @@ def set_output_scale(version: uint256, scale: uint256):
 @external
 @nonreentrant
 def settle_by_proof(dispute_id: uint256, raw_input_hash: bytes32, proof: Bytes[MAX_PROOF],
-                    instances: DynArray[uint256, MAX_INSTANCES]) -> uint256:
+                    instances: DynArray[uint256, MAX_INSTANCES], packed_a: Bytes[MAX_PACKED],
+                    packed_b: Bytes[MAX_PACKED]) -> uint256:
     """
     @notice Settle an open CIRCUIT dispute with an ezkl proof of the registered
             circuit (anyone; the slash reward still goes to the disputer, so
@@ -497,11 +530,15 @@ def settle_by_proof(dispute_id: uint256, raw_input_hash: bytes32, proof: Bytes[M
             input hash both receipts committed (with `raw_input_hash`, the
             receipts' `input_hash` preimage); each receipt whose values differ
             from the proven outputs by more than tolerance + 1 is slashed now.
+    @param packed_a The disputed chunk of receipt a's values as `Disputed` logged it
+           (checked against `chunk_hash_a`).
+    @param packed_b The same for receipt b (checked against `chunk_hash_b`).
     @return 1 if receipt a was wrong, 2 if b, 3 if both.
     """
     d: Dispute = self.disputes[dispute_id]
     assert d.state == 1, "InferenceDisputes: dispute not open"
     assert d.commitment == COMMIT_CIRCUIT, "InferenceDisputes: not a circuit dispute"
+    self._check_chunks(dispute_id, packed_a, packed_b)
     assert len(instances) >= 2, "InferenceDisputes: bad instance count"
     poseidon: bytes32 = convert(instances[0], bytes32)
     assert keccak256(concat(raw_input_hash, poseidon)) == d.input_hash, "InferenceDisputes: proof is for another input"
@@ -529,8 +566,8 @@ def settle_by_proof(dispute_id: uint256, raw_input_hash: bytes32, proof: Bytes[M
     # the node's fixed-point value is rint(float(felt / 2**scale) * 1e6); truncation here
     # differs by at most one unit
     tol: uint256 = (staticcall inference.models(d.version)).tolerance + 1
-    a_wrong: bool = d.count_a != count or not self._within(proven, self.dispute_values_a[dispute_id], tol)
-    b_wrong: bool = d.count_b != count or not self._within(proven, self.dispute_values_b[dispute_id], tol)
+    a_wrong: bool = d.count_a != count or not self._within_packed(proven, packed_a, tol)
+    b_wrong: bool = d.count_b != count or not self._within_packed(proven, packed_b, tol)
     assert a_wrong or b_wrong, "InferenceDisputes: proof agrees with both receipts"
     self.disputes[dispute_id].state = 2
     extcall inference.arbiter_case(d.node_a, False)
