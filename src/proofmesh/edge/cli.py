@@ -156,9 +156,10 @@ def devices(json_: JsonOpt = False) -> None:
 def readings(device: str, gateway: Annotated[str, typer.Option("--gateway")] = "http://127.0.0.1:8710",
              json_: JsonOpt = False) -> None:
     """Readings a gateway holds for DEVICE (open and published epochs)."""
-    import httpx
+    from proofmesh.http_reads import get_json
 
-    rows = httpx.get(f"{gateway.rstrip('/')}/edge/devices/{device}/readings", timeout=30).raise_for_status().json()
+    # the gateway is any URL the user names: its answer is read within a cap and a deadline
+    rows = get_json(f"{gateway.rstrip('/')}/edge/devices/{device}/readings", deadline_s=30)
     output(rows, json_, title=f"readings of {device}", columns=["epoch", "seq", "timestamp", "state"])
 
 
@@ -189,22 +190,26 @@ def challenge(device: str, seq: int, gateway: Annotated[str, typer.Option("--gat
                      fix="`proofmesh edge verify` shows the proof")
 
 
-def verify_reading(edge: Any, gateway_url: str, device: str, seq: int) -> dict[str, Any]:
+def verify_reading(edge: Any, gateway_url: str, device: str, seq: int, *,
+                   deadline_s: float = 60.0) -> dict[str, Any]:
     """Fetch the reading's epoch from the gateway, recompute leaf, proof and root, check them on chain.
+
+    Each answer of the gateway must arrive whole within ``deadline_s`` and ``http_max_answer_mb``.
 
     A reading in the root without a valid device signature raises :class:`VerificationError`
     whose ``challenge`` is the ready-made ``challenge_reading`` call.
     """
-    import httpx
-
     from proofmesh.edge.epoch_tree import Leaf, PositionalTree
     from proofmesh.edge.onchain import KIND_READING, ChallengeCall
+    from proofmesh.http_reads import get_json
 
+    # The gateway is the party being verified: its answers are read within the http_max_answer_mb
+    # cap and a total deadline (AnswerTooLarge, AnswerTimeout, BadJSON), never whole on trust.
     base = gateway_url.rstrip("/")
-    published = httpx.get(f"{base}/edge/epochs", timeout=30).raise_for_status().json()
+    published = get_json(f"{base}/edge/epochs", deadline_s=deadline_s)
     dev = device.lower()
     for e in sorted(published, key=int):
-        data = httpx.get(f"{base}/edge/epochs/{e}", timeout=60).raise_for_status().json()
+        data = get_json(f"{base}/edge/epochs/{e}", deadline_s=deadline_s)
         leaves = [Leaf.from_json(x) for x in data["leaves"]]
         hit = [lf for lf in leaves if "0x" + lf.device.hex() == dev and lf.seq == seq]
         if not hit:

@@ -32,9 +32,12 @@ from proofmesh.crypto.keccak import keccak256
 from proofmesh.edge.identity import KeyHolder, load_key
 from proofmesh.edge.reading import Reading, ReadingDomain, decode_record, encode_batch, make_reading
 from proofmesh.errors import InputError, ProofmeshError
+from proofmesh.http_reads import PEER_ERRORS, get_json, max_answer_bytes, read_answer
 
 KEY_FILE = "device.key"
 _DONE_CODES = {"ok", "replayed_seq"}   # the gateway has this seq: stop resending it
+# A beacon is a few hundred bytes of JSON; a gateway answering more is not one to trust.
+BEACON_MAX_BYTES = 64 * 1024
 
 
 def sensor_source(kind: str, path: str | None = None, seed: int = 0) -> Iterator[bytes]:
@@ -119,6 +122,10 @@ class Device:
         self.model = model
         self.batch_size = batch_size
         self.client = httpx.Client(timeout=timeout)
+        # The gateway is a peer the device does not control: every answer is read within a cap and
+        # a total deadline of ``timeout`` (proofmesh.http_reads), not whole and per read.
+        self.timeout = timeout
+        self.max_answer = max_answer_bytes()
         self.state = self._load_state()
         self.pending: list[bytes] = self._load_pending()
         self.domain: ReadingDomain | None = None
@@ -156,12 +163,15 @@ class Device:
     def refresh_beacon(self) -> bool:
         """Fetch the gateway's current beacon; False when it is unreachable."""
         try:
-            b = self.client.get(f"{self.url}/edge/beacon").raise_for_status().json()
-        except (httpx.HTTPError, ValueError):
+            b = get_json(f"{self.url}/edge/beacon", client=self.client, max_bytes=BEACON_MAX_BYTES,
+                         deadline_s=self.timeout)
+            domain = ReadingDomain(b["chain_id"], b["verifying_contract"])
+            nonce, interval = bytes.fromhex(b["nonce"][2:]), b["interval"]
+        except (*PEER_ERRORS, KeyError, TypeError, ValueError):   # unreachable, or not a beacon
             return False
-        self.domain = ReadingDomain(b["chain_id"], b["verifying_contract"])
-        self.state.nonce = bytes.fromhex(b["nonce"][2:])
-        self.state.nonce_interval = b["interval"]
+        self.domain = domain
+        self.state.nonce = nonce
+        self.state.nonce_interval = interval
         return True
 
     def make(self, payload: bytes, timestamp: int | None = None) -> Reading:
@@ -187,14 +197,15 @@ class Device:
         while self.pending:
             batch = self.pending[:self.batch_size]
             try:
-                resp = self.client.post(f"{self.url}/edge/readings", content=encode_batch(batch),
-                                        headers={"content-type": "application/octet-stream"})
-                resp.raise_for_status()
-                answer = resp.json()
-            except (httpx.HTTPError, ValueError):
+                answer = read_answer("POST", f"{self.url}/edge/readings", content=encode_batch(batch),
+                                     headers={"content-type": "application/octet-stream"}, client=self.client,
+                                     max_bytes=self.max_answer, deadline_s=self.timeout).raise_for_status().json()
+                codes = answer["codes"] if isinstance(answer, dict) else None
+                if not isinstance(codes, list):
+                    raise TypeError("not a batch answer")
+            except (*PEER_ERRORS, KeyError, TypeError, ValueError):
                 self.counts["send_failures"] += 1
                 return done
-            codes = answer["codes"]
             if answer.get("receipt"):
                 with (self.dir / "receipts.jsonl").open("a") as f:
                     f.write(json.dumps(answer["receipt"]) + "\n")
