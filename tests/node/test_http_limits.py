@@ -120,3 +120,33 @@ def test_a_services_json_route_answers_nested_json_with_a_4xx(chain: Chain, home
     finally:
         d.request_stop()
         t.join(timeout=30)
+
+
+# --------------------------------------------------------------------------- the explorer's probe
+@pytest.mark.parametrize("mode", ["declared", "flood", "deep", "trickle", "trickle_head"])
+def test_the_explorer_probes_a_hostile_registered_endpoint_cheaply(chain: Chain, accounts: list, hostile_peer,
+                                                                    http_probe, mode: str):
+    """Anyone can register an endpoint on chain; the explorer's /health probe of it reads at most
+    64 KB within 0.5 s in all, whatever the endpoint answers, and the next node is probed as usual."""
+    import time
+    from types import SimpleNamespace
+
+    from proofmesh.chain.core import Registry
+    from proofmesh.node.events import EventIndex
+    from proofmesh.node.explorer.api import Explorer
+
+    good = type(hostile_peer)()                   # a second peer, answering well
+    try:
+        Registry(chain.with_account(accounts[1])).register(hostile_peer.url, 4)
+        Registry(chain.with_account(accounts[2])).register(good.url, 4)
+        hostile_peer.mode = mode
+        explorer = Explorer(SimpleNamespace(chain=chain, index=EventIndex(chain)))
+        t0 = time.monotonic()
+        section, grew = http_probe.peak_rss_growth(os.getpid(), explorer.inference)
+        took = time.monotonic() - t0
+        latency = {row["endpoint"]: row["latency_ms"] for row in section["nodes"]}
+        assert latency[hostile_peer.url] is None and latency[good.url] is not None
+        assert took < 3, f"the explorer's section took {took:.1f} s with a {mode} endpoint"
+        assert grew < 16 * MB, f"the explorer held {grew / MB:.1f} MB of a {mode} answer"
+    finally:
+        good.close()

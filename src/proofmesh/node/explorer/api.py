@@ -23,6 +23,9 @@ _JS_SAFE = 2**53
 _STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
 JOB_STATUS = ["open", "assigning", "working", "reveal", "submitted", "disputed", "settled", "refunded", "cancelled"]
 _LATENCY_TTL = 10.0
+# The health probe of a registered endpoint: a health answer is a few hundred bytes.
+_PROBE_MAX_BYTES = 64 * 1024
+_PROBE_DEADLINE_S = 0.5
 _MAX_MANIFEST = 64 * 1024**2
 
 
@@ -281,8 +284,12 @@ class Explorer:
         return {"deployed": True, "nodes": rows}
 
     def _probe(self, endpoint: str) -> float | None:
-        """Round-trip to a node's /health, cached for a few seconds (None if it does not answer)."""
-        import httpx
+        """Round-trip to a node's /health, cached for a few seconds (None if it does not answer).
+
+        The endpoint comes from the chain (anyone can register one), so the answer is read within
+        a tiny cap and a total deadline: a node answering gigabytes, or a byte a second, costs
+        this explorer at most _PROBE_MAX_BYTES and _PROBE_DEADLINE_S."""
+        from proofmesh.http_reads import PEER_ERRORS, read_answer
 
         now = time.monotonic()
         cached = self._latency.get(endpoint)
@@ -290,9 +297,10 @@ class Explorer:
             return cached[1]
         t0 = time.perf_counter()
         try:
-            httpx.get(endpoint.rstrip("/") + "/health", timeout=0.5)
+            read_answer("GET", endpoint.rstrip("/") + "/health", max_bytes=_PROBE_MAX_BYTES,
+                        deadline_s=_PROBE_DEADLINE_S)
             value: float | None = round((time.perf_counter() - t0) * 1000, 1)
-        except (httpx.HTTPError, ValueError):
+        except (*PEER_ERRORS, ValueError):
             value = None
         self._latency[endpoint] = (now, value)
         return value
