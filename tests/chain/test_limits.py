@@ -92,3 +92,47 @@ def test_connections_past_the_limit_get_503(rpc):
     while httpx.post(rpc, json=CHAIN_ID).status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_a_body_dripped_slower_than_the_deadline_gets_408_in_total_time(tmp_path):
+    """The socket timeout is per read: one byte every 0.5 s never trips it. The total deadline
+    (here 2 s) does, with 408 in the project's error shape, and the server keeps answering."""
+    chain = EmbeddedChain.open(tmp_path / "chain")
+    server = RPCServer(chain, publish=False,
+                       limits=HttpLimits(max_body_bytes=LIMIT, max_connections=4, body_timeout_s=2.0)).start()
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        body = json.dumps(CHAIN_ID).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body))
+            t0 = time.monotonic()
+            s.settimeout(0.5)
+            answer = b""
+            for byte in body:
+                try:
+                    s.sendall(bytes([byte]))
+                    answer += s.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if answer:
+                    break
+            took = time.monotonic() - t0
+            s.settimeout(5)
+            while b"}" not in answer:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 408") or head.startswith(b"HTTP/1.1 408"), head
+        assert b"Connection: close" in head
+        err = json.loads(rest)
+        assert err["type"] == "BodyTimeout" and "http_body_timeout_s" in err["fix"]
+        assert 1.5 < took < 4, f"408 after {took:.1f} s, deadline 2 s"
+        still_serving(server.url)
+    finally:
+        server.stop()
+        chain.close()

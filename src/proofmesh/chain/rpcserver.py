@@ -10,7 +10,9 @@ milliseconds. The daemon mounts :func:`rpc_router` into its FastAPI app instead.
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,11 +21,54 @@ from fastapi.responses import JSONResponse
 
 from proofmesh.chain.embedded import EmbeddedChain
 from proofmesh.errors import InputError
-from proofmesh.http_limits import BadJSON, BodyTooLarge, HttpLimits, error_json, parse_json
+from proofmesh.http_limits import BadJSON, BodyTimeout, BodyTooLarge, HttpLimits, error_json, parse_json
 
 # Seconds a connection may take to send its request line, headers and each read of its body:
-# a client that opens a connection and trickles (or sends nothing) gives its thread back.
+# a client that opens a connection and sends nothing gives its thread back. A socket timeout is
+# per read, so the body also has a total deadline (HttpLimits.body_timeout_s, see _read_body):
+# a client dripping a byte every few seconds never trips a per-read timeout.
 READ_TIMEOUT_S = 30
+_PIECE = 64 * 1024
+
+
+class _BodyDeadline(Exception):
+    """The body did not arrive in time; ``received`` bytes of it had."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(received)
+        self.received = received
+
+
+def _read_body(rfile: Any, sock: socket.socket, length: int, timeout_s: float) -> bytes:
+    """Read exactly ``length`` bytes of body within ``timeout_s`` seconds in all.
+
+    ``rfile.read(length)`` would loop on the socket with a fresh per-read timeout each time; here
+    every read gets only what is left of the deadline (and at most READ_TIMEOUT_S), and
+    ``read1`` returns after one read of the socket, so the total is bounded. Raises
+    :class:`_BodyDeadline` past the deadline, ``OSError`` if the client goes away.
+    """
+    deadline = time.monotonic() + timeout_s
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while got < length:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _BodyDeadline(got)
+            sock.settimeout(min(left, READ_TIMEOUT_S))
+            try:
+                piece = rfile.read1(min(length - got, _PIECE))
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise _BodyDeadline(got) from None
+                raise
+            if not piece:
+                raise ConnectionResetError("client closed the connection before sending its body")
+            parts.append(piece)
+            got += len(piece)
+    finally:
+        sock.settimeout(READ_TIMEOUT_S)
+    return b"".join(parts)
 
 
 def _answer(chain: EmbeddedChain, payload: Any) -> Any:
@@ -92,7 +137,8 @@ class RPCServer:
     Limits (:class:`proofmesh.http_limits.HttpLimits`, from the settings of ``PROOFMESH_HOME``
     unless given): a body over ``max_body_bytes`` gets 413 before any of it is read, a POST
     without a ``Content-Length`` 411 (this server does not take chunked bodies), an invalid one
-    400; past ``max_connections`` connections 503.
+    400, a body not received within ``body_timeout_s`` in all 408; past ``max_connections``
+    connections 503.
     """
 
     def __init__(self, chain: EmbeddedChain, host: str = "127.0.0.1", port: int = 0, publish: bool = True,
@@ -100,6 +146,7 @@ class RPCServer:
         self.chain = chain
         self.limits = limits or HttpLimits.from_settings()
         max_body = self.limits.max_body_bytes
+        body_timeout_s = self.limits.body_timeout_s
 
         class Handler(BaseHTTPRequestHandler):
             timeout = READ_TIMEOUT_S
@@ -109,9 +156,11 @@ class RPCServer:
                 if length is None:
                     return
                 try:
-                    payload = parse_json(self.rfile.read(length))
+                    payload = parse_json(_read_body(self.rfile, self.connection, length, body_timeout_s))
                 except BadJSON as exc:
                     return self._reply(400, json.dumps(parse_error(exc)).encode())
+                except _BodyDeadline as exc:
+                    return self._reply(408, error_json(BodyTimeout(body_timeout_s, exc.received)))
                 except OSError:   # the client went away or stalled past READ_TIMEOUT_S
                     self.close_connection = True
                     return
