@@ -8,6 +8,11 @@ it never needs storing; the re-executed values are kept in a small journal
 (:class:`Ballots`, ``<workdir>/ballots-<version>.jsonl``) so a node restarted between
 commit and reveal can still reveal, and its daemon's duty loop (:func:`committee_tick`)
 reveals and claims with nobody asking.
+
+The contract keeps only the hashes of the two disputed chunks; a reveal hands the chunks
+back, read from the dispute's ``Disputed`` event (:meth:`InferenceRegistry.dispute_chunks`).
+A node reads them before it commits: one that cannot (its RPC keeps no logs of that block)
+never commits a vote it could not reveal.
 """
 
 from __future__ import annotations
@@ -65,22 +70,25 @@ def vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any) -> dic
     """Step 1 (in the vote window): check the input matches the dispute, re-run the model,
     keep the values, commit to the vote."""
     values = _reexecute(node, dispute_id, raw_input)
+    node.registry.dispute_chunks(dispute_id)       # what the reveal needs (cached): no vote it cannot reveal
     node.ballots.commit(dispute_id, values)        # before the transaction: never a vote without its values
     node.registry.commit_vote(dispute_id, values, _vote_salt(node, dispute_id), sender=node.account)
     return {"committed": True, "node": node.address}
 
 
 def reveal_vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any = None) -> dict:
-    """Step 2 (after the vote window): reveal the committed vote. A node without the values
-    (its ballot journal lost) re-executes ``raw_input``: the same model on the same input
-    gives the same fixed-point values."""
+    """Step 2 (after the vote window): reveal the committed vote, with the disputed chunks
+    the contract checks it against. A node without the values (its ballot journal lost)
+    re-executes ``raw_input``: the same model on the same input gives the same fixed-point
+    values."""
     values = node.ballots.committed.get(dispute_id)
     if values is None:
         if raw_input is None:
             raise InputError(f"this node holds no vote for dispute {dispute_id}",
                              fix="send the disputed input so the node can re-execute it")
         values = _reexecute(node, dispute_id, raw_input)
-    side = node.registry.reveal_vote(dispute_id, values, _vote_salt(node, dispute_id), sender=node.account)
+    side = node.registry.reveal_vote(dispute_id, values, _vote_salt(node, dispute_id), sender=node.account,
+                                     chunks=node.registry.dispute_chunks(dispute_id))
     node.ballots.reveal(dispute_id)
     return {"revealed": True, "side": side, "node": node.address}
 

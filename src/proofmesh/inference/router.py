@@ -397,10 +397,14 @@ class Router:
 
     def settle_with_proof(self, dispute_id: int, inputs: dict) -> dict:
         """Prove the disputed input with our circuit and settle the CIRCUIT dispute on chain:
-        the node(s) whose values disagree with the proof are slashed at once."""
+        the node(s) whose values disagree with the proof are slashed at once. The transaction
+        carries the two disputed chunks (the contract stores only their hashes), read from
+        the dispute's ``Disputed`` event before proving (cached when this router opened it)."""
+        chunks = self.registry.dispute_chunks(dispute_id)
         _, _, w = self._circuit_input(inputs)
         proof = self.circuit.prove(w, self._workdir() / f"dispute-{dispute_id}.proof.json")
-        return self.registry.settle_by_proof(dispute_id, input_hash(inputs), proof, sender=self.account)
+        return self.registry.settle_by_proof(dispute_id, input_hash(inputs), proof, sender=self.account,
+                                             chunks=chunks)
 
     def _redundant(self, data: Any, inputs: dict, k: int) -> Answer:
         if k < 2:
