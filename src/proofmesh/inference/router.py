@@ -32,7 +32,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from proofmesh import http_reads
 from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, VerificationError
+from proofmesh.http_limits import BadJSON
 from proofmesh.inference import wire
 from proofmesh.inference.model import prepare_inputs, spec_from_json
 from proofmesh.inference.nonces import dated_nonce
@@ -41,6 +43,10 @@ from proofmesh.inference.receipt import (COMMIT_CIRCUIT, COMMIT_VALUES, COMMIT_Z
                                          circuit_input_hash, input_hash, instances_hash, values_hash)
 
 ROLE_INFERENCE = 4
+# a node that fails these is down for a while and the request goes to the next: it did not
+# answer (refused, reset, per-read timeout), or flooded or stalled its answer past the cap or
+# the deadline
+_NODE_DOWN = (httpx.TransportError, httpx.TimeoutException, http_reads.AnswerTooLarge, http_reads.AnswerTimeout)
 
 
 class NoNodeError(ProofmeshError):
@@ -111,6 +117,11 @@ class Router:
         self.deposit = deposit
         self.http = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=64,
                                                                        max_keepalive_connections=32))
+        # a node found on chain is not trusted to bound its own answer: every answer is read
+        # within a byte cap and a total deadline (http_reads)
+        self.timeout = timeout
+        home = getattr(chain, "home", None)
+        self.max_answer = http_reads.max_answer_bytes(home.settings if home is not None else None)
         self.nodes: dict[str, NodeHandle] = {}
         self._lock = threading.Lock()
         self._specs = None                     # input specs learnt from a node's /v1/info
@@ -138,10 +149,12 @@ class Router:
             try:
                 t0 = time.perf_counter()
                 # ?version=: a daemon may serve several versions on one endpoint
-                info = self.http.get(n.endpoint.rstrip("/") + "/v1/info", params={"version": self.version},
-                                     timeout=10.0).json()
+                info = self._peer("GET", n.endpoint.rstrip("/") + "/v1/info", params={"version": self.version},
+                                  max_bytes=1 << 20, deadline_s=10.0).raise_for_status().json()
                 rtt = time.perf_counter() - t0
-            except (httpx.HTTPError, ValueError):
+            except http_reads.PEER_ERRORS:
+                continue
+            if not isinstance(info, dict):
                 continue
             if int(info.get("version", -1)) != self.version or info.get("node", "").lower() != n.address.lower():
                 continue   # wrong version, or an endpoint answering for another key
@@ -205,11 +218,11 @@ class Router:
             kw["headers"] = {**kw.get("headers", {}), "x-proofmesh-version": str(self.version)}
             t0 = time.perf_counter()
             try:
-                r = self.http.post(node.endpoint + "/v1/infer", **kw)
+                r = self._peer("POST", node.endpoint + "/v1/infer", **kw)
             except httpx.RemoteProtocolError:
                 # a pooled keep-alive connection the server had just closed: retry once on a
                 # fresh connection (a dead node then fails with ConnectError and we fail over)
-                r = self.http.post(node.endpoint + "/v1/infer", **kw)
+                r = self._peer("POST", node.endpoint + "/v1/infer", **kw)
         finally:
             with self._lock:
                 node.inflight -= 1
@@ -218,15 +231,30 @@ class Router:
         if r.status_code != 200:
             try:
                 err = r.json()
-            except ValueError:
-                err = {"error": r.text[:200]}
+            except BadJSON:
+                err = None
+            if not isinstance(err, dict):
+                err = {"error": r.content[:200].decode("utf-8", "replace")}
             exc_type = {422: InputError, 501: NotAvailableError}.get(r.status_code, ProofmeshError)
             raise exc_type(f"node {node.address}: {err.get('error')}", fix=err.get("fix"))
         # the binary answer frame (asked for with the binary request): output and values as
         # raw bytes, no JSON numbers to parse
-        out = wire.decode_answer(r.content) if r.headers.get("content-type") == wire.ANSWER_TYPE else r.json()
+        try:
+            out = wire.decode_answer(r.content) if r.headers.get("content-type") == wire.ANSWER_TYPE else r.json()
+            if not isinstance(out, dict):
+                raise BadJSON("the answer is not a JSON object", fix="")
+        except InputError as exc:     # (BadJSON too) a node's garbage is the node's fault: fail over
+            raise VerificationError(f"node {node.address} sent a malformed answer: {exc.message}",
+                                    fix="the node is misbehaving; the router tries another") from None
         out["_nonce"] = nonce
         return out
+
+    def _peer(self, method: str, url: str, *, max_bytes: int | None = None, deadline_s: float | None = None,
+              **request: Any) -> http_reads.Answer:
+        """A node's answer, read whole within ``max_bytes`` (default ``http_max_answer_mb``) and
+        ``deadline_s`` in all (default the router's timeout), on the router's connection pool."""
+        return http_reads.read_answer(method, url, client=self.http, max_bytes=max_bytes or self.max_answer,
+                                      deadline_s=deadline_s or self.timeout, **request)
 
     def _check(self, node: NodeHandle, out: dict, inputs: dict[str, np.ndarray], mode: str) -> Answer:
         """Verify the receipt binds this node, our input, the returned output; then owe the price."""
@@ -307,8 +335,8 @@ class Router:
             try:
                 out = self._send(node, inputs, mode, reserved=True)   # releases the reservation
                 ans = self._check(node, out, inputs, mode)
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
-                node.down_until = time.monotonic() + 30   # died mid-request: fail over
+            except _NODE_DOWN as exc:
+                node.down_until = time.monotonic() + 30   # died mid-request (or flooded, or stalled): fail over
                 node.bad += 1
                 node.last_error = f"{type(exc).__name__}: {exc}"
                 failovers += 1
@@ -327,10 +355,10 @@ class Router:
     def _pay_conditional(self, node: NodeHandle, ans: Answer) -> None:
         v = self.wallet.pay(node.address, ans.receipt.price, oracle=self.registry.address,
                             condition=ans.receipt_digest)
-        r = self.http.post(node.endpoint + "/v1/pay", json={"voucher": v.to_json(),
-                                                           "receipt": "0x" + ans.receipt_digest.hex()})
+        r = self._peer("POST", node.endpoint + "/v1/pay", json={"voucher": v.to_json(),
+                                                                "receipt": "0x" + ans.receipt_digest.hex()})
         if r.status_code != 200:
-            raise ProofmeshError(f"node refused the conditional voucher: {r.text[:200]}")
+            raise ProofmeshError(f"node refused the conditional voucher: {r.content[:200].decode('utf-8', 'replace')}")
 
     def fetch_proof(self, ans: Answer, *, circuit=None, workdir=None, timeout: float = 300.0):
         """Wait for a zk answer's proof; verify it locally (if a circuit is given) and release payment."""
@@ -338,15 +366,22 @@ class Router:
 
         node = self.nodes[ans.node]
         deadline = time.monotonic() + timeout
+        no_proof = "challenge the receipt on chain (proofmesh inference challenge)"
         while True:
-            r = self.http.get(node.endpoint + f"/v1/proof/0x{ans.receipt_digest.hex()}")
+            try:
+                r = self._peer("GET", node.endpoint + f"/v1/proof/0x{ans.receipt_digest.hex()}")
+            except (http_reads.AnswerTooLarge, http_reads.AnswerTimeout) as exc:
+                raise VerificationError(f"no proof from {node.address}: {exc.message}", fix=no_proof) from None
             if r.status_code == 200:
                 break
             if r.status_code != 202 or time.monotonic() > deadline:
-                raise VerificationError(f"no proof from {node.address}: {r.text[:200]}",
-                                        fix="challenge the receipt on chain (proofmesh inference challenge)")
+                raise VerificationError(f"no proof from {node.address}: {r.content[:200].decode('utf-8', 'replace')}",
+                                        fix=no_proof)
             time.sleep(0.2)
-        proof = ZkProof.from_json(r.json())
+        try:
+            proof = ZkProof.from_json(r.json())
+        except BadJSON as exc:
+            raise VerificationError(f"no proof from {node.address}: {exc.message}", fix=no_proof) from None
         if proof.instances[0] != int.from_bytes(ans.receipt.input_hash, "big") or \
                 instances_hash(proof.instances[1:]) != ans.receipt.output_hash:
             raise VerificationError("proof instances do not match the receipt", fix="challenge the receipt on chain")
@@ -433,7 +468,7 @@ class Router:
                     try:
                         answers.append(self._check(n, f.result(), inputs, mode))
                         n.good += 1
-                    except (httpx.TransportError, httpx.TimeoutException):
+                    except _NODE_DOWN:
                         n.down_until = time.monotonic() + 30
                         n.bad += 1
                     except VerificationError:
@@ -497,7 +532,8 @@ class Router:
         """After the vote window: ask the nodes that committed to reveal their votes (node
         daemons also do it by themselves). Returns {node: side voted for (1 a, 2 b, 0 neither)}."""
         members = [self.nodes[a] for a in self._committees.get(dispute_id, []) if a in self.nodes]
-        return {a: int(body["side"]) for a, body in self._committee_duty(dispute_id, members, "reveal").items()}
+        return {a: int(body["side"]) for a, body in self._committee_duty(dispute_id, members, "reveal").items()
+                if isinstance(body.get("side"), int)}
 
     def _committee_duty(self, dispute_id: int, members: list[NodeHandle], duty: str) -> dict[str, dict]:
         # POST /v1/committee/<duty> with the disputed input to each member; the answers of
@@ -505,12 +541,13 @@ class Router:
         done = {}
         for h in members:
             try:
-                r = self.http.post(f"{h.endpoint}/v1/committee/{duty}",
-                                   json={"dispute": dispute_id, "input": self._disputes.get(dispute_id)})
-            except httpx.HTTPError:
+                r = self._peer("POST", f"{h.endpoint}/v1/committee/{duty}",
+                               json={"dispute": dispute_id, "input": self._disputes.get(dispute_id)})
+                body = r.json() if r.status_code == 200 else None
+                if isinstance(body, dict):
+                    done[h.address] = body
+            except http_reads.PEER_ERRORS:
                 continue
-            if r.status_code == 200:
-                done[h.address] = r.json()
         return done
 
     def settle_note(self) -> dict[str, int]:
