@@ -450,7 +450,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         except ImportError:
             cpu["http"] = None
         over_node, over_http, over_bare = med["node"] - med["raw2"], med["http"] - med["raw"], med["bare"] - med["raw3"]
-        results[batch] = med
+        results[batch] = {**med, "node_run": statistics.median(c[5] for c in spans)}
         if os.environ.get("PROOFMESH_BENCH_DUMP"):      # every timing, for a closer look
             import json
 
@@ -488,8 +488,20 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
     _saturated(raw, url, version, nonce, quick)
     b1 = results[1]["http"] - results[1]["raw"]
     b32 = (results[32]["http"] - results[32]["raw"]) / results[32]["raw"]
-    print(f"target batch 1 <= 2 ms over raw: {'MET' if b1 <= 0.002 else 'NOT MET'} ({ms(b1)}, HTTP path)")
-    print(f"target batch 32 <= 10 % over raw: {'MET' if b32 <= 0.10 else 'NOT MET'} ({100 * b32:.1f} %, HTTP path)")
+
+    def verdict(r: dict, met: bool, max_drift_s: float) -> str:
+        # the same model run timed in this process (raw) and in the node's: further apart than
+        # the target's own margin, the machine's speed changed under one of them and the
+        # comparison means nothing (seen under load: raw 8.5 ms against the node's own runs at
+        # 5.1 ms, "-21.5 %")
+        if abs(r["raw"] - r["node_run"]) > max_drift_s:
+            return (f"INCONCLUSIVE (raw runs here {ms(r['raw'])} against {ms(r['node_run'])} in the node; "
+                    f"rerun on a quiet machine)")
+        return "MET" if met else "NOT MET"
+
+    print(f"target batch 1 <= 2 ms over raw: {verdict(results[1], b1 <= 0.002, 0.0005)} ({ms(b1)}, HTTP path)")
+    print(f"target batch 32 <= 10 % over raw: {verdict(results[32], b32 <= 0.10, 0.1 * results[32]['raw'])} "
+          f"({100 * b32:.1f} %, HTTP path)")
     client.close()
     lean.close()
     bare.close()
