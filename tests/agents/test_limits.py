@@ -78,3 +78,70 @@ def test_a_request_just_under_the_limit_is_answered(provider):
     body += b" " * (LIMIT - 1 - len(body))
     r = httpx.post(provider.endpoint, content=body, headers=MCP_HEADERS)
     assert r.status_code == 200 and r.json()["id"] == 1
+
+
+# --------------------------------------------------------------------------- a hostile provider
+# The agent reads the answers of providers found on chain. The MCP SDK reads a JSON answer whole;
+# AgentClient gives it an httpx2 client whose transport caps every answer (http_max_answer_mb),
+# and the SDK's read_timeout_seconds (AgentClient timeout_s) bounds each request in all.
+@pytest.mark.parametrize("mode", ["declared", "flood", "deep", "trickle"])
+def test_an_agent_survives_a_hostile_provider_and_calls_a_good_one_next(net, hostile_peer, http_probe, mode):
+    import asyncio
+    import time
+
+    from proofmesh.agents.client import ToolCallFailed
+    from proofmesh.agents.registry import ToolRegistry
+
+    good = net.provider(1)
+    agent = net.agent(5, timeout_s=2.0, max_answer_bytes=4 * MB)
+    record = agent.discover("word_count")[0]
+    ToolRegistry(net.staked(2)).register("word_count", record.schema_cid, hostile_peer.url, PRICE,
+                                         good.schemes_bits)
+    bad = net.accounts[2].address
+    assert any(t.provider.lower() == bad.lower() for t in agent.discover("word_count", refresh=True))
+    hostile_peer.mode = mode
+
+    async def go() -> None:
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(ToolCallFailed) as info:
+                await agent.call("word_count", {"text": "a b c"}, provider=bad)
+            took = time.monotonic() - t0
+            # Each request is bounded by timeout_s, except the SDK's server/discover probe of a new
+            # connection, whose timeout is fixed at 10 s (mcp.client.session.DISCOVER_TIMEOUT_SECONDS)
+            bound = 10 + 3 * 2.0 + 2 if mode == "trickle" else 6
+            assert took < bound, f"the call took {took:.1f} s against a {mode} provider"
+            if mode in ("declared", "flood"):
+                assert "over this client's cap of 4,194,304 bytes" in info.value.message, info.value.message
+            res = await agent.call("word_count", {"text": "a b c"}, provider=good.account.address)
+            assert res.result == 3
+        finally:
+            await agent.aclose()
+
+    _, grew = http_probe.peak_rss_growth(os.getpid(), lambda: asyncio.run(go()))
+    assert grew < 48 * MB, f"the agent held {grew / MB:.1f} MB of a {mode} answer"
+
+
+def test_an_agent_raises_answer_too_large_for_a_tool_answer_over_the_cap(net):
+    """A provider whose tool result is larger than the agent's cap: AnswerTooLarge, not a
+    result held whole; the provider counts as failed and the agent goes on."""
+    import asyncio
+
+    from proofmesh.agents.client import ToolCallFailed
+
+    from .conftest import shout
+
+    net.provider(1, funcs=(word_count, shout))
+    agent = net.agent(5, timeout_s=10.0, max_answer_bytes=64 * 1024)
+
+    async def go() -> None:
+        try:
+            assert (await agent.call("shout", {"text": "ab", "times": 2})).result == "AB AB"
+            with pytest.raises(ToolCallFailed, match="over this client's cap of 65,536 bytes"):
+                await agent.call("shout", {"text": "ab", "times": 40_000})      # a 120 KB result
+            assert (await agent.call("word_count", {"text": "a b"})).result == 2
+            assert agent.usage_of(agent.discover("shout")[0].tool_id)["failures"] == 1
+        finally:
+            await agent.aclose()
+
+    asyncio.run(go())

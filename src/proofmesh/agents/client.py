@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
+import httpx2   # the MCP SDK's HTTP client (a dependency of mcp): its transport is where the cap goes
 from eth_utils import to_checksum_address
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from proofmesh.agents.receipts import Receipt, Usage
@@ -39,6 +41,7 @@ from proofmesh.agents.schema import ArgumentValidator, canonical_json, json_hash
 from proofmesh.agents.x402 import (META_PAYMENT, META_RESPONSE, PAYMENT_REQUIRED, SCHEME_EXACT, SCHEME_VOUCHER,
                                    Authorization, PaymentRequired, Requirement, payment_payload, token_domain)
 from proofmesh.errors import InputError, ProofmeshError, VerificationError
+from proofmesh.http_reads import AnswerTooLarge, max_answer_bytes
 from proofmesh.payments import DURABILITY_BEHIND, PaymentChannels, Voucher, Wallet
 from proofmesh.store.journal import DURABILITY_GROUP, Journal
 
@@ -97,10 +100,77 @@ class _UsageState:
     seq: int = 0
 
 
+class _AnswerRefused(httpx2.StreamError):
+    """Raised inside the SDK's read of an answer over the cap. A ``StreamError`` because that is
+    what the SDK's JSON path catches: the pending request then fails with a JSON-RPC parse error
+    (an ``MCPError``) at once, instead of the error tearing down the SDK's task group; the
+    :class:`AnswerTooLarge` itself is kept on the transport for :class:`AgentClient` to raise."""
+
+
+class _CappedStream(httpx2.AsyncByteStream):
+    """An answer's body, counted as the SDK reads it; fails past the cap (or at once when a
+    ``Content-Length`` over it was declared, or the body is compressed although this client asked
+    for identity: a compressed body would be decoded past the cap in one read)."""
+
+    def __init__(self, transport: "_CappedTransport", inner: Any, url: str, declared: int | None,
+                 encoded: bool) -> None:
+        self._transport, self._inner, self._url = transport, inner, url
+        self._declared, self._encoded = declared, encoded
+
+    def _refuse(self, size: int | None, declared: bool = False) -> _AnswerRefused:
+        err = AnswerTooLarge(self._url, self._transport.limit, size, declared=declared)
+        self._transport.refused = err
+        return _AnswerRefused(err.message)
+
+    async def __aiter__(self):
+        limit = self._transport.limit
+        if self._declared is not None and self._declared > limit:
+            raise self._refuse(self._declared, declared=True)
+        if self._encoded:
+            raise self._refuse(None)
+        n = 0
+        async for chunk in self._inner:
+            n += len(chunk)
+            if n > limit:
+                raise self._refuse(n)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _CappedTransport(httpx2.AsyncBaseTransport):
+    """The SDK's HTTP transport with every answer's body capped at ``limit`` bytes.
+
+    The MCP SDK reads a JSON answer whole (``response.aread()``) and caps only each SSE event
+    (``max_sse_event_size``), not an answer's total; its ``streamable_http_client`` takes an
+    ``httpx2.AsyncClient``, and an httpx2 client takes a transport: that is where the cap goes,
+    without forking the SDK. The total deadline is the SDK's ``read_timeout_seconds`` (an anyio
+    deadline on the whole request, so a trickling provider cannot hold the call longer)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.refused: AnswerTooLarge | None = None   # the last answer refused, for the caller
+        self._inner = httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        declared = response.headers.get("content-length", "")
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        response.stream = _CappedStream(self, response.stream, str(request.url),
+                                        int(declared) if declared.isdigit() else None,
+                                        encoding not in ("", "identity"))
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 @dataclass
 class _Conn:
     client: Client
     stack: AsyncExitStack
+    transport: _CappedTransport
     tools: dict[str, Any] = field(default_factory=dict)   # name -> mcp Tool
     verified: dict[str, ArgumentValidator] = field(default_factory=dict)  # name -> validator (schema CID ok)
 
@@ -114,7 +184,7 @@ class AgentClient:
 
     def __init__(self, chain, *, state_dir: Path | None = None, scheme: str = SCHEME_VOUCHER,
                  deposit: int = 10**19, max_price: int | None = None, timeout_s: float = 10.0,
-                 discovery_ttl_s: float = 30.0, usage_every: int = 16) -> None:
+                 discovery_ttl_s: float = 30.0, usage_every: int = 16, max_answer_bytes: int | None = None) -> None:
         if scheme not in (SCHEME_VOUCHER, SCHEME_EXACT):
             raise InputError(f"unknown payment scheme {scheme!r}", fix="use 'voucher' or 'exact'")
         if deposit <= 0:
@@ -126,6 +196,10 @@ class AgentClient:
         self.deposit = int(deposit)
         self.max_price = max_price
         self.timeout_s = timeout_s
+        # A provider is any endpoint found on chain: its answers are capped (default: the chain's
+        # home's http_max_answer_mb), and each request must be answered within timeout_s in all.
+        self.max_answer_bytes = max_answer_bytes if max_answer_bytes is not None else \
+            _default_answer_cap(chain)
         self.discovery_ttl_s = discovery_ttl_s
         # A usage report rides along with every ``usage_every``-th voucher to a tool (and
         # whenever a failure is new): reputation needs only the latest, signing each is waste.
@@ -279,14 +353,23 @@ class AgentClient:
         conn = self._conns.get(url)
         if conn is None:
             stack = AsyncExitStack()
+            transport = _CappedTransport(self.max_answer_bytes)
             try:
-                client = await stack.enter_async_context(Client(url, read_timeout_seconds=self.timeout_s))
+                # the SDK's default client, timeouts included (30 s, 300 s per read for a held
+                # SSE stream), plus the capped transport; identity: the cap counts what is decoded
+                http = await stack.enter_async_context(httpx2.AsyncClient(
+                    transport=transport, timeout=httpx2.Timeout(30.0, read=300.0),
+                    headers={"accept-encoding": "identity"}))
+                client = await stack.enter_async_context(
+                    Client(streamable_http_client(url, http_client=http), read_timeout_seconds=self.timeout_s))
                 listed = await client.list_tools()
             except BaseException as exc:
                 await stack.aclose()
+                if transport.refused is not None:
+                    raise transport.refused from None
                 raise ProviderUnreachable(f"cannot connect to {url}: {_describe(exc)}",
                                           fix="the provider may be offline")
-            conn = _Conn(client, stack, {tool.name: tool for tool in listed.tools})
+            conn = _Conn(client, stack, transport, {tool.name: tool for tool in listed.tools})
             self._conns[url] = conn
         return conn
 
@@ -335,9 +418,15 @@ class AgentClient:
             nonce = int.from_bytes(auth.nonce, "big")
             payload = auth.to_json()
         meta = {META_PAYMENT: payment_payload(scheme, self.chain.chain_id, payload)}
+        conn.transport.refused = None
         try:
             result = await conn.client.call_tool(t.name, args, meta=meta)
         except MCPError as exc:
+            if conn.transport.refused is not None:       # the answer was over the cap
+                # a voucher went out with the request (as for a bad receipt): count it as paid
+                self._record(t.tool_id, failed=True, paid=t.price if scheme == SCHEME_VOUCHER else 0)
+                await self._drop(t.endpoint)
+                raise conn.transport.refused from None
             if exc.code == PAYMENT_REQUIRED:
                 latest = (exc.data or {}).get("latestVoucher") if isinstance(exc.data, dict) else None
                 if scheme == SCHEME_VOUCHER and latest and not resynced and self._resync(t.provider, latest):
@@ -476,6 +565,12 @@ class AgentClient:
         self._unsaved.discard(tool_id)
         self._journal.put(tool_id.hex(), {"toolId": tool_id.hex(), "calls": u.calls, "failures": u.failures,
                                           "paid": str(u.paid), "seq": u.seq})
+
+
+def _default_answer_cap(chain: Any) -> int:
+    """``http_max_answer_mb`` of the chain's home (the provider side reads its limits the same
+    way), else of ``PROOFMESH_HOME``."""
+    return max_answer_bytes(getattr(getattr(chain, "home", None), "settings", None))
 
 
 def _describe(exc: BaseException) -> str:
