@@ -23,6 +23,9 @@ Callers that keep going when a peer misbehaves catch :data:`PEER_ERRORS`.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import os
 import socket
 import threading
 import time
@@ -124,6 +127,44 @@ def max_answer_bytes(settings: Any = None) -> int:
     return int(settings.http_max_answer_mb) * MB
 
 
+class _Deadlines:
+    """One daemon thread that fires every pending read's deadline, soonest first.
+
+    A ``threading.Timer`` per read started a thread per call: +0.3 ms on a router's every
+    request (measured against a plain ``httpx`` GET on 127.0.0.1: 0.84 vs 0.47 ms). A
+    cancelled watchdog stays in the heap until its time comes and is skipped then."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)   # the thread and lock do not survive a fork
+
+    def _reset(self) -> None:
+        self._heap: list[tuple[float, int, "_Watchdog"]] = []
+        self._cv = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, when: float, dog: "_Watchdog") -> None:
+        with self._cv:
+            heapq.heappush(self._heap, (when, next(self._seq), dog))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="proofmesh-read-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is dog:
+                self._cv.notify()             # the new deadline is the soonest: wake up earlier
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cv.wait(None if not self._heap else self._heap[0][0] - time.monotonic())
+                _, _, dog = heapq.heappop(self._heap)
+            dog._fire()
+
+
+_DEADLINES = _Deadlines()
+
+
 class _Watchdog:
     """Shuts the connection's socket down when the deadline passes.
 
@@ -137,11 +178,10 @@ class _Watchdog:
 
     def __init__(self, deadline_s: float) -> None:
         self.fired = False
+        self._cancelled = False
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
-        self._timer = threading.Timer(deadline_s, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        _DEADLINES.add(time.monotonic() + deadline_s, self)
 
     def attach(self, stream: Any) -> None:
         sock = stream.get_extra_info("socket") if stream is not None else None
@@ -159,6 +199,8 @@ class _Watchdog:
 
     def _fire(self) -> None:
         with self._lock:
+            if self._cancelled:
+                return
             self.fired = True
             sock = self._sock
         if sock is not None:
@@ -174,7 +216,8 @@ class _Watchdog:
             pass   # already closed
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        with self._lock:
+            self._cancelled = True
 
 
 def read_answer(method: str, url: str, *, max_bytes: int | None = None, deadline_s: float = 30.0,
