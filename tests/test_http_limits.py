@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -161,7 +162,9 @@ def test_limits_come_from_the_settings_and_can_be_overridden(monkeypatch, tmp_pa
     settings = Settings.load(tmp_path / "config.toml")
     limits = HttpLimits.from_settings(settings)
     assert limits.max_body_bytes == 8 * MB and limits.max_connections == 7
-    assert limits.uvicorn_options() == {"limit_concurrency": 7, "timeout_keep_alive": 75}
+    opts = limits.uvicorn_options()
+    assert opts["limit_concurrency"] == 7 and opts["timeout_keep_alive"] == 75
+    assert issubclass(opts["http"], HttpToolsProtocol)        # the guarded protocol (see below)
     assert HttpLimits.from_settings(settings, max_body_bytes=123).max_body_bytes == 123
     monkeypatch.setenv("PROOFMESH_HOME", str(tmp_path))       # no settings given: the home's
     assert HttpLimits.from_settings().max_body_bytes == 8 * MB
@@ -391,3 +394,38 @@ def test_an_error_status_and_the_default_cap(hostile_peer, monkeypatch, tmp_path
         from proofmesh.http_reads import Answer
 
         Answer("http://x/", 404, httpx.Headers(), b"nope", 0.0).raise_for_status()
+
+
+def test_silent_connections_are_closed_and_dripped_headers_get_408(http_probe):
+    """uvicorn arms its idle timer only after a first response and restarts it on every byte:
+    a connection that says nothing, or sends its headers a byte at a time, held a connection
+    slot for ever. The guarded protocol closes the first after the keep-alive timeout and
+    answers 408 to the second once its headers are late."""
+    limits = HttpLimits(max_body_bytes=4 * MB, max_connections=8, keep_alive_s=1.0, body_timeout_s=1.5)
+    with http_probe.serve(limits.wrap(_slow_app()), **limits.uvicorn_options()) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            t0 = time.monotonic()
+            assert s.recv(10) == b""                             # closed by the server
+            assert time.monotonic() - t0 < 10
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            t0 = time.monotonic()
+            s.settimeout(0.4)
+            answer = b""
+            for b in b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 100:
+                try:
+                    s.sendall(bytes([b]))
+                    answer += s.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if b"\r\n\r\n" in answer:
+                    break
+            took = time.monotonic() - t0
+            s.settimeout(5)
+            status, headers, body = _parse_answer(s, answer)
+        assert status == 408 and json.loads(body)["type"] == "HeadersTimeout", (status, body)
+        assert 1.2 < took < 8 and headers.get("connection") == "close"
+        r = httpx.post(f"{url}/echo", content=b"z" * 1000, timeout=10)   # a normal request is served
+        assert r.status_code == 200 and r.json() == {"got": 1000}

@@ -36,7 +36,7 @@ from proofmesh.errors import ConfigError, InputError, ProofmeshError
 
 __all__ = ["MB", "DEFAULT_MAX_BODY_MB", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_BODY_TIMEOUT_S", "KEEP_ALIVE_S",
            "HttpLimits", "BodyLimit", "BodyTooLarge", "BodyTimeout", "BadJSON", "parse_json", "error_json",
-           "too_large", "body_timed_out"]
+           "too_large", "body_timed_out", "guarded_protocol", "HeadersTimeout"]
 
 MB = 1024 * 1024
 DEFAULT_MAX_BODY_MB = 64            # Settings.http_max_body_mb
@@ -146,8 +146,14 @@ class HttpLimits:
 
     def uvicorn_options(self) -> dict[str, Any]:
         """Keyword arguments for ``uvicorn.Config``: past ``limit_concurrency`` connections (or
-        requests in flight) uvicorn answers 503 at once instead of queueing without bound."""
-        return {"limit_concurrency": self.max_connections, "timeout_keep_alive": self.keep_alive_s}
+        requests in flight) uvicorn answers 503 at once instead of queueing without bound; with
+        httptools, a protocol that also closes silent connections and answers 408 to headers
+        that do not arrive within ``body_timeout_s`` (:func:`guarded_protocol`)."""
+        opts: dict[str, Any] = {"limit_concurrency": self.max_connections, "timeout_keep_alive": self.keep_alive_s}
+        protocol = guarded_protocol(self.body_timeout_s)
+        if protocol is not None:
+            opts["http"] = protocol
+        return opts
 
     def wrap(self, app: ASGIApp, *, exempt: Iterable[str] = ()) -> "BodyLimit":
         """``app`` behind a :class:`BodyLimit` of ``max_body_bytes`` and ``body_timeout_s``."""
@@ -282,3 +288,64 @@ class BodyLimit:
             # request.body()); the 413 is already out, so that is the expected end, not a bug.
             if not rejected:
                 raise
+
+
+class HeadersTimeout(InputError):
+    """A request whose headers did not arrive within the server's ``http_body_timeout_s`` (408)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request's headers did not arrive within {timeout_s:g} s of its first byte",
+                         fix="send the request at once; the operator can raise http_body_timeout_s")
+
+
+def guarded_protocol(headers_timeout_s: float) -> Any:
+    """uvicorn's httptools protocol with the two slots it leaves open closed, or None without
+    httptools (uvicorn then uses h11 unguarded):
+
+    * a connection that never sends a byte: uvicorn arms its idle (keep-alive) timer only after
+      a first response, so it was held for ever; here the timer runs from the connection;
+    * headers sent a byte at a time: every byte restarts that timer and the app (with
+      :class:`BodyLimit`'s body deadline) only sees the request once its headers are complete;
+      here they must arrive within ``headers_timeout_s`` of the request's first byte, else 408
+      and close.
+    The inference node's own protocol (``inference/httpfast.py``) does both for its fast path."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return None
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _headers_deadline: Any = None
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self.timeout_keep_alive_handler)
+
+        def on_message_begin(self) -> None:
+            self._headers_deadline = self.loop.call_later(headers_timeout_s, self._headers_too_slow)
+            super().on_message_begin()
+
+        def on_headers_complete(self) -> None:
+            self._cancel_deadline()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_deadline()
+            super().connection_lost(exc)
+
+        def _cancel_deadline(self) -> None:
+            if self._headers_deadline is not None:
+                self._headers_deadline.cancel()
+                self._headers_deadline = None
+
+        def _headers_too_slow(self) -> None:
+            self._headers_deadline = None
+            if self.transport.is_closing():
+                return
+            body = error_json(HeadersTimeout(headers_timeout_s))
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+            self.transport.close()
+
+    return GuardedHttpToolsProtocol

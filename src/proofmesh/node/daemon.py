@@ -329,7 +329,8 @@ class NodeDaemon:
         # Outermost, so a refused body never reaches the app (nor its middleware); the routes of
         # every service included above are covered.
         limited = self.limits.wrap(app, exempt=("/blobs",))
-        fast = {prefix: handler for loaded in self.services if hasattr(loaded.service, "asgi_routes")
+        # a service's fast routes (inference's /v1/) skip FastAPI, not the limits
+        fast = {prefix: self.limits.wrap(handler) for loaded in self.services if hasattr(loaded.service, "asgi_routes")
                 for prefix, handler in loaded.service.asgi_routes().items()}
         self.asgi = _PrefixFront(limited, fast) if fast else limited
 
