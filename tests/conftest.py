@@ -141,6 +141,55 @@ def any_chain(request: pytest.FixtureRequest) -> Chain:
     return request.getfixturevalue("chain" if request.param == "embedded" else "anvil_chain")
 
 
+def read_http(sock: Any, data: bytes = b"") -> tuple[str, dict[str, str], bytes]:
+    """One HTTP message (a request or an answer) from a raw socket whose first bytes, if any,
+    are ``data``: its first line, its headers (names lower-cased) and its body, read to its
+    Content-Length (an answer without one: to the connection's close, reset or timeout)."""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    # without a length an answer runs to the close, a request has no body
+    want = int(headers.get("content-length", -1 if lines[0].startswith("HTTP/") else 0))
+    while want < 0 or len(body) < want:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        body += chunk
+    return lines[0], headers, body
+
+
+def drip(sock: Any, data: bytes, every_s: float = 0.5) -> tuple[int, dict[str, str], bytes, float]:
+    """Send ``data`` one byte every ``every_s`` until the server answers (or closes); returns the
+    answer's status, headers and body, and the seconds the server let it drip."""
+    import time
+
+    t0 = time.monotonic()
+    sock.settimeout(every_s)
+    answer = b""
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+            answer += sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if answer:
+            break
+    took = time.monotonic() - t0
+    sock.settimeout(5)
+    first, headers, body = read_http(sock, answer)
+    return int(first.split()[1]) if first else 0, headers, body, took
+
+
 class HttpProbe:
     """A raw HTTP/1.1 client for the request-limit tests (``tests/*/test_limits.py``): it sends
     exactly what a hostile peer would (a huge declared length, an endless chunked body) over a
@@ -160,27 +209,9 @@ class HttpProbe:
 
     @staticmethod
     def _read(sock) -> tuple[int, dict[str, str], bytes]:
-        """The status, headers and body of one answer (read to Content-Length or to close)."""
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-        want = int(headers.get("content-length", -1))
-        while want < 0 or len(body) < want:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            body += chunk
-        return status, headers, body
+        """The status, headers and body of one answer (see :func:`read_http`)."""
+        first, headers, body = read_http(sock)
+        return int(first.split()[1]), headers, body
 
     def _head(self, method: str, path: str, extra: str) -> bytes:
         return (f"{method} {self.base}{path} HTTP/1.1\r\nHost: {self.host}\r\n"
@@ -289,7 +320,10 @@ class HostilePeer:
     * ``"flood"`` — a chunked body without end (up to ``flood_mb``), sent as fast as taken;
     * ``"deep"`` — ``[`` × 200,000 with its length: JSON nested past the recursion limit;
     * ``"trickle"`` — headers, then one body byte every ``drip_s``;
-    * ``"trickle_head"`` — the status line and headers one byte every ``drip_s``.
+    * ``"trickle_head"`` — the status line and headers one byte every ``drip_s``;
+    * ``"garbled"`` — ``200`` with a few bytes of junk as ``garbled_type``.
+
+    Paths in ``always`` are answered well (``always[path]``) whatever the mode.
 
     A connection's thread stops when the client goes away. ``requests`` counts what arrived."""
 
@@ -299,6 +333,8 @@ class HostilePeer:
 
         self.mode = "good"
         self.good: dict[str, Any] = {}
+        self.always: dict[str, Any] = {}    # paths answered well whatever the mode (path with query)
+        self.garbled_type = "application/json"
         self.drip_s = drip_s
         self.flood_mb = flood_mb
         self.requests = 0
@@ -328,26 +364,14 @@ class HostilePeer:
         try:
             with conn:
                 conn.settimeout(30)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, _, rest = data.partition(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                path = lines[0].split()[1]
-                length = next((int(v) for k, _, v in (ln.partition(":") for ln in lines[1:])
-                               if k.strip().lower() == "content-length"), 0)
-                while len(rest) < length:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    rest += chunk
+                first, headers, _ = read_http(conn)
+                if not first:
+                    return
+                path = first.split()[1]
                 self.requests += 1
-                mode = self.mode
+                mode = "good" if path in self.always else self.mode
                 if mode == "good":
-                    body = json.dumps(self.good.get(path, {})).encode()
+                    body = json.dumps(self.always.get(path, self.good.get(path, {}))).encode()
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
                                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
                 elif mode == "declared":
@@ -372,6 +396,10 @@ class HostilePeer:
                     for _ in range(100000):
                         conn.sendall(b" ")
                         time.sleep(self.drip_s)
+                elif mode == "garbled":
+                    body = b"\xff\xfe garbage \x00\x01" * 4
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                                 % (self.garbled_type.encode(), len(body)) + body)
                 elif mode == "trickle_head":
                     for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"X-Pad: " + b"a" * 90000:
                         conn.sendall(bytes([byte]))

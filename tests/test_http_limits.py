@@ -24,6 +24,8 @@ from proofmesh.config import Settings
 from proofmesh.errors import ConfigError
 from proofmesh.http_limits import MB, BadJSON, BodyLimit, HttpLimits, parse_json
 
+from tests.conftest import drip  # noqa: E402
+
 
 class Recorder:
     """An ASGI app that reads its body to the end (like ``await request.body()``), then answers
@@ -268,21 +270,7 @@ def test_a_real_server_answers_408_to_a_dripping_client_and_not_to_a_slow_app(ht
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
-            t0 = time.monotonic()
-            s.settimeout(0.5)
-            answer = b""
-            while b"\r\n\r\n" not in answer and time.monotonic() - t0 < 20:
-                try:
-                    s.sendall(b"x")                  # one byte per 0.5 s
-                except OSError:
-                    break
-                try:
-                    answer += s.recv(65536)
-                except TimeoutError:
-                    pass
-            took = time.monotonic() - t0
-            s.settimeout(5)
-            status, headers, body = _parse_answer(s, answer)
+            status, headers, body, took = drip(s, b"x" * 100)      # one byte per 0.5 s
         assert status == 408 and json.loads(body)["type"] == "BodyTimeout", (status, body)
         assert 1.5 < took < 5, f"408 after {took:.1f} s, deadline 2 s"
         assert headers.get("connection") == "close"
@@ -291,28 +279,6 @@ def test_a_real_server_answers_408_to_a_dripping_client_and_not_to_a_slow_app(ht
         assert r.status_code == 200 and r.json() == {"got": 1000}
         r = httpx.post(f"{url}/echo", content=b"z" * (4 * MB - 1), timeout=10)
         assert r.status_code == 200 and r.json() == {"got": 4 * MB - 1}
-
-
-def _parse_answer(sock: socket.socket, data: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Finish reading an answer whose first bytes are ``data`` (to its Content-Length or close)."""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
-    want = int(headers.get("content-length", -1))
-    while want < 0 or len(body) < want:
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not chunk:
-            break
-        body += chunk
-    return int(lines[0].split()[1]), headers, body
 
 
 def test_the_body_deadline_comes_from_the_settings(monkeypatch, tmp_path):
@@ -409,22 +375,7 @@ def test_silent_connections_are_closed_and_dripped_headers_get_408(http_probe):
             assert s.recv(10) == b""                             # closed by the server
             assert time.monotonic() - t0 < 10
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-            t0 = time.monotonic()
-            s.settimeout(0.4)
-            answer = b""
-            for b in b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 100:
-                try:
-                    s.sendall(bytes([b]))
-                    answer += s.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-                if b"\r\n\r\n" in answer:
-                    break
-            took = time.monotonic() - t0
-            s.settimeout(5)
-            status, headers, body = _parse_answer(s, answer)
+            status, headers, body, took = drip(s, b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 100, 0.4)
         assert status == 408 and json.loads(body)["type"] == "HeadersTimeout", (status, body)
         assert 1.2 < took < 8 and headers.get("connection") == "close"
         r = httpx.post(f"{url}/echo", content=b"z" * 1000, timeout=10)   # a normal request is served

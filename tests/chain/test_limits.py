@@ -19,6 +19,7 @@ import pytest
 from proofmesh.chain.embedded import EmbeddedChain
 from proofmesh.chain.rpcserver import RPCServer
 from proofmesh.http_limits import MB, HttpLimits
+from tests.conftest import drip
 
 LIMIT = 4 * MB
 CHAIN_ID = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
@@ -106,29 +107,8 @@ def test_a_body_dripped_slower_than_the_deadline_gets_408_in_total_time(tmp_path
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                       b"Content-Length: %d\r\n\r\n" % len(body))
-            t0 = time.monotonic()
-            s.settimeout(0.5)
-            answer = b""
-            for byte in body:
-                try:
-                    s.sendall(bytes([byte]))
-                    answer += s.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-                if answer:
-                    break
-            took = time.monotonic() - t0
-            s.settimeout(5)
-            while b"}" not in answer:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                answer += chunk
-        head, _, rest = answer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.0 408") or head.startswith(b"HTTP/1.1 408"), head
-        assert b"Connection: close" in head
+            status, headers, rest, took = drip(s, body)
+        assert status == 408 and headers.get("connection") == "close"
         err = json.loads(rest)
         assert err["type"] == "BodyTimeout" and "http_body_timeout_s" in err["fix"]
         assert 1.5 < took < 4, f"408 after {took:.1f} s, deadline 2 s"
