@@ -141,6 +141,40 @@ def any_chain(request: pytest.FixtureRequest) -> Chain:
     return request.getfixturevalue("chain" if request.param == "embedded" else "anvil_chain")
 
 
+def wait_for(pred: Any, timeout: float, what: str, detail: Any = None) -> Any:
+    """Poll ``pred`` every 0.5 s until it returns something truthy (returned); fail naming
+    ``what``, with ``detail()`` (e.g. the tail of a worker's log) when given."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{detail()}" if detail is not None else ""))
+
+
+def cli_runner(home_dir: Any) -> Any:
+    """``run(*args, ok=True)``: the proofmesh CLI in this process (Typer's CliRunner) on the home
+    at ``home_dir``. Asserts the exit status (0 when ``ok``, else not 0; ``ok=None``: unchecked) and adds ``.text``: the
+    output with Rich's line wrapping undone."""
+    from typer.testing import CliRunner
+
+    from proofmesh.cli.main import app
+
+    runner = CliRunner()
+
+    def run(*args: Any, ok: bool | None = True) -> Any:
+        result = runner.invoke(app, ["--home", str(home_dir), *map(str, args)])
+        if ok is not None:     # None: whatever the status (a clean-up)
+            assert (result.exit_code == 0) == ok, result.output
+        result.text = " ".join(result.output.split())
+        return result
+
+    return run
+
+
 def read_http(sock: Any, data: bytes = b"") -> tuple[str, dict[str, str], bytes]:
     """One HTTP message (a request or an answer) from a raw socket whose first bytes, if any,
     are ``data``: its first line, its headers (names lower-cased) and its body, read to its

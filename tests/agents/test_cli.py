@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from proofmesh.agents.provider import ToolProvider
 from proofmesh.agents.schema import load_function, tool_from_function
 from proofmesh.chain.core import MESH, Registry
-from proofmesh.cli.main import app
 from proofmesh.crypto.keys import Keystore
+from tests.conftest import cli_runner
 
 PW = "pw"
 
@@ -26,14 +25,7 @@ def cli(home, accounts, chain, monkeypatch):
     for acct, role in ((accounts[1], 16), (accounts[5], 1)):
         Registry(chain).register("http://127.0.0.1", role, sender=acct)
         Registry(chain).stake(300 * MESH, sender=acct)
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True):
-        result = runner.invoke(app, ["--home", str(home.path), *map(str, args)])
-        assert (result.exit_code == 0) == ok, result.output
-        return result
-
-    return run
+    return cli_runner(home.path)
 
 
 def test_agents_cli_end_to_end(cli, home, chain, accounts):

@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import json
 
-from typer.testing import CliRunner
 
 from proofmesh.chain.anvil import free_port, start_anvil
 from proofmesh.chain.client import Chain
-from proofmesh.chain.core import Token
 from proofmesh.chain.embedded import dev_accounts
-from proofmesh.cli.main import app
-from proofmesh.config import Home
+from tests.conftest import cli_runner
 
 
 def test_chain_up_deploy_down_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("PROOFMESH_PASSWORD", "pw")
     home_dir = tmp_path / "h"
-    runner = CliRunner()
-
-    def run(*args, ok=True):
-        r = runner.invoke(app, ["--home", str(home_dir), *args])
-        if ok:
-            assert r.exit_code == 0, r.output
-        return r
+    run = cli_runner(home_dir)
 
     run("init", "--no-deploy")  # embedded home, then switch it to a local anvil
     port = free_port()
@@ -42,7 +33,7 @@ def test_chain_up_deploy_down_resume(tmp_path, monkeypatch):
         run("chain", "up", "--port", str(port))
         assert json.loads(run("account", "balance", "--json").stdout)["mesh"] == balance
     finally:
-        runner.invoke(app, ["--home", str(home_dir), "chain", "down"])
+        cli_runner(home_dir)("chain", "down", ok=None)
     down = run("chain", "down", ok=False)
     assert "no anvil is running" in down.output
 

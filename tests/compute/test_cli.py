@@ -7,28 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from proofmesh.chain.core import MESH, Registry, Token
-from proofmesh.cli.main import app
 from proofmesh.compute.artifacts import weights_manifest
 from proofmesh.compute.training import build_base_weights, weights_to_bytes
 from proofmesh.crypto.keys import Keystore
+from tests.conftest import cli_runner
 
 
 @pytest.fixture
 def cli(home, accounts, monkeypatch):
     monkeypatch.setenv("PROOFMESH_PASSWORD", "pw")
     Keystore(home).import_key("default", accounts[6].key, "pw")
-    runner = CliRunner()
-
-    def run(*args, ok=True):
-        r = runner.invoke(app, ["--home", str(home.path), *map(str, args)])
-        assert (r.exit_code == 0) == ok, r.output
-        r.text = " ".join(r.output.split())      # Rich wraps long lines
-        return r
-
-    return run
+    return cli_runner(home.path)
 
 
 def test_compute_cli(cli, chain, accounts, tmp_path: Path):

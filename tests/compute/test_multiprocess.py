@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from proofmesh.config import Home
 from proofmesh.crypto.keys import Keystore
 from proofmesh.store.api import serve_blobs
 from proofmesh.store.blobstore import BlobStore
+from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
@@ -95,15 +95,9 @@ def _worker_process(home: Home, port: int, *extra: str):
         log.close()
 
 
-def _wait(pred, timeout: float, what: str, homes: list[Home] = ()):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.5)
-    logs = "\n".join(f"--- {h.path.name}\n" + (h.path / "worker.log").read_text()[-3000:] for h in homes)
-    raise AssertionError(f"timed out waiting for {what}\n{logs}")
+def _logs(homes: list[Home]):
+    """The tail of each worker's log, for a timeout's message."""
+    return lambda: "\n".join(f"--- {h.path.name}\n" + (h.path / "worker.log").read_text()[-3000:] for h in homes)
 
 
 def _setup(chain, accounts, tmp_path: Path, poster_store: BlobStore, poster_url: str):
@@ -162,8 +156,8 @@ def test_replicated_three_worker_processes_one_cheats(anvil_chain, accounts, tmp
         bal0 = {w.address: token.balance(w.address) for w in workers}
         stack.enter_context(_clock(chain))
         job, spec = _post(client, poster, poster_store, base_version, base_cid, data, mode="replicated", replicas=3)
-        _wait(lambda: client.job(job).status == "disputed", 180, "the replicas to commit, reveal and disagree",
-              homes)
+        wait_for(lambda: client.job(job).status == "disputed", 180, "the replicas to commit, reveal and disagree",
+                 _logs(homes))
         referee = Referee(JobMarketClient(chain.with_account(accounts[0])),
                           Blobs(BlobStore(tmp_path / "referee-store"), [poster_url]))
         accepted = referee.rule_replicated(job)
@@ -211,14 +205,14 @@ def test_optimistic_false_result_disputed_and_lost(anvil_chain, accounts, tmp_pa
         stack.enter_context(_clock(chain))
         p0, c0, s0 = token.balance(poster.address), token.balance(challenger_acct.address), reg.info(worker.address).stake
         job, spec = _post(client, poster, poster_store, base_version, base_cid, data, mode="optimistic", replicas=1)
-        _wait(lambda: client.job(job).status == "submitted", 180, "the worker to submit", [home])
+        wait_for(lambda: client.job(job).status == "submitted", 180, "the worker to submit", _logs([home]))
         ch = Challenger(JobMarketClient(chain.with_account(challenger_acct)),
                         Blobs(BlobStore(tmp_path / "challenger-store"), [poster_url]))
         assert not ch.check(job)                      # its own re-run disagrees
         ch.challenge(job)
         while True:
-            turn = _wait(lambda: (g := client.game(job)["dispute"]["turn"]) != "worker" and g, 60,
-                         "the worker's bisection move", [home])
+            turn = wait_for(lambda: (g := client.game(job)["dispute"]["turn"]) != "worker" and g, 60,
+                            "the worker's bisection move", _logs([home]))
             if turn != "challenger":
                 break
             ch.respond(job)

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from proofmesh.chain.core import MESH, Registry
-from proofmesh.cli.main import app
 from proofmesh.crypto.keys import Keystore
 from proofmesh.data.pipeline import IngestConfig, ingest
+from tests.conftest import cli_runner
 
 CORPUS = Path(__file__).resolve().parents[2] / "src" / "proofmesh" / "data" / "corpus"
 PW = "pw"
@@ -26,14 +25,7 @@ def cli(home, accounts, chain, monkeypatch):
     for acct in (accounts[1], accounts[2]):
         Registry(chain).register("http://127.0.0.1", 2, sender=acct)
         Registry(chain).stake(500 * MESH, sender=acct)
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True):
-        result = runner.invoke(app, ["--home", str(home.path), *map(str, args)])
-        assert (result.exit_code == 0) == ok, result.output
-        return result
-
-    return run
+    return cli_runner(home.path)
 
 
 def test_data_cli_end_to_end(cli, tmp_path):

@@ -7,10 +7,9 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from proofmesh.cli.main import app
 from proofmesh.crypto.keys import Keystore
+from tests.conftest import cli_runner
 from tests.inference.conftest import Network
 
 PW = "pw"
@@ -21,14 +20,7 @@ def cli(home, accounts, chain, monkeypatch):
     monkeypatch.setenv("PROOFMESH_PASSWORD", PW)
     Keystore(home).import_key("default", accounts[0].key, PW)
     Keystore(home).import_key("client", accounts[6].key, PW)
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True):
-        result = runner.invoke(app, ["--home", str(home.path), *map(str, args)])
-        assert (result.exit_code == 0) == ok, result.output
-        return result
-
-    return run
+    return cli_runner(home.path)
 
 
 def test_publish_status_infer(cli, chain, accounts, mlp_onnx, tmp_path):

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
-from proofmesh.cli.main import app
 from proofmesh.crypto.keys import Keystore
+from tests.conftest import cli_runner
 
 PW = "pw"
 
@@ -23,17 +22,7 @@ def cli(home, accounts, evaluators, monkeypatch):
     ks.import_key("default", accounts[1].key, PW)
     for a in evaluators:
         ks.import_key(f"ev-{a.address[2:8].lower()}", a.key, PW)
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True):
-        result = runner.invoke(app, ["--home", str(home.path), *map(str, args)])
-        if ok:
-            assert result.exit_code == 0, result.output
-        else:
-            assert result.exit_code != 0, result.output
-        return result
-
-    return run
+    return cli_runner(home.path)
 
 
 def js(result):

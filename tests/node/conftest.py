@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from proofmesh.config import Home
+from tests.conftest import wait_for  # noqa: F401  (shared; node tests import it from here)
 
 
 def spawn_daemon(home: Home, port: int, **env: str) -> subprocess.Popen:
@@ -22,17 +23,6 @@ def spawn_daemon(home: Home, port: int, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "proofmesh.cli.main", "--home", str(home.path), "node", "start",
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True, env=full_env)
-
-
-def wait_for(pred: Any, timeout: float, what: str) -> Any:
-    """Poll ``pred`` every 0.5 s until it returns something truthy (returned); fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> dict[str, Any]:
