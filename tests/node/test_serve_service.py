@@ -24,6 +24,7 @@ from proofmesh.inference.publish import publish_model
 from proofmesh.inference.registry import InferenceRegistry
 from proofmesh.inference.router import Router
 from proofmesh.node.daemon import NodeDaemon
+from tests.conftest import HttpProbe
 from tests.node.conftest import serve_in_thread
 
 INFERENCE = 4
@@ -86,6 +87,9 @@ def test_daemon_serves_configured_and_cli_registered_versions(chain: Chain, home
         deep = httpx.post(f"{d.url}/v1/infer", content=b"[" * (1 << 20), timeout=30,
                           headers={"content-type": "application/json"})
         assert deep.status_code == 422 and deep.json()["type"] == "BadJSON"
+        # a body over http_max_body_mb (64 MB) is refused by the daemon's BodyLimit from its header
+        status, _, err = HttpProbe(d.url).declared("/v1/infer", 100 << 20)
+        assert status == 413 and json.loads(err)["type"] == "BodyTooLarge"
         # a router for the second version finds it on the shared endpoint
         ans2 = Router(chain, v2, account=client).infer(x)
         assert ans2.node == node.address

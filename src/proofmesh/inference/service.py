@@ -37,7 +37,7 @@ from typing import Any
 from fastapi import Request  # module level: FastAPI resolves string annotations in module globals
 
 from proofmesh.errors import ConfigError, InputError, ProofmeshError
-from proofmesh.http_limits import MB, BadJSON, BodyTooLarge, parse_json
+from proofmesh.http_limits import BadJSON, parse_json
 
 ROLES = 4  # NodeRegistry INFERENCE
 COMMITTEE_TICK_S = 5.0   # how often the daemon checks for votes to reveal and rewards to claim
@@ -282,11 +282,11 @@ class InferenceService:
         served = self.served
         version = _requested_version(scope)
         if version is None and len(served) > 1 and scope["method"] == "POST" and scope["path"] == "/v1/infer":
-            limit = self.ctx.home.settings.http_max_body_mb * MB
-            body, receive = await _buffer(receive, limit)
+            # the daemon runs these routes behind its BodyLimit: a body over http_max_body_mb is
+            # answered 413 there, and reaches us as a disconnect
+            body, receive = await _buffer(receive)
             if body is None:
-                exc = BodyTooLarge(limit)
-                return await _json(send, 413, {"error": exc.message, "fix": exc.fix, "type": "BodyTooLarge"})
+                return
             try:
                 version = int(parse_json(body).get("version"))
             except (BadJSON, ValueError, TypeError, AttributeError):
@@ -393,18 +393,15 @@ def _requested_version(scope: dict) -> int | None:
     return None
 
 
-async def _buffer(receive: Any, limit: int) -> tuple[bytes | None, Any]:
+async def _buffer(receive: Any) -> tuple[bytes | None, Any]:
     """Read the whole request body; return it and a ``receive`` that replays it, or None if
-    the body grows past ``limit`` bytes (it is not read further)."""
-    chunks, size = [], 0
+    the client went away (or BodyLimit cut the body off) before the end: nobody to answer."""
+    chunks = []
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
-            break
-        chunks.append(msg.get("body", b""))
-        size += len(chunks[-1])
-        if size > limit:
             return None, receive
+        chunks.append(msg.get("body", b""))
         if not msg.get("more_body"):
             break
     body = b"".join(chunks)
