@@ -26,6 +26,7 @@ The other direction, a proofmesh *client* reading the answer of a peer it does n
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -36,7 +37,7 @@ from proofmesh.errors import ConfigError, InputError, ProofmeshError
 
 __all__ = ["MB", "DEFAULT_MAX_BODY_MB", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_BODY_TIMEOUT_S", "KEEP_ALIVE_S",
            "HttpLimits", "BodyLimit", "BodyTooLarge", "BodyTimeout", "BadJSON", "parse_json", "error_json",
-           "too_large", "body_timed_out", "guarded_protocol", "HeadersTimeout"]
+           "too_large", "body_timed_out", "guarded_base", "guarded_protocol", "HeadersTimeout"]
 
 MB = 1024 * 1024
 DEFAULT_MAX_BODY_MB = 64            # Settings.http_max_body_mb
@@ -298,24 +299,29 @@ class HeadersTimeout(InputError):
                          fix="send the request at once; the operator can raise http_body_timeout_s")
 
 
-def guarded_protocol(headers_timeout_s: float) -> Any:
+@functools.cache
+def guarded_base() -> Any:
     """uvicorn's httptools protocol with the two slots it leaves open closed, or None without
-    httptools (uvicorn then uses h11 unguarded):
+    httptools (uvicorn then uses h11 unguarded). Built on first use: uvicorn is not imported
+    by the clients that use this module.
 
     * a connection that never sends a byte: uvicorn arms its idle (keep-alive) timer only after
       a first response, so it was held for ever; here the timer runs from the connection;
-    * headers sent a byte at a time: every byte restarts that timer and the app (with
+    * a request sent a byte at a time: every byte restarts that timer and the app (with
       :class:`BodyLimit`'s body deadline) only sees the request once its headers are complete;
-      here they must arrive within ``headers_timeout_s`` of the request's first byte, else 408
-      and close.
-    The inference node's own protocol (``inference/httpfast.py``) does both for its fast path."""
+      here the headers must arrive within ``request_timeout_s`` of the request's first byte,
+      else 408 and close. A subclass that reads some bodies itself (the inference node's
+      ``inference/httpfast.py``) keeps the deadline to the request's end
+      (``deadline_to_headers = False``) and answers it in its own ``_too_slow``."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
         return None
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        _headers_deadline: Any = None
+        request_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+        deadline_to_headers = True     # False: the deadline runs to the request's last byte
+        _deadline: Any = None
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -323,29 +329,42 @@ def guarded_protocol(headers_timeout_s: float) -> Any:
                                                                 self.timeout_keep_alive_handler)
 
         def on_message_begin(self) -> None:
-            self._headers_deadline = self.loop.call_later(headers_timeout_s, self._headers_too_slow)
+            self._deadline = self.loop.call_later(self.request_timeout_s, self._too_slow)
             super().on_message_begin()
 
         def on_headers_complete(self) -> None:
-            self._cancel_deadline()
+            if self.deadline_to_headers:
+                self._disarm()
             super().on_headers_complete()
 
+        def on_message_complete(self) -> None:
+            self._disarm()
+            super().on_message_complete()
+
         def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel_deadline()
+            self._disarm()
             super().connection_lost(exc)
 
-        def _cancel_deadline(self) -> None:
-            if self._headers_deadline is not None:
-                self._headers_deadline.cancel()
-                self._headers_deadline = None
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
 
-        def _headers_too_slow(self) -> None:
-            self._headers_deadline = None
+        def _too_slow(self) -> None:
+            self._deadline = None
             if self.transport.is_closing():
                 return
-            body = error_json(HeadersTimeout(headers_timeout_s))
+            body = error_json(HeadersTimeout(self.request_timeout_s))
             self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
                                  b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
             self.transport.close()
 
     return GuardedHttpToolsProtocol
+
+
+def guarded_protocol(headers_timeout_s: float) -> Any:
+    """:func:`guarded_base` with headers due within ``headers_timeout_s`` (None without httptools)."""
+    base = guarded_base()
+    if base is None:
+        return None
+    return type("GuardedHttpToolsProtocol", (base,), {"request_timeout_s": headers_timeout_s})

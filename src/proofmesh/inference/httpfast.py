@@ -19,10 +19,8 @@ import asyncio
 import time
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
 from proofmesh.errors import InputError
-from proofmesh.http_limits import error_json
+from proofmesh.http_limits import error_json, guarded_base
 from proofmesh.inference.wire import ANSWER_TYPE
 
 _JSON, _BINARY = b"application/json", ANSWER_TYPE.encode()
@@ -60,9 +58,13 @@ class _Pending:
         self.message_event = asyncio.Event()
 
 
-class InferProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with ``POST /v1/infer`` short-circuited to the app's
-    ``dispatch`` (see the module docstring)."""
+class InferProtocol(guarded_base()):
+    """uvicorn's httptools protocol, guarded (``http_limits.guarded_base``: silent connections
+    closed, a deadline from a request's first byte), with ``POST /v1/infer`` short-circuited to
+    the app's ``dispatch`` (see the module docstring). The deadline runs to the request's last
+    byte, on either path (``request_timeout_s`` of the node's config)."""
+
+    deadline_to_headers = False
 
     def __init__(self, config: Any, *args: Any, **kw: Any) -> None:
         super().__init__(config, *args, **kw)
@@ -74,20 +76,13 @@ class InferProtocol(HttpToolsProtocol):
         self._fast_keep_alive = True
         self._fast_accept = ""
         self._t_first = 0.0                        # when the request being answered began to arrive
-        self._deadline: asyncio.TimerHandle | None = None   # 408 unless the request arrives whole by then
         node = getattr(self.dispatch, "node", None)
-        self._request_timeout = node.config.request_timeout_s if node is not None else 60.0
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        # uvicorn arms its idle timer only after a response, so a connection that never sends a
-        # byte would hold one of the server's connection slots for ever
-        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        if node is not None:
+            self.request_timeout_s = node.config.request_timeout_s
 
     def on_message_begin(self) -> None:
         self._t_first = time.perf_counter()     # parsing starts as the request's first bytes arrive
-        self._deadline = self.loop.call_later(self._request_timeout, self._too_slow)
-        super().on_message_begin()
+        super().on_message_begin()              # (arms the request's deadline)
 
     def _too_slow(self) -> None:
         """The request did not arrive whole within its deadline (headers or body dripped):
@@ -96,12 +91,12 @@ class InferProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._fast_busy:     # reading is paused by us while an earlier answer is pending: not its fault
-            self._deadline = self.loop.call_later(self._request_timeout, self._too_slow)
+            self._deadline = self.loop.call_later(self.request_timeout_s, self._too_slow)
             return
         self._fast = None
         self._refused = True
         self._fast_keep_alive = False
-        self._respond(408, error_json(RequestTimeout(self._request_timeout)))
+        self._respond(408, error_json(RequestTimeout(self.request_timeout_s)))
 
     def on_headers_complete(self) -> None:
         if (self.dispatch is None or self.url != b"/v1/infer" or self.parser.get_method() != b"POST"
@@ -138,9 +133,7 @@ class InferProtocol(HttpToolsProtocol):
         self._respond(*self.dispatch.too_large(size))
 
     def on_message_complete(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._disarm()
         if self._refused:
             return
         chunks = self._fast
@@ -196,8 +189,6 @@ class InferProtocol(HttpToolsProtocol):
         self.on_response_complete()    # keep-alive timer, resume reading, counters
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
         if self.dispatch is not None:
             self.dispatch.closed(id(self))
         super().connection_lost(exc)

@@ -114,9 +114,8 @@ class NodeDaemon:
     ``serve()`` then runs uvicorn until SIGTERM/SIGINT or :meth:`request_stop`.
     Pass ``chain`` to reuse a connection this process already has (tests), ``limits`` to
     override the home's HTTP limits (``http_max_body_mb``, ``http_max_connections``): a body over
-    the limit gets 413 on every route but the blob store's ``PUT /blobs`` (streamed to disk,
-    bounded by its own ``max_upload``) and the services' fast prefixes (inference's ``/v1/``,
-    which bounds its own).
+    the limit gets 413 on every route, the services' fast prefixes (inference's ``/v1/``) included,
+    but the blob store's ``PUT /blobs`` (streamed to disk, bounded by its own ``max_upload``).
     """
 
     def __init__(self, home: Home, *, host: str | None = None, port: int | None = None,
