@@ -105,10 +105,15 @@ class Answer:
     content: bytes
     elapsed_s: float
 
+    @property
+    def excerpt(self) -> str:
+        """The body's first 200 bytes as text, to quote in an error message."""
+        return self.content[:200].decode("utf-8", "replace")
+
     def raise_for_status(self) -> "Answer":
-        """``self``, or :class:`AnswerStatus` for a 4xx/5xx (quoting at most 200 bytes of the body)."""
+        """``self``, or :class:`AnswerStatus` for a 4xx/5xx (quoting :attr:`excerpt`)."""
         if self.status_code >= 400:
-            raise AnswerStatus(self.url, self.status_code, self.content[:200].decode("utf-8", "replace"))
+            raise AnswerStatus(self.url, self.status_code, self.excerpt)
         return self
 
     def json(self) -> Any:

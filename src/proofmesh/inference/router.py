@@ -234,7 +234,7 @@ class Router:
             except BadJSON:
                 err = None
             if not isinstance(err, dict):
-                err = {"error": r.content[:200].decode("utf-8", "replace")}
+                err = {"error": r.excerpt}
             exc_type = {422: InputError, 501: NotAvailableError}.get(r.status_code, ProofmeshError)
             raise exc_type(f"node {node.address}: {err.get('error')}", fix=err.get("fix"))
         # the binary answer frame (asked for with the binary request): output and values as
@@ -358,7 +358,7 @@ class Router:
         r = self._peer("POST", node.endpoint + "/v1/pay", json={"voucher": v.to_json(),
                                                                 "receipt": "0x" + ans.receipt_digest.hex()})
         if r.status_code != 200:
-            raise ProofmeshError(f"node refused the conditional voucher: {r.content[:200].decode('utf-8', 'replace')}")
+            raise ProofmeshError(f"node refused the conditional voucher: {r.excerpt}")
 
     def fetch_proof(self, ans: Answer, *, circuit=None, workdir=None, timeout: float = 300.0):
         """Wait for a zk answer's proof; verify it locally (if a circuit is given) and release payment."""
@@ -375,7 +375,7 @@ class Router:
             if r.status_code == 200:
                 break
             if r.status_code != 202 or time.monotonic() > deadline:
-                raise VerificationError(f"no proof from {node.address}: {r.content[:200].decode('utf-8', 'replace')}",
+                raise VerificationError(f"no proof from {node.address}: {r.excerpt}",
                                         fix=no_proof)
             time.sleep(0.2)
         try:
