@@ -36,6 +36,7 @@ class Settings:
     http_max_connections: int = 1024   # connections one server holds at once (503 past it)
     http_body_timeout_s: float = 60.0  # seconds a server waits, in all, for a request's body (408 past it)
     http_max_answer_mb: int = 64       # largest answer a proofmesh client reads from a peer it does not control
+    http_min_rate_kbps: float = 1000.0  # slowest average rate of a blob upload or fetch after its grace (408 / fetch fails)
 
     @classmethod
     def load(cls, config_file: Path) -> "Settings":

@@ -14,7 +14,13 @@ stream a 400 MB body that the server buffers whole (measured on the inference no
   its ``Content-Length`` says so up front or a chunked body grows past it while streaming
   (the body is never buffered whole), and **408** for a body that takes longer than
   ``http_body_timeout_s`` in all to arrive (uvicorn has no such timeout: a client dripping its
-  body a byte every few seconds would hold a connection slot for as long as it liked);
+  body a byte every few seconds would hold a connection slot for as long as it liked). A
+  *streamed* route (the blob store's ``PUT /blobs``, up to GBs) gets :class:`MinRate` instead:
+  ``http_body_timeout_s`` plus one second per ``http_min_rate_kbps`` kilobits received;
+* :class:`MinRate` — the minimum-throughput rule for transfers of any size, shared with the
+  client side (:func:`proofmesh.http_reads.rated_stream`, the blob fetch);
+* :func:`guarded_base` — the httptools protocol every proofmesh uvicorn server runs (and the one
+  check that refuses to start a server without httptools: uvicorn's h11 fallback is unguarded);
 * :func:`parse_json` — ``json.loads`` for a request body, turning a body that is not JSON or
   nests deeper than the parser allows (a ``RecursionError``) into :class:`BadJSON`, so a server
   answers 4xx instead of 500.
@@ -33,11 +39,12 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from proofmesh.errors import ConfigError, InputError, ProofmeshError
+from proofmesh.errors import ConfigError, InputError, NotAvailableError, ProofmeshError
 
 __all__ = ["MB", "DEFAULT_MAX_BODY_MB", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_BODY_TIMEOUT_S", "KEEP_ALIVE_S",
-           "HttpLimits", "BodyLimit", "BodyTooLarge", "BodyTimeout", "BadJSON", "parse_json", "error_json",
-           "too_large", "body_timed_out", "guarded_base", "guarded_protocol", "HeadersTimeout"]
+           "DEFAULT_MIN_RATE_KBPS", "REFUSALS", "MinRate", "HttpLimits", "BodyLimit", "BodyTooLarge", "BodyTimeout",
+           "BodyTooSlow", "BadJSON", "parse_json", "error_json", "too_large", "body_timed_out", "guarded_base",
+           "guarded_protocol", "HeadersTimeout", "ServerDependencyMissing"]
 
 MB = 1024 * 1024
 DEFAULT_MAX_BODY_MB = 64            # Settings.http_max_body_mb
@@ -51,12 +58,21 @@ DEFAULT_BODY_TIMEOUT_S = 60.0
 # pooled connection is not closed under a client, and short enough that idle ones do not pile
 # up against the connection limit (75 s is nginx's default).
 KEEP_ALIVE_S = 75
+# Settings.http_min_rate_kbps: the slowest average rate (kilobits per second, after the grace
+# period) a transfer of unbounded size may run at. 1 Mbit/s lets a slow home uplink through (a
+# 4 GB model then takes ~9 h) while a peer that drips bytes to hold a slot is cut once the grace
+# period is over, whatever size it declared.
+DEFAULT_MIN_RATE_KBPS = 1000.0
+# Why a request was refused before a route saw it whole: the ``reason`` an ``on_refuse`` callback
+# gets (the node daemon counts them in /metrics).
+REFUSALS = ("body_too_large", "body_timeout", "body_too_slow", "headers_timeout")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+OnRefuse = Callable[[str], None]   # told one of REFUSALS each time a request is refused
 
 
 class BodyTooLarge(InputError):
@@ -83,6 +99,23 @@ class BodyTimeout(InputError):
                 f"http_body_timeout_s in <home>/config.toml or PROOFMESH_HTTP_BODY_TIMEOUT_S")
         self.timeout_s = timeout_s
         self.received = received
+
+
+class BodyTooSlow(BodyTimeout):
+    """A streamed request body (an upload) that arrived slower than the server's :class:`MinRate`
+    allows (HTTP 408)."""
+
+    def __init__(self, rule: "MinRate", received: int, waited_s: float) -> None:
+        InputError.__init__(
+            self,
+            f"request body arrived too slowly: {received:,} bytes in {waited_s:.1f} s, under this server's "
+            f"minimum rate ({rule.describe()})",
+            fix=f"send at least {rule.kbps:g} kbit/s on average; the server's operator can lower "
+                f"http_min_rate_kbps or raise http_body_timeout_s (the grace) in <home>/config.toml or "
+                f"PROOFMESH_HTTP_MIN_RATE_KBPS / PROOFMESH_HTTP_BODY_TIMEOUT_S")
+        self.timeout_s = rule.allowed_s(received)
+        self.received = received
+        self.rule = rule
 
 
 class BadJSON(InputError):
@@ -114,6 +147,40 @@ def parse_json(body: bytes | str, *, what: str = "request body", fix: str | None
 
 
 @dataclass(frozen=True)
+class MinRate:
+    """A minimum-throughput rule for a transfer of any size (a multi-GB blob, an upload).
+
+    A transfer may take ``grace_s`` plus one second for every ``kbps`` kilobits it has delivered
+    so far: at any moment, ``elapsed <= grace_s + received / bytes_per_s``. So a transfer that has
+    run at ``kbps`` or faster on average (after the grace) is never cut — a stall is paid for by
+    the time it banked earlier — and one of ``size`` bytes is over within
+    ``grace_s + size / bytes_per_s`` at most. A peer that drips bytes is cut shortly after
+    ``grace_s``, whatever size it declared: a deadline of ``grace_s + declared / rate`` fixed up
+    front would let a peer declaring 16 GB and sending a byte a minute hold the other side for
+    ~36 h at 1 Mbit/s. (Apache's ``mod_reqtimeout`` ``MinRate`` works the same way.)"""
+
+    grace_s: float
+    kbps: float = DEFAULT_MIN_RATE_KBPS
+
+    def __post_init__(self) -> None:
+        if self.grace_s <= 0 or self.kbps <= 0:
+            raise ConfigError(f"a minimum rate needs a positive grace and rate, got {self}",
+                              fix="set http_min_rate_kbps (and the timeout used as its grace) to positive numbers")
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.kbps * 125.0          # 1 kbit = 1,000 bits = 125 bytes
+
+    def allowed_s(self, received: int) -> float:
+        """Seconds the transfer may have taken once ``received`` bytes have arrived."""
+        return self.grace_s + received / self.bytes_per_s
+
+    def describe(self) -> str:
+        return (f"{self.grace_s:g} s plus 1 s per {self.bytes_per_s / 1000:g} kB received, "
+                f"i.e. http_min_rate_kbps = {self.kbps:g}")
+
+
+@dataclass(frozen=True)
 class HttpLimits:
     """What a peer may send one server: body size, time to send it, connections at once, idle
     keep-alive."""
@@ -122,18 +189,24 @@ class HttpLimits:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     keep_alive_s: float = KEEP_ALIVE_S
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    min_rate_kbps: float = DEFAULT_MIN_RATE_KBPS
 
     def __post_init__(self) -> None:
         if (self.max_body_bytes <= 0 or self.max_connections <= 0 or self.keep_alive_s <= 0
-                or self.body_timeout_s <= 0):
+                or self.body_timeout_s <= 0 or self.min_rate_kbps <= 0):
             raise ConfigError(f"HTTP limits must be positive, got {self}",
-                              fix="set http_max_body_mb, http_max_connections and http_body_timeout_s "
-                                  "to positive numbers")
+                              fix="set http_max_body_mb, http_max_connections, http_body_timeout_s and "
+                                  "http_min_rate_kbps to positive numbers")
+
+    @property
+    def upload_rate(self) -> MinRate:
+        """The rule for streamed uploads: ``body_timeout_s`` of grace, then ``min_rate_kbps``."""
+        return MinRate(self.body_timeout_s, self.min_rate_kbps)
 
     @classmethod
     def from_settings(cls, settings: Any = None, *, max_body_bytes: int | None = None,
                       max_connections: int | None = None, keep_alive_s: float | None = None,
-                      body_timeout_s: float | None = None) -> "HttpLimits":
+                      body_timeout_s: float | None = None, min_rate_kbps: float | None = None) -> "HttpLimits":
         """Limits from ``settings`` (a :class:`proofmesh.config.Settings`; None: the settings of
         ``PROOFMESH_HOME`` or ``~/.proofmesh``, env first), each overridable by an argument."""
         if settings is None:
@@ -143,22 +216,25 @@ class HttpLimits:
         return cls(max_body_bytes=max_body_bytes if max_body_bytes is not None else settings.http_max_body_mb * MB,
                    max_connections=max_connections if max_connections is not None else settings.http_max_connections,
                    keep_alive_s=keep_alive_s if keep_alive_s is not None else KEEP_ALIVE_S,
-                   body_timeout_s=body_timeout_s if body_timeout_s is not None else settings.http_body_timeout_s)
+                   body_timeout_s=body_timeout_s if body_timeout_s is not None else settings.http_body_timeout_s,
+                   min_rate_kbps=min_rate_kbps if min_rate_kbps is not None else settings.http_min_rate_kbps)
 
-    def uvicorn_options(self) -> dict[str, Any]:
+    def uvicorn_options(self, *, on_refuse: "OnRefuse | None" = None) -> dict[str, Any]:
         """Keyword arguments for ``uvicorn.Config``: past ``limit_concurrency`` connections (or
-        requests in flight) uvicorn answers 503 at once instead of queueing without bound; with
-        httptools, a protocol that also closes silent connections and answers 408 to headers
-        that do not arrive within ``body_timeout_s`` (:func:`guarded_protocol`)."""
-        opts: dict[str, Any] = {"limit_concurrency": self.max_connections, "timeout_keep_alive": self.keep_alive_s}
-        protocol = guarded_protocol(self.body_timeout_s)
-        if protocol is not None:
-            opts["http"] = protocol
-        return opts
+        requests in flight) uvicorn answers 503 at once instead of queueing without bound, and
+        the guarded httptools protocol (:func:`guarded_protocol`) closes silent connections and
+        answers 408 to headers that do not arrive within ``body_timeout_s`` (``on_refuse`` is
+        told ``"headers_timeout"``). Raises :class:`ServerDependencyMissing` without httptools:
+        every proofmesh uvicorn server gets its options here, so none starts unguarded on h11."""
+        return {"limit_concurrency": self.max_connections, "timeout_keep_alive": self.keep_alive_s,
+                "http": guarded_protocol(self.body_timeout_s, on_refuse=on_refuse)}
 
-    def wrap(self, app: ASGIApp, *, exempt: Iterable[str] = ()) -> "BodyLimit":
-        """``app`` behind a :class:`BodyLimit` of ``max_body_bytes`` and ``body_timeout_s``."""
-        return BodyLimit(app, self.max_body_bytes, exempt=exempt, body_timeout_s=self.body_timeout_s)
+    def wrap(self, app: ASGIApp, *, exempt: Iterable[str] = (), streamed: Iterable[str] = (),
+             on_refuse: "OnRefuse | None" = None) -> "BodyLimit":
+        """``app`` behind a :class:`BodyLimit` of ``max_body_bytes`` and ``body_timeout_s``;
+        ``streamed`` paths get :attr:`upload_rate` instead (see :class:`BodyLimit`)."""
+        return BodyLimit(app, self.max_body_bytes, exempt=exempt, streamed=streamed,
+                         body_timeout_s=self.body_timeout_s, min_rate_kbps=self.min_rate_kbps, on_refuse=on_refuse)
 
 
 async def too_large(send: Send, exc: BodyTooLarge) -> None:
@@ -205,16 +281,24 @@ class BodyLimit:
       connection). Only the time the app spends waiting in ``receive()`` for body chunks counts,
       summed over the whole body, so a client cannot reset the clock by sending a byte now and
       then, and an app that is slow after the body has arrived is never cut;
-    * paths in ``exempt`` (exact paths) pass unchecked: for routes that stream their body to disk
-      and enforce their own limit (the blob store's ``PUT /blobs``);
+    * paths in ``streamed`` (exact paths: the blob store's ``PUT /blobs``, which streams its body
+      to disk and bounds its size itself) are not held to ``max_bytes`` and get the
+      minimum-throughput rule instead of the fixed deadline: ``body_timeout_s`` plus one second per
+      ``min_rate_kbps`` kilobits received (:class:`MinRate`), else 408 :class:`BodyTooSlow` — a
+      GB upload at a normal speed passes, a dripping one is cut after the grace;
+    * paths in ``exempt`` (exact paths) pass unchecked;
     * websocket and lifespan scopes pass through untouched.
+
+    ``on_refuse`` (if given) is told the reason (one of :data:`REFUSALS`) of every 413/408 sent
+    here: a refused request never reaches the app's own request counters.
 
     If the app had already started its answer when the limit or the deadline is passed (a route
     answering while it reads), that answer goes on; the app still gets ``http.disconnect``.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, *, exempt: Iterable[str] = (),
-                 body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, *, exempt: Iterable[str] = (), streamed: Iterable[str] = (),
+                 body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S, min_rate_kbps: float = DEFAULT_MIN_RATE_KBPS,
+                 on_refuse: OnRefuse | None = None) -> None:
         if max_bytes <= 0:
             raise ConfigError(f"BodyLimit needs a positive byte limit, got {max_bytes}",
                               fix="set http_max_body_mb to a positive integer")
@@ -224,17 +308,28 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
         self.body_timeout_s = body_timeout_s
+        self.rate = MinRate(body_timeout_s, min_rate_kbps)
         self.exempt = frozenset(exempt)
+        self.streamed = frozenset(streamed)
+        self.on_refuse = on_refuse
+
+    def _refused(self, reason: str) -> None:
+        if self.on_refuse is not None:
+            self.on_refuse(reason)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             return await self.app(scope, receive, send)
+        rated = scope["path"] in self.streamed
         limit = self.max_bytes
-        declared = _declared_length(scope)
-        if declared is not None and declared > limit:
-            return await too_large(send, BodyTooLarge(limit, declared))
+        if not rated:
+            declared = _declared_length(scope)
+            if declared is not None and declared > limit:
+                self._refused("body_too_large")
+                return await too_large(send, BodyTooLarge(limit, declared))
 
         timeout_s = self.body_timeout_s
+        rate = self.rate
         received = 0
         waited = 0.0            # seconds spent in receive() while the body was incomplete
         body_done = False       # the last body chunk (more_body false) has arrived
@@ -251,24 +346,33 @@ class BodyLimit:
                 # waiting for it is the app's business (a streaming answer), never timed.
                 return await receive()
             t0 = time.monotonic()
+            # a streamed body's allowance grows with what it delivered (MinRate); others have a
+            # fixed one
+            allowed = rate.allowed_s(received) if rated else timeout_s
             try:
                 # asyncio.timeout, not wait_for: no extra task per body chunk on the request path
-                async with asyncio.timeout(timeout_s - waited):
+                async with asyncio.timeout(allowed - waited):
                     message = await receive()
             except TimeoutError:
+                waited += time.monotonic() - t0
                 over = True
                 if not app_answering:
                     rejected = True
-                    await body_timed_out(send, BodyTimeout(timeout_s, received))
+                    if rated:
+                        self._refused("body_too_slow")
+                        await body_timed_out(send, BodyTooSlow(rate, received, waited))
+                    else:
+                        self._refused("body_timeout")
+                        await body_timed_out(send, BodyTimeout(timeout_s, received))
                 return {"type": "http.disconnect"}
-            finally:
-                waited += time.monotonic() - t0
+            waited += time.monotonic() - t0
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
+                if received > limit and not rated:
                     over = True
                     if not app_answering:
                         rejected = True
+                        self._refused("body_too_large")
                         await too_large(send, BodyTooLarge(limit))
                     return {"type": "http.disconnect"}
                 body_done = not message.get("more_body", False)
@@ -299,28 +403,43 @@ class HeadersTimeout(InputError):
                          fix="send the request at once; the operator can raise http_body_timeout_s")
 
 
+class ServerDependencyMissing(NotAvailableError):
+    """A proofmesh HTTP server cannot start: httptools, which its guarded protocol needs, is
+    missing."""
+
+
 @functools.cache
 def guarded_base() -> Any:
-    """uvicorn's httptools protocol with the two slots it leaves open closed, or None without
-    httptools (uvicorn then uses h11 unguarded). Built on first use: uvicorn is not imported
-    by the clients that use this module.
+    """uvicorn's httptools protocol with the two slots it leaves open closed. Built on first use:
+    uvicorn is not imported by the clients that use this module.
+
+    Without httptools this raises :class:`ServerDependencyMissing` instead of letting uvicorn
+    fall back to its h11 protocol, which has neither guard (and no ``http_body_timeout_s`` on
+    the headers): every proofmesh uvicorn server gets its protocol from here (through
+    :meth:`HttpLimits.uvicorn_options`, or as a base class), so this is the one check.
 
     * a connection that never sends a byte: uvicorn arms its idle (keep-alive) timer only after
       a first response, so it was held for ever; here the timer runs from the connection;
     * a request sent a byte at a time: every byte restarts that timer and the app (with
       :class:`BodyLimit`'s body deadline) only sees the request once its headers are complete;
       here the headers must arrive within ``request_timeout_s`` of the request's first byte,
-      else 408 and close. A subclass that reads some bodies itself (the inference node's
-      ``inference/httpfast.py``) keeps the deadline to the request's end
-      (``deadline_to_headers = False``) and answers it in its own ``_too_slow``."""
+      else 408 and close (``on_refuse`` told ``"headers_timeout"``). A subclass that reads some
+      bodies itself (the inference node's ``inference/httpfast.py``) keeps the deadline to the
+      request's end (``deadline_to_headers = False``) and answers it in its own ``_too_slow``."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:
-        return None
+    except ImportError as exc:
+        raise ServerDependencyMissing(
+            f"this proofmesh HTTP server cannot start: httptools is not installed or does not import ({exc}); "
+            f"proofmesh serves HTTP only with uvicorn's httptools protocol, guarded against clients that drip "
+            f"their request or say nothing (uvicorn's fallback, h11, has no such guard)",
+            fix="pip install 'httptools>=0.6' (a dependency of proofmesh: reinstalling proofmesh also installs it)"
+        ) from None
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         request_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
         deadline_to_headers = True     # False: the deadline runs to the request's last byte
+        on_refuse: OnRefuse | None = None
         _deadline: Any = None
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
@@ -354,6 +473,8 @@ def guarded_base() -> Any:
             self._deadline = None
             if self.transport.is_closing():
                 return
+            if self.on_refuse is not None:
+                self.on_refuse("headers_timeout")   # a staticmethod (guarded_protocol)
             body = error_json(HeadersTimeout(self.request_timeout_s))
             self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
                                  b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
@@ -362,9 +483,10 @@ def guarded_base() -> Any:
     return GuardedHttpToolsProtocol
 
 
-def guarded_protocol(headers_timeout_s: float) -> Any:
-    """:func:`guarded_base` with headers due within ``headers_timeout_s`` (None without httptools)."""
-    base = guarded_base()
-    if base is None:
-        return None
-    return type("GuardedHttpToolsProtocol", (base,), {"request_timeout_s": headers_timeout_s})
+def guarded_protocol(headers_timeout_s: float, *, on_refuse: OnRefuse | None = None) -> Any:
+    """:func:`guarded_base` with headers due within ``headers_timeout_s``, ``on_refuse`` told of
+    each 408 it sends (:class:`ServerDependencyMissing` without httptools)."""
+    attrs: dict[str, Any] = {"request_timeout_s": headers_timeout_s}
+    if on_refuse is not None:
+        attrs["on_refuse"] = staticmethod(on_refuse)
+    return type("GuardedHttpToolsProtocol", (guarded_base(),), attrs)

@@ -14,6 +14,11 @@ escape as ``RecursionError``. This module reads such an answer with:
   every read included (:class:`AnswerTimeout`);
 * JSON parsed with :func:`proofmesh.http_limits.parse_json` (:class:`~proofmesh.http_limits.BadJSON`).
 
+A transfer whose size is not bounded by a small cap (a multi-GB blob) cannot have one fixed
+deadline; :func:`rated_stream` streams it under a :class:`~proofmesh.http_limits.MinRate`
+instead — a grace period plus one second per ``http_min_rate_kbps`` kilobits received, enforced
+over the whole transfer by the same watchdog (:class:`TransferTooSlow`).
+
 The default cap is ``http_max_answer_mb`` (settings of ``PROOFMESH_HOME``; 64 MB, room for the
 largest legitimate answer, an inference answer for a big batch). A call site whose answer is
 known to be small (a health check, a beacon) passes a smaller one.
@@ -29,16 +34,19 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from proofmesh.errors import ProofmeshError
-from proofmesh.http_limits import MB, BadJSON, parse_json
+from proofmesh.http_limits import MB, BadJSON, MinRate, parse_json
 
 __all__ = ["DEFAULT_MAX_ANSWER_MB", "PeerAnswerError", "AnswerTooLarge", "AnswerTimeout", "AnswerStatus", "Answer",
-           "PEER_ERRORS", "max_answer_bytes", "read_answer", "get_json"]
+           "TransferTooSlow", "PEER_ERRORS", "max_answer_bytes", "read_answer", "get_json", "RatedStream",
+           "rated_stream", "min_rate_kbps"]
 
 DEFAULT_MAX_ANSWER_MB = 64   # Settings.http_max_answer_mb
 _RAISE_HINT = "raise it with http_max_answer_mb in <home>/config.toml or PROOFMESH_HTTP_MAX_ANSWER_MB"
@@ -81,6 +89,24 @@ class AnswerTimeout(PeerAnswerError):
         self.received = received
 
 
+class TransferTooSlow(AnswerTimeout):
+    """A transfer that fell below its :class:`~proofmesh.http_limits.MinRate`: it had taken longer
+    than the grace plus the time its bytes so far allow."""
+
+    def __init__(self, url: str, rule: MinRate, received: int, elapsed_s: float) -> None:
+        PeerAnswerError.__init__(
+            self,
+            f"{url} timed out: {received:,} bytes in {elapsed_s:.1f} s, under the minimum rate (a transfer "
+            f"gets {rule.describe()}); stopped reading it",
+            url=url,
+            fix="the peer is too slow or stalls on purpose: use another peer; on a slow link lower "
+                "http_min_rate_kbps in <home>/config.toml or PROOFMESH_HTTP_MIN_RATE_KBPS")
+        self.deadline_s = rule.allowed_s(received)
+        self.received = received
+        self.elapsed_s = elapsed_s
+        self.rule = rule
+
+
 class AnswerStatus(PeerAnswerError):
     """A peer answered with an HTTP error status (4xx or 5xx)."""
 
@@ -120,6 +146,16 @@ class Answer:
         """The body as JSON; :class:`BadJSON` if it is not JSON or nests too deep."""
         return parse_json(self.content, what=f"answer from {self.url}",
                           fix="the peer answered something other than JSON; use another peer")
+
+
+def min_rate_kbps(settings: Any = None) -> float:
+    """The default minimum rate: ``http_min_rate_kbps`` of ``settings`` (None: the settings of
+    ``PROOFMESH_HOME`` or ``~/.proofmesh``, env first)."""
+    if settings is None:
+        from proofmesh.config import Home
+
+        settings = Home.resolve().settings
+    return float(settings.http_min_rate_kbps)
 
 
 def max_answer_bytes(settings: Any = None) -> int:
@@ -186,7 +222,15 @@ class _Watchdog:
         self._cancelled = False
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
-        _DEADLINES.add(time.monotonic() + deadline_s, self)
+        self.deadline = time.monotonic() + deadline_s
+        _DEADLINES.add(self.deadline, self)
+
+    def extend(self, until: float) -> None:
+        """Move the deadline to ``until`` (a ``time.monotonic()`` instant) if that is later. Just
+        an attribute: when the old deadline comes, :meth:`_fire` re-arms for the new one, so a
+        transfer extending it on every chunk costs no heap operation per chunk."""
+        if until > self.deadline:
+            self.deadline = until
 
     def attach(self, stream: Any) -> None:
         sock = stream.get_extra_info("socket") if stream is not None else None
@@ -206,8 +250,15 @@ class _Watchdog:
         with self._lock:
             if self._cancelled:
                 return
-            self.fired = True
-            sock = self._sock
+            if time.monotonic() < self.deadline:      # extended meanwhile
+                rearm = True
+            else:
+                rearm = False
+                self.fired = True
+                sock = self._sock
+        if rearm:
+            _DEADLINES.add(self.deadline, self)
+            return
         if sock is not None:
             self._shutdown(sock)
 
@@ -284,3 +335,78 @@ def get_json(url: str, *, max_bytes: int | None = None, deadline_s: float = 30.0
     See :func:`read_answer` for the arguments and the other errors."""
     return read_answer("GET", url, max_bytes=max_bytes, deadline_s=deadline_s, client=client,
                        **request).raise_for_status().json()
+
+
+class RatedStream:
+    """An answer being streamed under a :class:`~proofmesh.http_limits.MinRate` (see
+    :func:`rated_stream`): ``response`` for the status and headers, :meth:`iter_bytes` for the
+    body."""
+
+    def __init__(self, url: str, response: httpx.Response, rule: MinRate, dog: _Watchdog, t0: float) -> None:
+        self.url = url
+        self.response = response
+        self.rule = rule
+        self.received = 0
+        self._dog = dog
+        self._t0 = t0
+
+    def too_slow(self) -> TransferTooSlow:
+        return TransferTooSlow(self.url, self.rule, self.received, time.monotonic() - self._t0)
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """The body, chunk by chunk; raises :class:`TransferTooSlow` once the transfer has taken
+        longer than its bytes so far allow (checked at each chunk, and by the watchdog, which
+        shuts the socket down, while a read waits)."""
+        rule, dog, t0 = self.rule, self._dog, self._t0
+        try:
+            for chunk in self.response.iter_bytes():
+                self.received += len(chunk)
+                allowed = t0 + rule.allowed_s(self.received)
+                if time.monotonic() > allowed:
+                    raise self.too_slow()
+                dog.extend(allowed)
+                yield chunk
+        except httpx.HTTPError:
+            if dog.fired:
+                raise self.too_slow() from None
+            raise
+
+
+@contextmanager
+def rated_stream(method: str, url: str, *, rule: MinRate, client: httpx.Client | None = None,
+                 read_timeout_s: float | None = None, **request: Any) -> Iterator[RatedStream]:
+    """Send one request and stream its answer under ``rule``: the request may take
+    ``rule.grace_s`` to its first body byte, then one more second per ``rule.kbps`` kilobits
+    received, over the whole transfer (a peer sending a byte before each read timeout is cut
+    shortly after the grace, whatever length it declared; a GB answer at a normal speed is not).
+
+    ``client``: an ``httpx.Client`` to reuse (None opens and closes one); ``read_timeout_s`` caps
+    each read on top (default: the grace); ``request``: keyword arguments for ``client.stream``.
+    Raises :class:`TransferTooSlow` past the rule (here or from :meth:`RatedStream.iter_bytes`),
+    ``httpx.HTTPError`` for a transport failure before it. The status is not checked, nor any
+    byte cap: the caller decides from ``response`` and counts what it keeps.
+    """
+    own = client is None
+    http = client if client is not None else httpx.Client()
+    headers = dict(request.pop("headers", None) or {})
+    headers.setdefault("accept-encoding", "identity")   # the rate counts the bytes on the wire
+    t0 = time.monotonic()
+    dog = _Watchdog(rule.grace_s)
+    extensions = dict(request.pop("extensions", None) or {})
+    extensions["trace"] = dog.trace
+    stream: RatedStream | None = None
+    try:
+        with http.stream(method, url, headers=headers, extensions=extensions, **request,
+                         timeout=httpx.Timeout(read_timeout_s if read_timeout_s is not None else rule.grace_s)) as resp:
+            dog.attach(resp.extensions.get("network_stream"))
+            stream = RatedStream(url, resp, rule, dog, t0)
+            yield stream
+    except httpx.HTTPError:
+        # the watchdog's shutdown surfaces as a read error or a closed connection
+        if dog.fired:
+            raise TransferTooSlow(url, rule, stream.received if stream else 0, time.monotonic() - t0) from None
+        raise
+    finally:
+        dog.cancel()
+        if own:
+            http.close()

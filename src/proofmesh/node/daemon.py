@@ -113,9 +113,11 @@ class NodeDaemon:
     key, services) *before* anything is published, and undoes it all if a step fails;
     ``serve()`` then runs uvicorn until SIGTERM/SIGINT or :meth:`request_stop`.
     Pass ``chain`` to reuse a connection this process already has (tests), ``limits`` to
-    override the home's HTTP limits (``http_max_body_mb``, ``http_max_connections``): a body over
-    the limit gets 413 on every route, the services' fast prefixes (inference's ``/v1/``) included,
-    but the blob store's ``PUT /blobs`` (streamed to disk, bounded by its own ``max_upload``).
+    override the home's HTTP limits (``http_max_body_mb``, ``http_max_connections``,
+    ``http_body_timeout_s``, ``http_min_rate_kbps``): a body over the limit gets 413 on every route,
+    the services' fast prefixes (inference's ``/v1/``) included, but the blob store's ``PUT /blobs``
+    (streamed to disk, bounded by its own ``max_upload``, and by the minimum rate in time). Every
+    413/408 the limits send is counted in ``/metrics`` (``proofmesh_http_refused_total{reason}``).
     """
 
     def __init__(self, home: Home, *, host: str | None = None, port: int | None = None,
@@ -157,12 +159,15 @@ class NodeDaemon:
         self._server: Any = None
         self._watcher: threading.Thread | None = None
         self._stop_watch = threading.Event()
+        self._uvicorn_options: dict[str, Any] = {}
         self.app: Any = None
         self.asgi: Any = None     # what uvicorn runs: ``app`` behind the services' fast prefixes
 
     # ================================================================== start-up
     def start(self) -> "NodeDaemon":
         """Lock, connect, bind, load services and build the app; all-or-nothing."""
+        # First, before the lock: refuses to start without httptools (ServerDependencyMissing)
+        self._uvicorn_options = self.limits.uvicorn_options(on_refuse=self.metrics.refuse)
         self.log = setup_logging(node_dir(self.home) / "node.log", stderr=self.log_stderr)
         try:
             self._take_lock()
@@ -327,10 +332,13 @@ class NodeDaemon:
         self.app = app
         # Outermost, so a refused body never reaches the app (nor its middleware); the routes of
         # every service included above are covered.
-        limited = self.limits.wrap(app, exempt=("/blobs",))
+        # ``PUT /blobs`` streams to disk under its own max_upload: a streamed path, held to the
+        # minimum-rate rule instead (408 to a dripping upload). Refusals are counted in /metrics.
+        refuse = self.metrics.refuse
+        limited = self.limits.wrap(app, streamed=("/blobs",), on_refuse=refuse)
         # a service's fast routes (inference's /v1/) skip FastAPI, not the limits
-        fast = {prefix: self.limits.wrap(handler) for loaded in self.services if hasattr(loaded.service, "asgi_routes")
-                for prefix, handler in loaded.service.asgi_routes().items()}
+        fast = {prefix: self.limits.wrap(handler, on_refuse=refuse) for loaded in self.services
+                if hasattr(loaded.service, "asgi_routes") for prefix, handler in loaded.service.asgi_routes().items()}
         self.asgi = _PrefixFront(limited, fast) if fast else limited
 
     def _admin_token(self) -> str:
@@ -384,7 +392,7 @@ class NodeDaemon:
         # limits.max_connections uvicorn answers 503
         config = uvicorn.Config(self.asgi, log_config=None, access_log=False, lifespan="on",
                                 timeout_graceful_shutdown=self.stop_timeout, ws="none",
-                                **self.limits.uvicorn_options())
+                                **self._uvicorn_options)
         self._server = uvicorn.Server(config)
         if threading.current_thread() is threading.main_thread():
             # uvicorn handles SIGTERM/SIGINT while serving (graceful shutdown) and then

@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from proofmesh.http_limits import REFUSALS
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -64,11 +66,23 @@ class NodeMetrics:
                                  buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.rpc_calls = Counter("proofmesh_rpc_calls", "JSON-RPC calls served for the embedded chain.", ["method"],
                                  registry=self.registry)
+        # Refused before any route saw them (BodyLimit, the guarded protocol), so absent from
+        # proofmesh_http_requests: a flood of 413s or dripping clients shows here.
+        self.refused = Counter("proofmesh_http_refused",
+                               "HTTP requests refused by the request limits, by reason: body_too_large (413), "
+                               "body_timeout, body_too_slow, headers_timeout (408).", ["reason"],
+                               registry=self.registry)
+        for reason in REFUSALS:
+            self.refused.labels(reason)      # exported at 0 from the start: a dashboard sees the series
         self.registry.register(_StateCollector(snapshot))
 
     def rpc_call(self, method: str) -> None:
         # unknown method names are folded so a client cannot blow up label cardinality
         self.rpc_calls.labels(method if method.isidentifier() and len(method) < 48 else "other").inc()
+
+    def refuse(self, reason: str) -> None:
+        """Count one request refused by the limits (``reason``: one of http_limits.REFUSALS)."""
+        self.refused.labels(reason if reason in REFUSALS else "other").inc()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

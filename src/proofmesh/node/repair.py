@@ -106,7 +106,8 @@ class StoreRepair:
             peers = self.peers() if corrupted else []
             for cid in corrupted:
                 try:
-                    res = fetch(cid, peers, store, timeout=30.0)
+                    res = fetch(cid, peers, store, timeout=30.0,
+                                min_rate_kbps=self.ctx.home.settings.http_min_rate_kbps)
                     repaired.append({"cid": cid, "peer": res.peer})
                     log_event(self.ctx.log, "blob repaired from peer", cid=cid, peer=res.peer)
                 except ProofmeshError as exc:

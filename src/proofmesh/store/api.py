@@ -46,8 +46,12 @@ def _blob_too_large(max_upload: int, size: int | None = None) -> Response:
 def blob_router(store: BlobStore, *, max_upload: int = DEFAULT_MAX_UPLOAD) -> APIRouter:
     """An APIRouter serving ``store`` (uploads over ``max_upload`` bytes get 413).
 
-    ``PUT /blobs`` streams its body to disk and enforces ``max_upload`` itself, so apps
-    exempt it from their :class:`~proofmesh.http_limits.BodyLimit` (see :func:`serve_blobs`).
+    ``PUT /blobs`` streams its body to disk and enforces ``max_upload`` itself, so apps mount
+    it as a *streamed* path of their :class:`~proofmesh.http_limits.BodyLimit`
+    (``limits.wrap(app, streamed=("/blobs",))``, see :func:`serve_blobs`): not held to the body
+    limit, and held to the minimum-rate rule instead of a fixed deadline (an upload dripped
+    slower than ``http_min_rate_kbps`` after ``http_body_timeout_s`` gets 408; the blob writer is
+    aborted and its temporary file removed, so nothing of it is stored).
     """
     router = APIRouter(tags=["blobs"])
 
@@ -161,9 +165,10 @@ def serve_blobs(store: BlobStore | None = None, *, host: str = "127.0.0.1", port
     ``app`` if given; yields its base URL and stops it on exit. The node daemon mounts
     :func:`blob_router` itself; this is for demos, tools and tests that need a peer.
 
-    Uploads (``PUT /blobs``) are bounded by ``max_upload``; any other request body by
-    ``limits.max_body_bytes`` (default: the home's ``http_max_body_mb``), and connections by
-    ``limits.max_connections`` (503 past it)."""
+    Uploads (``PUT /blobs``) are bounded by ``max_upload`` and must arrive at
+    ``limits.min_rate_kbps`` on average after ``limits.body_timeout_s`` (408 past it); any other
+    request body by ``limits.max_body_bytes`` (default: the home's ``http_max_body_mb``) and
+    ``body_timeout_s``, and connections by ``limits.max_connections`` (503 past it)."""
     import socket
     import threading
     import time
@@ -177,12 +182,13 @@ def serve_blobs(store: BlobStore | None = None, *, host: str = "127.0.0.1", port
         app = FastAPI(title="proofmesh blobs")
         app.include_router(blob_router(store, max_upload=max_upload))
     limits = limits or HttpLimits.from_settings()
-    app = limits.wrap(app, exempt=("/blobs",))
+    app = limits.wrap(app, streamed=("/blobs",))
+    options = limits.uvicorn_options()   # first: refuses to start without httptools, before binding
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))  # bound here so the port is known (port=0: any free port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                           timeout_graceful_shutdown=1, **limits.uvicorn_options()))
+                                           timeout_graceful_shutdown=1, **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
