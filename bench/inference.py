@@ -5,6 +5,7 @@
    receipt signed with coincurve) and the full HTTP path (FastAPI on 127.0.0.1).
    Targets: <= 2 ms at batch 1, <= 10 % at batch 32.
    Also: the floor of any out-of-process server (the same session behind a bare TCP socket),
+   the signed floor (that socket plus the receipt every answer must carry, at its cheapest),
    saturated throughput with one client per core against raw onnxruntime from as many
    threads, and receipt signature recovery with coincurve vs eth-keys' pure-Python backend.
    ``PROOFMESH_BENCH_DUMP=/path/prefix`` writes every timing of this section as JSON.
@@ -160,11 +161,17 @@ def spawn_node(chain, acct, version: int, onnx: Path, workdir: Path, threads: in
     raise RuntimeError("node process did not start")
 
 
-def _bare_main(onnx: str, port: int, ready) -> None:
+def _bare_main(onnx: str, port: int, ready, signed: bool = False) -> None:
     """The floor of serving from another process: the same onnxruntime session (1 thread)
     behind a blocking TCP socket, a 4-byte row count + raw float32 rows in, the raw output
     out (after its length and the run's own time). No HTTP, no checks, no hashing, no receipt:
-    what any out-of-process server pays."""
+    what any out-of-process server pays.
+
+    ``signed``: the same, plus the least the issue asks of every answer, done the node's way
+    at its cheapest: the input hash on a thread beside the model run (the node's
+    ``_InputHasher``) and one native seal after it (``ValuesSealer``: fixed point, values
+    hash, EIP-712 digest, libsecp256k1 signature), the 97 sealed bytes sent after the output.
+    Still no HTTP, no request checks, no nonce book: a floor no conforming node goes below."""
     import socket
     import struct
 
@@ -181,6 +188,13 @@ def _bare_main(onnx: str, port: int, ready) -> None:
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buf = bytearray(4 + 1024 * width * 4)
     view = memoryview(buf)
+    if signed:
+        from proofmesh.inference.receipt import ValuesSealer, receipt_domain
+        from proofmesh.inference.server import _InputHasher
+
+        hasher = _InputHasher()
+        sealer = ValuesSealer(os.urandom(32), receipt_domain(31337, "0x" + "11" * 20))
+        nonce = 0
     while True:
         got, need = 0, 4
         while got < need:
@@ -192,16 +206,24 @@ def _bare_main(onnx: str, port: int, ready) -> None:
                 need = 4 + struct.unpack_from("<I", buf)[0] * width * 4
         rows = struct.unpack_from("<I", buf)[0]
         x = np.frombuffer(buf, np.float32, rows * width, 4).reshape(rows, width)
+        if signed:
+            job = hasher.submit({name: x})
         t0 = time.perf_counter()
         y = sess.run(None, {name: x})[0]
         run_s = time.perf_counter() - t0     # the run alone, timed where it runs (see BareClient.run_s)
-        conn.sendall(struct.pack("<Id", y.nbytes, run_s) + y.tobytes())
+        if not signed:
+            conn.sendall(struct.pack("<Id", y.nbytes, run_s) + y.tobytes())
+            continue
+        nonce += 1
+        _, receipt = sealer.seal(1, job.result(), nonce, 0, [y])
+        conn.sendall(struct.pack("<Id", y.nbytes + 97, run_s) + y.tobytes() + receipt.output_hash + receipt.signature)
 
 
 class BareClient:
-    """Client of :func:`_bare_main`."""
+    """Client of :func:`_bare_main` (``signed``: its signed form; :meth:`run` returns the
+    output bytes and keeps the 97 sealed bytes in ``sealed``)."""
 
-    def __init__(self, onnx: Path) -> None:
+    def __init__(self, onnx: Path, signed: bool = False) -> None:
         import multiprocessing as mp
         import socket
 
@@ -210,7 +232,9 @@ class BareClient:
             port = s.getsockname()[1]
         ctx = mp.get_context("spawn")
         ready = ctx.Event()
-        self.proc = ctx.Process(target=_bare_main, args=(str(onnx), port, ready), daemon=True)
+        self.signed = signed
+        self.sealed = b""
+        self.proc = ctx.Process(target=_bare_main, args=(str(onnx), port, ready, signed), daemon=True)
         self.proc.start()
         if not ready.wait(120):
             raise RuntimeError("bare server did not start")
@@ -228,6 +252,9 @@ class BareClient:
                 raise ConnectionError("bare server closed the connection")
             data += chunk
         self.run_s = struct.unpack_from("<d", data, 4)[0]    # the model run, timed in the server
+        if self.signed:
+            self.sealed = data[-97:]
+            return data[12:-97]
         return data[12:]
 
     def close(self) -> None:
@@ -332,7 +359,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
     from proofmesh.inference import wire
     from proofmesh.inference.model import encode_tensor
     from proofmesh.inference.publish import publish_model
-    from proofmesh.inference.receipt import Receipt, input_hash, values_hash
+    from proofmesh.inference.receipt import Receipt, input_hash, output_array, values_hash
 
     onnx = export_mlp(tmp / "serve.onnx", (512, 2048, 2048, 10))
     version = publish_model(chain, "bench-serve", onnx).version
@@ -351,6 +378,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
     client = httpx.Client(timeout=60)
     lean = LeanClient(url)
     bare = BareClient(onnx)
+    signed = BareClient(onnx, signed=True)
     results = {}
     import itertools
     nonce = itertools.count(1)     # request nonces are single-use on a node
@@ -389,8 +417,11 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         assert rc.output_hash == values_hash(ans["values"])
         assert np.allclose(np.asarray(ans["output"], dtype=np.float32), raw.run(None, {"x": x})[0], atol=1e-5)
         assert np.allclose(np.frombuffer(bare.run(x), np.float32), raw.run(None, {"x": x})[0].reshape(-1), atol=1e-5)
+        y = np.frombuffer(signed.run(x), np.float32)      # the signed floor's seal commits to its own output
+        assert signed.sealed[:32] == values_hash(output_array([y])) and len(signed.sealed) == 97
         calls = {
             "bare": lambda: bare.run(x),
+            "signed": lambda: signed.run(x),
             "raw": lambda: raw.run(None, {"x": x}),
             "http": lambda: http_call(x),
             "httpj": lambda: http_json_call(x),
@@ -415,18 +446,23 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         times: dict[str, list[float]] = {k: [] for k in calls}
         times["raw2"] = []
         times["raw3"] = []
+        times["raw4"] = []
         bare_runs: list[float] = []     # the bare server's model runs, timed in its process
+        signed_runs: list[float] = []   # the same in the signed floor's process
         block = 10
-        for group in (("raw", "http"), ("raw2", "node"), ("raw3", "bare"), ("httpj", "httpx", "json")):
+        for group in (("raw", "http"), ("raw2", "node"), ("raw3", "bare"), ("raw4", "signed"),
+                      ("httpj", "httpx", "json")):
             for _ in range(max(1, n // block)):
                 for k in group:
-                    f = calls["raw" if k in ("raw2", "raw3") else k]
+                    f = calls["raw" if k in ("raw2", "raw3", "raw4") else k]
                     for _ in range(block):
                         t0 = time.perf_counter()
                         f()
                         times[k].append(time.perf_counter() - t0)
                         if k == "bare":
                             bare_runs.append(bare.run_s)
+                        elif k == "signed":
+                            signed_runs.append(signed.run_s)
         med = {k: statistics.median(v) for k, v in times.items()}
         # CPU time (not wall time) of the in-process path: what the node's work costs this
         # process, insensitive to other jobs stealing the cores
@@ -450,6 +486,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         except ImportError:
             cpu["http"] = None
         over_node, over_http, over_bare = med["node"] - med["raw2"], med["http"] - med["raw"], med["bare"] - med["raw3"]
+        over_signed = med["signed"] - med["raw4"]
         if os.environ.get("PROOFMESH_BENCH_DUMP"):      # every timing, for a closer look
             import json
 
@@ -462,6 +499,9 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
               f"(raw bytes both ways, no HTTP, no receipt) {ms(med['bare'])} (+{ms(over_bare)}, "
               f"+{100 * over_bare / med['raw3']:.1f}% over its paired raw runs, {ms(med['raw3'])}); the node over HTTP "
               f"adds {ms(over_http - over_bare)} to that floor")
+        print(f"          signed floor: that socket plus the receipt every answer must carry, at its cheapest (input "
+              f"hash beside the run, one native seal after it; no HTTP, no checks) {ms(med['signed'])} "
+              f"(+{ms(over_signed)}, +{100 * over_signed / med['raw4']:.1f}% over its paired raw runs, {ms(med['raw4'])})")
         sp = [statistics.median(col) for col in zip(*spans)]
         results[batch] = {**med, "node_run": sp[5]}     # the node's own model runs (run_ms)
         # Each process runs the same session at its own speed (measured: the bare server's runs
@@ -470,10 +510,14 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         # subtracting it per request gives what serving adds outside the model
         out_bare = statistics.median(t - r for t, r in zip(times["bare"], bare_runs))
         out_http = statistics.median(c[6] - c[5] for c in spans)
+        out_signed = statistics.median(t - r for t, r in zip(times["signed"], signed_runs))
+        results[batch]["signed_floor"] = out_signed / med["raw"]
         print(f"          outside the model run (each run timed in its own process, per request): bare socket "
-              f"floor {ms(out_bare)} ({100 * out_bare / med['raw']:.1f}% of raw), node over HTTP {ms(out_http)} "
+              f"floor {ms(out_bare)} ({100 * out_bare / med['raw']:.1f}% of raw), signed floor {ms(out_signed)} "
+              f"({100 * out_signed / med['raw']:.1f}%), node over HTTP {ms(out_http)} "
               f"({100 * out_http / med['raw']:.1f}%); the model run in its process: raw {ms(med['raw'])}, "
-              f"bare server {ms(statistics.median(bare_runs))}, node {ms(sp[5])}")
+              f"bare server {ms(statistics.median(bare_runs))}, signed floor {ms(statistics.median(signed_runs))}, "
+              f"node {ms(sp[5])}")
         print(f"          where the HTTP request's time goes (medians): client encode + send {ms(sp[0])}, transit both "
               f"ways incl. wake-ups {ms(sp[1])}, node {ms(sp[2])} (server-timing; of it /v1/infer's own work incl. the "
               f"model run {ms(sp[3])}: +{ms(sp[3] - med['raw'])} over raw), client read + decode {ms(sp[4])}")
@@ -501,10 +545,12 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
 
     print(f"target batch 1 <= 2 ms over raw: {verdict(results[1], b1 <= 0.002, 0.0005)} ({ms(b1)}, HTTP path)")
     print(f"target batch 32 <= 10 % over raw: {verdict(results[32], b32 <= 0.10, 0.1 * results[32]['raw'])} "
-          f"({100 * b32:.1f} %, HTTP path)")
+          f"({100 * b32:.1f} %, HTTP path; the signed floor alone, with no HTTP and no request checks, "
+          f"is {100 * results[32]['signed_floor']:.1f} % outside the model run)")
     client.close()
     lean.close()
     bare.close()
+    signed.close()
     proc.terminate()
     proc.join(10)
     rpc.stop()
