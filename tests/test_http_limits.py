@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from proofmesh.config import Settings
 from proofmesh.errors import ConfigError
-from proofmesh.http_limits import MB, BadJSON, BodyLimit, HttpLimits, parse_json
+from proofmesh.http_limits import MB, BadJSON, BodyLimit, HttpLimits, MinRate, parse_json
 
 from tests.conftest import drip  # noqa: E402
 
@@ -288,6 +288,113 @@ def test_the_body_deadline_comes_from_the_settings(monkeypatch, tmp_path):
     assert limits.body_timeout_s == 7.5 and limits.wrap(Recorder()).body_timeout_s == 7.5
     with pytest.raises(ConfigError, match="positive"):
         HttpLimits(body_timeout_s=0)
+
+
+# --------------------------------------------------------------------------- minimum rate (streamed paths)
+def _timed_drive(limit: BodyLimit, piece: bytes, every_s: float, pieces: int, path: str = "/blobs"
+                 ) -> tuple[list[dict[str, Any]], Recorder, float]:
+    """Run ``limit`` for one request whose body comes as ``pieces`` pieces, one per ``every_s``."""
+    app = Recorder()
+    limit.app = app
+    scope = {"type": "http", "path": path, "method": "PUT", "headers": []}
+    sent: list[dict[str, Any]] = []
+    left = [pieces]
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(every_s)
+        left[0] -= 1
+        return {"type": "http.request", "body": piece, "more_body": left[0] > 0}
+
+    async def send(m: dict[str, Any]) -> None:
+        sent.append(m)
+
+    t0 = time.monotonic()
+    asyncio.run(limit(scope, receive, send))
+    return sent, app, time.monotonic() - t0
+
+
+def test_a_streamed_path_is_held_to_the_minimum_rate_not_a_fixed_deadline():
+    """``streamed`` paths (PUT /blobs): 0.5 s of grace plus 1 s per kB (8 kbit/s). A byte every
+    0.1 s gets 408 BodyTooSlow just after the grace; 2 kB every 0.1 s (20 kB/s) runs 1.5 s, three
+    times the grace, and is not cut, nor held to the 1,000-byte body limit; the same body on a
+    path that is not streamed gets the fixed deadline."""
+    refused: list[str] = []
+    limit = BodyLimit(Recorder(), 1000, streamed=("/blobs",), body_timeout_s=0.5, min_rate_kbps=8,
+                      on_refuse=refused.append)
+    sent, app, took = _timed_drive(limit, b"x", 0.1, 100)
+    status, body = status_and_body(sent)
+    err = json.loads(body)
+    assert status == 408 and err["type"] == "BodyTooSlow" and 0.45 < took < 1.2, (status, took)
+    assert "0.5 s plus 1 s per 1 kB" in err["error"] and "http_min_rate_kbps = 8" in err["error"]
+    assert "PROOFMESH_HTTP_MIN_RATE_KBPS" in err["fix"]
+    assert app.messages[-1] == {"type": "http.disconnect"} and refused == ["body_too_slow"]
+
+    sent, app, took = _timed_drive(limit, b"y" * 2000, 0.1, 15)
+    assert status_and_body(sent) == (200, b"30000") and took > 1.4 and refused == ["body_too_slow"]
+
+    sent, _, took = _timed_drive(BodyLimit(Recorder(), 10**6, body_timeout_s=0.5, min_rate_kbps=8,
+                                           on_refuse=refused.append), b"y" * 2000, 0.1, 15, path="/x")
+    assert status_and_body(sent)[0] == 408 and json.loads(status_and_body(sent)[1])["type"] == "BodyTimeout"
+    assert refused == ["body_too_slow", "body_timeout"]
+
+
+def test_every_refusal_is_reported_with_its_reason():
+    refused: list[str] = []
+    limit = BodyLimit(Recorder(), 1000, on_refuse=refused.append)
+    drive(limit, [b"x" * 10], length=5000)
+    drive(limit, [b"y" * 100] * 30)
+    drive(limit, [b"z" * 100] * 3)                  # within the limit: not a refusal
+    assert refused == ["body_too_large", "body_too_large"]
+
+
+def test_the_minimum_rate_comes_from_the_settings(monkeypatch, tmp_path):
+    assert Settings().http_min_rate_kbps == 1000.0 and HttpLimits().min_rate_kbps == 1000.0
+    monkeypatch.setenv("PROOFMESH_HTTP_MIN_RATE_KBPS", "250")
+    limits = HttpLimits.from_settings(Settings.load(tmp_path / "config.toml"), body_timeout_s=9)
+    assert limits.min_rate_kbps == 250.0 and limits.upload_rate == MinRate(9, 250.0)
+    assert limits.wrap(Recorder(), streamed=("/up",)).rate == MinRate(9, 250.0)
+    assert MinRate(2, 8).allowed_s(3000) == 5.0           # 2 s + 3 kB at 1 kB/s
+    (tmp_path / "config.toml").write_text("http_min_rate_kbps = 64\n")
+    monkeypatch.delenv("PROOFMESH_HTTP_MIN_RATE_KBPS")
+    assert HttpLimits.from_settings(Settings.load(tmp_path / "config.toml")).min_rate_kbps == 64.0
+    for bad in (dict(min_rate_kbps=0), dict(min_rate_kbps=-1.0)):
+        with pytest.raises(ConfigError, match="positive"):
+            HttpLimits(**bad)
+    with pytest.raises(ConfigError, match="http_min_rate_kbps"):
+        MinRate(1.0, 0)
+
+
+# --------------------------------------------------------------------------- no server without httptools
+_WITHOUT_HTTPTOOLS = """
+import sys
+sys.modules["httptools"] = None          # what a missing httptools looks like to an import
+from proofmesh.http_limits import HttpLimits, ServerDependencyMissing
+from proofmesh.store.api import serve_blobs
+from proofmesh.store.blobstore import BlobStore
+for start in (lambda: HttpLimits().uvicorn_options(),
+              lambda: serve_blobs(BlobStore(sys.argv[1])).__enter__()):
+    try:
+        start()
+    except ServerDependencyMissing as exc:
+        print("REFUSED", exc.message, "| FIX", exc.fix)
+    else:
+        print("STARTED")
+"""
+
+
+def test_servers_refuse_to_start_without_httptools(tmp_path):
+    """uvicorn would fall back to h11, which has none of the guarded protocol's deadlines: every
+    proofmesh server gets its uvicorn options from HttpLimits.uvicorn_options, which refuses."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_HTTPTOOLS, str(tmp_path / "store")],
+                         capture_output=True, text=True, timeout=120)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and len(lines) == 2, (out.stdout, out.stderr)
+    for line in lines:
+        assert line.startswith("REFUSED") and "httptools is not installed" in line and "h11" in line, line
+        assert "pip install 'httptools>=0.6'" in line
 
 
 # --------------------------------------------------------------------------- bounded client reads

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from typing import Iterator
 
 import httpx
@@ -120,6 +121,75 @@ def test_a_services_json_route_answers_nested_json_with_a_4xx(chain: Chain, home
     finally:
         d.request_stop()
         t.join(timeout=30)
+
+
+# --------------------------------------------------------------------------- refusals in /metrics
+def refused_counts(url: str) -> dict[str, float]:
+    """``proofmesh_http_refused_total`` by reason, scraped from the daemon's /metrics."""
+    out: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("proofmesh_http_refused_total{"):
+            out[line.split('reason="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_the_daemon_counts_refused_requests_by_reason(chain: Chain, home: Home, http_probe) -> None:
+    """413s and 408s are sent by the limits before any route (or the request middleware) sees the
+    request: /metrics counts them by reason, and a dripping upload leaves nothing in the store."""
+    from proofmesh.http_limits import REFUSALS
+    from proofmesh.store.blobstore import BlobStore
+
+    from tests.conftest import drip, wait_for
+
+    store = BlobStore(home.store_dir)
+    blobs = sorted(store.list())
+    d = NodeDaemon(home, port=0, chain=chain, log_stderr=False, stop_timeout=5.0,
+                   limits=HttpLimits(max_body_bytes=LIMIT, max_connections=64, body_timeout_s=1.0,
+                                     min_rate_kbps=8)).start()
+    t = serve_in_thread(d)
+    port = int(d.url.rsplit(":", 1)[1])
+    try:
+        assert refused_counts(d.url) == {reason: 0.0 for reason in REFUSALS}   # exported from the start
+        probe = http_probe(d.url)
+        assert probe.declared("/rpc", 400 * MB)[0] == 413
+        assert probe.declared("/no/such/route", 400 * MB)[0] == 413
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:     # an upload, dripped
+            s.sendall(b"PUT /blobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+            status, _, body, took = drip(s, b"x" * 100000, 0.2)
+        assert status == 408 and json.loads(body)["type"] == "BodyTooSlow" and took < 3.0, (status, body, took)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:     # a JSON-RPC body, dripped
+            s.sendall(b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            status, _, body, _ = drip(s, b" " * 100, 0.3)
+        assert status == 408 and json.loads(body)["type"] == "BodyTimeout", (status, body)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:     # headers, dripped
+            status, _, body, _ = drip(s, b"POST /rpc HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 100, 0.3)
+        assert status == 408 and json.loads(body)["type"] == "HeadersTimeout", (status, body)
+        assert refused_counts(d.url) == {"body_too_large": 2.0, "body_too_slow": 1.0, "body_timeout": 1.0,
+                                         "headers_timeout": 1.0}
+        wait_for(lambda: list(store.tmp_dir.iterdir()) == [], 10, "the aborted upload's temporary file removed")
+        assert sorted(store.list()) == blobs
+        still_serving(d.url)
+    finally:
+        d.request_stop()
+        t.join(timeout=30)
+
+
+def test_the_node_refuses_to_start_without_httptools(tmp_path) -> None:
+    """``proofmesh node start`` on a machine without httptools: one line saying what is missing
+    and how to install it, exit 1, and nothing left behind (no lock, no published URL)."""
+    import subprocess
+    import sys
+
+    home = Home.resolve(tmp_path / "h")
+    home.init()
+    code = ("import sys; sys.modules['httptools'] = None\n"
+            "from proofmesh.cli.main import main\nmain()")
+    out = subprocess.run([sys.executable, "-c", code, "--home", str(home.path), "node", "start", "--port", "0"],
+                         capture_output=True, text=True, timeout=120, env=dict(os.environ, PROOFMESH_KDF="fast"))
+    said = " ".join((out.stdout + out.stderr).split())
+    assert out.returncode == 1, said
+    assert "httptools is not installed" in said and "pip install 'httptools>=0.6'" in said, said
+    assert not (home.path / "node" / "LOCK").exists() and not (home.path / "node" / "daemon.json").exists()
 
 
 # --------------------------------------------------------------------------- the explorer's probe
