@@ -136,6 +136,15 @@ def test_a_dripping_blob_server_fails_the_fetch_soon_after_the_grace(tmp_path, h
     assert hostile_peer.url in info.value.message and f"{cause.received:,} bytes in" in info.value.message
     assert "http_min_rate_kbps = 8" in info.value.message and "1 s plus 1 s per 1 kB" in info.value.message
     assert list(mine.list()) == [] and list(mine.tmp_dir.iterdir()) == []
+    hostile_peer.mode = "trickle_head"             # the status line and headers dripped: the grace
+    t0 = time.monotonic()
+    with pytest.raises(FetchFailed) as info:
+        fetch(cid, [hostile_peer.url], mine, timeout=1.0, min_rate_kbps=8)
+    took = time.monotonic() - t0
+    cause = info.value.causes[hostile_peer.url]
+    assert isinstance(cause, TransferTooSlow) and cause.received == 0 and 0.9 < took < 3.0, (cause, took)
+    assert list(mine.list()) == [] and list(mine.tmp_dir.iterdir()) == []
+    hostile_peer.mode = "trickle"
     with serve_blobs(source, limits=LIMITS) as honest:
         result = fetch(cid, [hostile_peer.url, honest], mine, timeout=1.0, min_rate_kbps=8)
     assert result.peer == honest and "http_min_rate_kbps" in result.failures[hostile_peer.url]
