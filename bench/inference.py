@@ -379,6 +379,12 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
     lean = LeanClient(url)
     bare = BareClient(onnx)
     signed = BareClient(onnx, signed=True)
+    from proofmesh.inference.router import Router
+
+    # the product's client, end to end: what `proofmesh infer` and the Python API cost a user
+    router = Router(chain, version, account=accounts[9])
+    router.discover()
+    router.nodes = {a: h for a, h in router.nodes.items() if a == accounts[2].address}
     results = {}
     import itertools
     nonce = itertools.count(1)     # request nonces are single-use on a node
@@ -422,6 +428,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         calls = {
             "bare": lambda: bare.run(x),
             "signed": lambda: signed.run(x),
+            "router": lambda: router.infer({"x": x}),
             "raw": lambda: raw.run(None, {"x": x}),
             "http": lambda: http_call(x),
             "httpj": lambda: http_json_call(x),
@@ -447,14 +454,15 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         times["raw2"] = []
         times["raw3"] = []
         times["raw4"] = []
+        times["raw5"] = []
         bare_runs: list[float] = []     # the bare server's model runs, timed in its process
         signed_runs: list[float] = []   # the same in the signed floor's process
         block = 10
-        for group in (("raw", "http"), ("raw2", "node"), ("raw3", "bare"), ("raw4", "signed"),
+        for group in (("raw", "http"), ("raw2", "node"), ("raw3", "bare"), ("raw4", "signed"), ("raw5", "router"),
                       ("httpj", "httpx", "json")):
             for _ in range(max(1, n // block)):
                 for k in group:
-                    f = calls["raw" if k in ("raw2", "raw3", "raw4") else k]
+                    f = calls["raw" if k in ("raw2", "raw3", "raw4", "raw5") else k]
                     for _ in range(block):
                         t0 = time.perf_counter()
                         f()
@@ -486,7 +494,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         except ImportError:
             cpu["http"] = None
         over_node, over_http, over_bare = med["node"] - med["raw2"], med["http"] - med["raw"], med["bare"] - med["raw3"]
-        over_signed = med["signed"] - med["raw4"]
+        over_signed, over_router = med["signed"] - med["raw4"], med["router"] - med["raw5"]
         if os.environ.get("PROOFMESH_BENCH_DUMP"):      # every timing, for a closer look
             import json
 
@@ -502,6 +510,9 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
         print(f"          signed floor: that socket plus the receipt every answer must carry, at its cheapest (input "
               f"hash beside the run, one native seal after it; no HTTP, no checks) {ms(med['signed'])} "
               f"(+{ms(over_signed)}, +{100 * over_signed / med['raw4']:.1f}% over its paired raw runs, {ms(med['raw4'])})")
+        print(f"          the router end to end (Router.infer, the product's client: input checks and hash, the request "
+              f"through http_pool, receipt signature, input and values checked) {ms(med['router'])} "
+              f"(+{ms(over_router)}, +{100 * over_router / med['raw5']:.1f}% over its paired raw runs, {ms(med['raw5'])})")
         sp = [statistics.median(col) for col in zip(*spans)]
         results[batch] = {**med, "node_run": sp[5]}     # the node's own model runs (run_ms)
         # Each process runs the same session at its own speed (measured: the bare server's runs
@@ -551,6 +562,7 @@ def bench_overhead(chain, accounts, reg, tmp: Path, quick: bool, report: bool = 
     lean.close()
     bare.close()
     signed.close()
+    router.close()
     proc.terminate()
     proc.join(10)
     rpc.stop()
