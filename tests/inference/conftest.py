@@ -109,6 +109,17 @@ class Network:
         self.nodes.append(rn)
         return rn
 
+    def bond_node(self, account, *, endpoint: str = "http://127.0.0.1:9") -> None:
+        """Register ``account`` as an inference node (no server: it only votes or signs
+        receipts by hand), stake and post the minimum service bond."""
+        reg = Registry(self.chain)
+        if not reg.info(account.address).registered:
+            reg.register(endpoint, INFERENCE, sender=account)
+        if reg.info(account.address).stake < 300 * MESH:
+            reg.stake(300 * MESH, sender=account)
+        if self.registry.service_bond(account.address) == 0:
+            self.registry.post_bond(self.registry.min_bond(), sender=account)
+
     def stop(self) -> None:
         for n in self.nodes:
             n.server.stop()

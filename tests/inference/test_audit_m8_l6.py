@@ -110,7 +110,7 @@ def test_m8_only_the_arbiter_opens_cases_and_slashes(network, accounts):
     c = reg.c.functions
     assert network.chain.call(c.arbiter()) == reg.disputes.address
     with pytest.raises(ContractRevert, match="not the arbiter"):
-        network.chain.transact(c.arbiter_slash(accounts[3].address, accounts[6].address), sender=accounts[6])
+        network.chain.transact(c.arbiter_slash(accounts[3].address, accounts[6].address, 0), sender=accounts[6])
     with pytest.raises(ContractRevert, match="not the arbiter"):
         network.chain.transact(c.arbiter_case(accounts[3].address, True), sender=accounts[6])
     with pytest.raises(ContractRevert):

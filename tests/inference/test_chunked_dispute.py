@@ -110,6 +110,7 @@ def test_a_lie_in_chunk_2_of_a_210_value_answer_is_disputed_and_slashed(network,
         reg.dispute(ra.receipt, ra.values, rl, lie, sender=disputer, chunk=0)
     assert reg.chain.call(reg.disputes.functions.dispute_count()) == 0
 
+    odd = network.start_node(accounts[8]).account       # bonded before the dispute: it may be drawn
     did = reg.dispute(ra.receipt, ra.values, rl, lie, sender=disputer)       # picks chunk 2
     st = reg.dispute_state(did)
     assert (st["chunk"], st["count_a"], st["count_b"]) == (2, 210, 210)
@@ -117,7 +118,6 @@ def test_a_lie_in_chunk_2_of_a_210_value_answer_is_disputed_and_slashed(network,
     for v in voters:                       # bonded nodes re-execute the whole input and commit votes
         assert vote_on_dispute(v.node, did, x.tolist())["committed"]
     # a vote with the wrong count sides with nobody, even with the right chunk
-    odd = network.start_node(accounts[8]).account
     reg.commit_vote(did, list(ra.values) + [0], bytes(32), sender=odd)
     advance_to(network.chain, st["deadline"] + 1)
     for v in voters:

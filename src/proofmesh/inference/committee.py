@@ -13,20 +13,46 @@ The contract keeps only the hashes of the two disputed chunks; a reveal hands th
 back, read from the dispute's ``Disputed`` event (:meth:`InferenceRegistry.dispute_chunks`).
 A node reads them before it commits: one that cannot (its RPC keeps no logs of that block)
 never commits a vote it could not reveal.
+
+Only nodes drawn for the dispute's committee may vote (:func:`drawn`, the contract's
+``eligible``): a node that is not drawn says so and commits nothing. A vote locks the
+voter's bond until the dispute is settled; then the duty loop penalises the voters that
+committed and never revealed or revealed for the losing side (their penalty grows the
+winners' reward: :func:`penalise_wrong_voters`, which any keeper may run), claims, or
+releases the node's own bond.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from proofmesh.errors import InputError, NotAvailableError
+from proofmesh.errors import ContractRevert, InputError, NotAvailableError
 from proofmesh.inference.receipt import COMMIT_CIRCUIT, circuit_input_hash, input_hash, output_values
 from proofmesh.store.journal import Journal
 
 if TYPE_CHECKING:
+    from proofmesh.inference.registry import InferenceRegistry
     from proofmesh.inference.server import InferenceNode
+
+log = logging.getLogger(__name__)
+
+
+def drawn(seed: bytes, voter: str, bond: int, bond_per_seat: int) -> bool:
+    """The committee draw, as InferenceDisputes computes it: ``voter`` is drawn iff
+    uint256(keccak256(abi_encode(seed, voter))) < (2**256 - 1) // bond_per_seat * bond, or its
+    bond is at least ``bond_per_seat`` (total bond / committee size when the dispute
+    opened): probability min(1, bond / bond_per_seat), about committee-size nodes drawn."""
+    from eth_abi import encode
+
+    from proofmesh.crypto.keccak import keccak256
+
+    if bond >= bond_per_seat:
+        return True
+    h = int.from_bytes(keccak256(encode(["bytes32", "address"], [bytes(seed), voter])), "big")
+    return h < (2**256 - 1) // bond_per_seat * bond
 
 
 class Ballots:
@@ -67,13 +93,21 @@ class Ballots:
 
 
 def vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any) -> dict:
-    """Step 1 (in the vote window): check the input matches the dispute, re-run the model,
-    keep the values, commit to the vote."""
+    """Step 1 (in the vote window): check this node is drawn for the dispute's committee
+    (if not, it says so and does nothing), check the input matches the dispute, re-run the
+    model, keep the values, commit to the vote."""
+    if node.registry is None:
+        raise NotAvailableError("node has no chain connection", fix="start it with a chain")
+    if not node.registry.eligible(dispute_id, node.address):
+        log.info("dispute %s: %s is not drawn for its committee (or may not vote in it): no vote",
+                 dispute_id, node.address)
+        return {"committed": False, "eligible": False, "node": node.address}
     values = _reexecute(node, dispute_id, raw_input)
     node.registry.dispute_chunks(dispute_id)       # what the reveal needs (cached): no vote it cannot reveal
     node.ballots.commit(dispute_id, values)        # before the transaction: never a vote without its values
     node.registry.commit_vote(dispute_id, values, _vote_salt(node, dispute_id), sender=node.account)
-    return {"committed": True, "node": node.address}
+    log.info("dispute %s: %s is drawn for its committee and committed a vote", dispute_id, node.address)
+    return {"committed": True, "eligible": True, "node": node.address}
 
 
 def reveal_vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any = None) -> dict:
@@ -93,11 +127,13 @@ def reveal_vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any 
     return {"revealed": True, "side": side, "node": node.address}
 
 
-def committee_tick(node: InferenceNode) -> dict[str, list[int]]:
-    """Duty that needs no disputer: reveal committed votes once their vote window is over,
-    and claim the voter's share of the reward from disputes resolved its way. The node
-    daemon runs it every few seconds; returns what was done."""
-    done: dict[str, list[int]] = {"revealed": [], "claimed": []}
+def committee_tick(node: InferenceNode) -> dict[str, list]:
+    """Duty that needs no disputer: reveal committed votes once their vote window is over;
+    once a dispute is settled, penalise the wrong and silent voters of a vote this node won
+    (it grows the node's reward), claim its share, or release its own bond (a vote for
+    neither side, a void dispute, one settled by proof). The node daemon runs it every few
+    seconds; returns what was done ("penalised" lists (dispute, voter) pairs)."""
+    done: dict[str, list] = {"revealed": [], "claimed": [], "penalised": [], "released": []}
     ballots = node.ballots
     if node.registry is None or not (ballots.committed or ballots.revealed):
         return done
@@ -105,25 +141,58 @@ def committee_tick(node: InferenceNode) -> dict[str, list[int]]:
     now = reg.chain.timestamp()
     for did in list(ballots.committed):
         st = reg.dispute_state(did)
-        if st["state"] != 1 or now > st["reveal_deadline"]:
-            ballots.done(did)                          # settled by proof, or too late to reveal
+        if st["state"] != 1:
+            _settle_own(reg, node, did, st, done)      # never revealed: penalised if a vote decided
+            ballots.done(did)
         elif reg.chain.call(reg.disputes.functions.voted(did, node.address)):
             ballots.reveal(did)                        # revealed already (asked by the router)
-        elif now > st["deadline"]:
+        elif st["deadline"] < now <= st["reveal_deadline"]:
             reveal_vote_on_dispute(node, did)
             done["revealed"].append(did)
     for did in list(ballots.revealed):
         st = reg.dispute_state(did)
         if st["state"] == 1:
             continue
-        winner = 2 if st["weight_b"] > st["weight_a"] else 1
-        side, _, claimed = reg.chain.call(reg.disputes.functions.votes(did, node.address))
-        if st["state"] == 2 and side == winner and not claimed \
-                and reg.chain.call(reg.disputes.functions.voter_reward(did)) > 0:
-            reg.claim_vote_reward(did, sender=node.account)
-            done["claimed"].append(did)
+        _settle_own(reg, node, did, st, done)
         ballots.done(did)
     return done
+
+
+def _settle_own(reg: InferenceRegistry, node: InferenceNode, did: int, st: dict, done: dict) -> None:
+    # what is left for this node's vote in a settled dispute: on the winning side, penalise
+    # the others' wrong votes first (their penalties grow the pool), then claim (which
+    # releases its bond); not penalisable, release; penalisable, nothing (anyone penalises)
+    v = reg.vote(did, node.address)
+    winner = st["winner"]
+    if v["settled"] or not v["committed"]:
+        return
+    if winner and v["revealed"] and v["side"] == winner:
+        done["penalised"] += [(did, voter) for voter in penalise_wrong_voters(reg, did, sender=node.account)]
+        pool = reg.chain.call(reg.disputes.functions.voter_reward(did))
+        total = st["weight_a"] if winner == 1 else st["weight_b"]
+        if pool * v["weight"] // total > v["paid"]:
+            reg.claim_vote_reward(did, sender=node.account)
+            done["claimed"].append(did)
+            return
+    if not winner or (v["revealed"] and v["side"] in (0, winner)):
+        reg.release_voter(did, node.address, sender=node.account)
+        done["released"].append(did)
+
+
+def penalise_wrong_voters(reg: InferenceRegistry, dispute_id: int, sender=None) -> list[str]:
+    """Keeper duty (anyone): penalise every voter of a dispute resolved by vote that
+    committed and never revealed, or revealed for the losing side. Returns those penalised
+    (one that someone else penalised meanwhile is skipped)."""
+    out = []
+    for voter in reg.penalisable(dispute_id):
+        try:
+            reg.penalise_voter(dispute_id, voter, sender=sender)
+        except ContractRevert as exc:
+            if "already settled" not in exc.reason:
+                raise
+            continue
+        out.append(voter)
+    return out
 
 
 def _vote_salt(node: InferenceNode, dispute_id: int) -> bytes:

@@ -8,7 +8,12 @@ reward cannot be taken by someone copying the reveal from the mempool.
 A dispute stores only keccak256 of each side's disputed chunk and logs the chunks in its
 ``Disputed`` event; :meth:`dispute_chunks` reads them back (cached per client) and
 :meth:`reveal_vote` / :meth:`settle_by_proof` pass them to the contract, which checks them
-against the stored hashes."""
+against the stored hashes.
+
+A dispute's committee is drawn from the hash of the block that opened it (:meth:`eligible`,
+readable from the next block); a drawn voter's bond is locked until it is penalised
+(:meth:`penalise_voter`: it committed and never revealed, or revealed for the losing side),
+claims its reward, or is released (:meth:`release_voter`)."""
 
 from __future__ import annotations
 
@@ -131,6 +136,19 @@ class InferenceRegistry:
 
     def min_bond(self) -> int:
         return self.chain.call(self.c.functions.min_bond())
+
+    def total_bond(self) -> int:
+        """Sum of all service bonds (what a dispute's committee draw divides by)."""
+        return self.chain.call(self.c.functions.total_bond())
+
+    def bonded_at(self, node: str) -> int:
+        """Block of the node's last bond posting (a dispute opened in a later block may draw it)."""
+        return self.chain.call(self.c.functions.bonded_at(to_checksum_address(node)))
+
+    def committee_params(self) -> dict:
+        """{"committee_size": expected nodes drawn per dispute, "voter_penalty_bps": ...}."""
+        return {"committee_size": self.chain.call(self.c.functions.committee_size()),
+                "voter_penalty_bps": self.chain.call(self.c.functions.voter_penalty_bps())}
 
     def post_bond(self, amount: int, sender=None):
         return self._tx(self.c.functions.post_bond(int(amount)), sender)
@@ -257,8 +275,61 @@ class InferenceRegistry:
     def dispute_state(self, dispute_id: int) -> dict:
         r = self.chain.call(self.disputes.functions.disputes(int(dispute_id)))
         keys = ["version", "input_hash", "node_a", "node_b", "disputer", "deadline", "weight_a", "weight_b",
-                "reveal_deadline", "state", "commitment", "chunk", "count_a", "count_b"]
+                "reveal_deadline", "state", "commitment", "chunk", "count_a", "count_b", "opened", "bond_per_seat",
+                "seed", "winner"]
         return dict(zip(keys, r))
+
+    def eligible(self, dispute_id: int, address: str) -> bool:
+        """Whether ``address`` is drawn for the committee of open dispute ``dispute_id`` and
+        may commit a vote (the contract's ``eligible``). The draw's seed is the hash of the
+        opening block, which a call can read only from the next block: on a dev chain this
+        mines one, elsewhere it waits for it."""
+        opened = self.dispute_state(dispute_id)["opened"]
+        if opened:
+            self.chain.wait_past(opened)
+        return self.chain.call(self.disputes.functions.eligible(int(dispute_id), to_checksum_address(address)))
+
+    def vote(self, dispute_id: int, voter: str) -> dict:
+        """A voter's record in a dispute: committed, revealed, side (1 a, 2 b, 0 neither),
+        weight (its frozen bond), reward paid so far, settled (bond released or penalised)."""
+        did, v = int(dispute_id), to_checksum_address(voter)
+        side, weight, paid, settled = self.chain.call(self.disputes.functions.votes(did, v))
+        committed = self.chain.call(self.disputes.functions.vote_commitments(did, v)) != bytes(32)
+        return {"committed": committed, "revealed": self.chain.call(self.disputes.functions.voted(did, v)),
+                "side": side, "weight": weight, "paid": paid, "settled": settled}
+
+    def voters(self, dispute_id: int) -> list[str]:
+        """Every node that committed a vote in the dispute (its ``VoteCommitted`` events, read
+        from the opening block on)."""
+        st = self.dispute_state(dispute_id)
+        logs = self.chain.events(DISPUTES, "VoteCommitted", from_block=st["opened"],
+                                 argument_filters={"dispute": int(dispute_id)})
+        return list(dict.fromkeys(to_checksum_address(e["args"]["voter"]) for e in logs))
+
+    def penalisable(self, dispute_id: int) -> list[str]:
+        """The voters ``penalise_voter`` would slash now: the dispute was resolved by vote and
+        they committed and never revealed, or revealed for the losing side, and nobody has
+        penalised them yet."""
+        winner = self.dispute_state(dispute_id)["winner"]
+        if not winner:
+            return []
+        out = []
+        for voter in self.voters(dispute_id):
+            v = self.vote(dispute_id, voter)
+            if not v["settled"] and (not v["revealed"] or v["side"] not in (0, winner)):
+                out.append(voter)
+        return out
+
+    def penalise_voter(self, dispute_id: int, voter: str, sender=None) -> dict:
+        """Slash ``voter_penalty_bps`` of a wrong or silent voter's weight (anyone, once per
+        voter); what is not burned joins the winners' reward. Returns {"slashed", "to_pool"}."""
+        res = self._tx(self.disputes.functions.penalise_voter(int(dispute_id), to_checksum_address(voter)), sender)
+        ev = self.disputes.events.VoterPenalised().process_receipt(res.receipt, errors=DISCARD)[0]["args"]
+        return {"slashed": int(ev["slashed"]), "to_pool": int(ev["to_pool"]), "gas": res.gas_used}
+
+    def release_voter(self, dispute_id: int, voter: str, sender=None):
+        """Unlock the bond of a voter that is not penalised, once the dispute is settled (anyone)."""
+        return self._tx(self.disputes.functions.release_voter(int(dispute_id), to_checksum_address(voter)), sender)
 
     def dispute_values(self, dispute_id: int) -> tuple[list[int], list[int]]:
         """The disputed chunk of each receipt's values (``dispute_state``'s ``chunk``)."""
@@ -338,7 +409,8 @@ class InferenceRegistry:
         return int(self.disputes.events.Voted().process_receipt(res.receipt, errors=DISCARD)[0]["args"]["side"])
 
     def claim_vote_reward(self, dispute_id: int, sender=None) -> int:
-        """A winning voter's share of the voters' half of the slash; returns the amount."""
+        """What a winning voter is owed of the voters' half of the slash and the penalties
+        added since (callable again as penalties grow the pool); returns the amount."""
         res = self._tx(self.disputes.functions.claim_vote_reward(int(dispute_id)), sender)
         return int(self.disputes.events.VoteRewardClaimed().process_receipt(res.receipt, errors=DISCARD)[0]["args"]["amount"])
 

@@ -542,14 +542,14 @@ class Router:
         return result
 
     def call_committee(self, dispute_id: int) -> list[str]:
-        """Ask bonded nodes that are not parties to re-execute the disputed input and
-        commit their votes (in the vote window). Returns the nodes that committed."""
+        """Ask the known nodes drawn for the dispute's committee (``eligible`` on chain: not
+        parties, bonded before the dispute, selected by its seed) to re-execute the disputed
+        input and commit their votes (in the vote window). Returns the nodes that committed."""
         if dispute_id not in self._disputes:
             raise InputError(f"dispute {dispute_id} was not opened by this router: it holds no input for the committee",
                              fix="call the committee from the router that opened the dispute")
-        st = self.registry.dispute_state(dispute_id)
-        members = [h for h in self.ranked() if h.address not in (st["node_a"], st["node_b"])]
-        voted = list(self._committee_duty(dispute_id, members, "vote"))
+        members = [h for h in self.ranked() if self.registry.eligible(dispute_id, h.address)]
+        voted = [a for a, body in self._committee_duty(dispute_id, members, "vote").items() if body.get("committed")]
         self._committees[dispute_id] = voted
         return voted
 

@@ -45,6 +45,20 @@
         instead of re-executing. Voting pays: of the loser's slash paid out (after
         NodeRegistry's burn), half goes to the disputer and half to the voters of
         the winning side pro rata to their weight, claimed with `claim_vote_reward`.
+
+        The committee is drawn, not open to every bonded node (Algorand-style
+        self-selection, no loop over nodes): a node may commit a vote iff
+        uint256(keccak256(abi_encode(seed, node))) < 2**256 * min(1, bond / bond_per_seat),
+        `bond_per_seat` = total bond / `committee_size` (InferenceRegistry's) when the
+        dispute opened, so about `committee_size` nodes are drawn, each with probability
+        proportional to its bond; a node's bond must have been posted before the
+        dispute's block. Its vote weighs its bond at commit time (frozen; less if
+        slashed before the reveal).
+        Voting costs if wrong: once a vote resolved the dispute, a voter that committed
+        and never revealed, or revealed for the losing side, loses `voter_penalty_bps`
+        of its vote weight (`penalise_voter`, anyone); what NodeRegistry does not burn
+        joins the winning voters' reward. A voter's bond stays locked (an open case in
+        InferenceRegistry) until it is penalised, claims, or is released.
 @dev Split out of InferenceRegistry to keep both under EIP-170. Bonds, open-case
      counts and slashing stay in InferenceRegistry, which accepts them only from
      this contract (`arbiter_case`, `arbiter_slash`).
@@ -81,7 +95,11 @@ interface IInferenceRegistry:
     def quorum() -> uint256: view
     def receipt_digest(r: Receipt) -> bytes32: view
     def arbiter_case(node: address, opened: bool): nonpayable
-    def arbiter_slash(node: address, to: address) -> uint256: nonpayable
+    def arbiter_slash(node: address, to: address, amount: uint256) -> (uint256, uint256): nonpayable
+    def total_bond() -> uint256: view
+    def bonded_at(node: address) -> uint256: view
+    def committee_size() -> uint256: view
+    def voter_penalty_bps() -> uint256: view
     def model_registry() -> address: view
     def token() -> address: view
     def proof_ok(version: uint256, input_hash: bytes32, output_hash: bytes32, proof: Bytes[MAX_PROOF],
@@ -103,12 +121,17 @@ struct Dispute:
     chunk: uint256            # the opened chunk (values chunk*64 ..)
     count_a: uint256          # how many values each receipt committed
     count_b: uint256
+    opened: uint256           # block of the opening: its hash seeds the committee draw
+    bond_per_seat: uint256    # total bond / committee_size at opening (drawn for sure at this bond)
+    seed: bytes32             # keccak256(blockhash(opened), id), stored by the first vote commitment
+    winner: uint8             # the side a vote found right (1 a, 2 b); 0: open, void or settled by proof
 
 
 struct Vote:
-    side: uint8               # 1 = a, 2 = b, 0 = neither
-    weight: uint256
-    claimed: bool
+    side: uint8               # 1 = a, 2 = b, 0 = neither (or not revealed: see `voted`)
+    weight: uint256           # bond at commit (frozen), lowered at reveal if slashed since
+    paid: uint256             # reward paid so far (the pool grows with penalties)
+    settled: bool             # its case in InferenceRegistry is closed (penalised, claimed, released)
 
 
 struct Opening:
@@ -128,6 +151,7 @@ MAX_INSTANCES: constant(uint256) = 257
 # BN254 scalar field: a negative circuit value v is the element p - |v|
 FIELD_P: constant(uint256) = 21888242871839275222246405745257275088548364400416034343698204186575808495617
 FIXED_POINT: constant(int256) = 10**6
+BPS: constant(uint256) = 10_000
 
 inference: public(immutable(IInferenceRegistry))
 
@@ -170,6 +194,21 @@ event Disputed:
 event VoteCommitted:
     dispute: indexed(uint256)
     voter: indexed(address)
+    weight: uint256           # its bond now, frozen for the vote
+
+event CommitteeDrawn:
+    dispute: indexed(uint256)
+    seed: bytes32
+
+event VoterPenalised:
+    dispute: indexed(uint256)
+    voter: indexed(address)
+    slashed: uint256          # taken from its bond
+    to_pool: uint256          # what NodeRegistry did not burn: added to the winners' reward
+
+event VoterReleased:
+    dispute: indexed(uint256)
+    voter: indexed(address)
 
 event VoteRewardClaimed:
     dispute: indexed(uint256)
@@ -208,6 +247,77 @@ def __init__(inference_: address):
     """
     assert inference_ != empty(address), "InferenceDisputes: zero address"
     inference = IInferenceRegistry(inference_)
+
+
+@internal
+@view
+def _seed(dispute_id: uint256, stored: bytes32, opened: uint256) -> bytes32:
+    # The draw's seed is the hash of the opening block itself, not of one before it: the
+    # disputer picks the block its reveal lands in, so any hash it could see before sending
+    # (the parent's, or prevrandao, which a block carries from before it is built; on the
+    # embedded py-evm chain prevrandao is 0 in transactions, the mix hash is set at sealing)
+    # would let it wait for a seed that draws its own nodes. The opening block's hash is
+    # unknown to everyone but that block's producer, who can still bias it (grind contents,
+    # or withhold the block): a disputer that is also the producer gets a choice of seeds.
+    # It is readable from the next block for 256 blocks; the first vote stores it, so
+    # empty means "not drawable": the opening block itself, or too late.
+    if stored != empty(bytes32):
+        return stored
+    if block.number <= opened or block.number > opened + 256:
+        return empty(bytes32)
+    return keccak256(concat(blockhash(opened), convert(dispute_id, bytes32)))
+
+
+@internal
+@view
+def _draw(dispute_id: uint256, voter: address) -> (uint8, uint256, bytes32):
+    # (status, bond, seed): 0 drawn, 1 no readable seed, 2 bond below minimum, 3 bond
+    # posted in or after the seed block, 4 not drawn. P(drawn) = min(1, bond /
+    # bond_per_seat), bond_per_seat = total bond / committee size at opening: the hash is
+    # uniform in [0, 2**256) and the threshold (2**256 / per_seat) * bond cannot overflow
+    # while bond < per_seat. The bond is the one now: it cannot have grown since the seed
+    # block (status 3), so it is at most the bond the dispute opened with.
+    opened: uint256 = self.disputes[dispute_id].opened
+    seed: bytes32 = self._seed(dispute_id, self.disputes[dispute_id].seed, opened)
+    if seed == empty(bytes32):
+        return 1, 0, seed
+    bond: uint256 = staticcall inference.service_bond(voter)
+    if bond < staticcall inference.min_bond():
+        return 2, bond, seed
+    if staticcall inference.bonded_at(voter) >= opened:
+        return 3, bond, seed
+    per_seat: uint256 = self.disputes[dispute_id].bond_per_seat
+    if bond < per_seat and \
+            convert(keccak256(abi_encode(seed, voter)), uint256) >= max_value(uint256) // per_seat * bond:
+        return 4, bond, seed
+    return 0, bond, seed
+
+
+@internal
+@view
+def _penalisable(dispute_id: uint256, winner: uint8, voter: address) -> bool:
+    # only after a vote picked a winner: a silent voter, or one that revealed the loser's
+    # values (side 0 is not penalised: both nodes may have lied)
+    if winner == 0:
+        return False
+    side: uint8 = self.votes[dispute_id][voter].side
+    return not self.voted[dispute_id][voter] or (side != 0 and side != winner)
+
+
+@external
+@view
+def eligible(dispute_id: uint256, voter: address) -> bool:
+    """
+    @notice Whether `voter` is drawn for the committee of open dispute `dispute_id`
+            and may commit a vote: not a party, its bond at least `min_bond` and
+            posted before the dispute's block, and keccak256(abi_encode(seed, voter))
+            below 2**256 * bond / bond_per_seat. False while the seed is not readable
+            (in the opening block, or 256 blocks later if no vote stored it).
+    """
+    if self.disputes[dispute_id].state != 1 or voter == self.disputes[dispute_id].node_a or \
+            voter == self.disputes[dispute_id].node_b:
+        return False
+    return self._draw(dispute_id, voter)[0] == 0
 
 
 @internal
@@ -326,7 +436,8 @@ def dispute(ra: Receipt, sig_a: Bytes[65], open_a: Opening,
     @notice Reveal a committed fraud proof: two nodes signed receipts for the same
             model version and input whose outputs (fixed point x 1e6) differ by more
             than the version's tolerance in the opened chunk, or in count. Opens a vote
-            of bonded nodes that re-execute; the losing node is slashed.
+            of bonded nodes that re-execute; the losing node is slashed. The committee
+            is drawn from this block's hash (`eligible`).
     @param open_a The same chunk of receipt a's values (`Opening`), opened against its
            `output_hash`.
     @param open_b The same chunk of receipt b's values.
@@ -368,7 +479,9 @@ def dispute(ra: Receipt, sig_a: Bytes[65], open_a: Opening,
                                  disputer=msg.sender, deadline=deadline, weight_a=0, weight_b=0,
                                  reveal_deadline=deadline + window, state=1,
                                  commitment=ra.commitment, chunk=open_a.index, count_a=open_a.count,
-                                 count_b=open_b.count)
+                                 count_b=open_b.count, opened=block.number,
+                                 bond_per_seat=max(1, staticcall inference.total_bond() // staticcall inference.committee_size()),
+                                 seed=empty(bytes32), winner=0)
     self.chunk_hash_a[did] = hash_a
     self.chunk_hash_b[did] = hash_b
     log Disputed(dispute=did, node_a=node_a, node_b=node_b, version=ra.version, input_hash=ra.input_hash,
@@ -381,21 +494,35 @@ def dispute(ra: Receipt, sig_a: Bytes[65], open_a: Opening,
 @external
 def commit_vote(dispute_id: uint256, commitment: bytes32):
     """
-    @notice A bonded inference node that re-executed the disputed request commits
-            to its vote during the vote window: keccak256(abi_encode(voter,
-            dispute_id, count, values, salt)), `count` its output count and
-            `values` the disputed chunk of its outputs (values chunk*64 ..).
+    @notice A bonded inference node drawn for the dispute's committee (`eligible`)
+            that re-executed the disputed request commits to its vote during the
+            vote window: keccak256(abi_encode(voter, dispute_id, count, values,
+            salt)), `count` its output count and `values` the disputed chunk of its
+            outputs (values chunk*64 ..). Its bond now is the vote's weight, and it
+            stays locked until the voter is penalised, claims or is released.
     """
-    d: Dispute = self.disputes[dispute_id]
-    assert d.state == 1, "InferenceDisputes: dispute not open"
-    assert block.timestamp <= d.deadline, "InferenceDisputes: voting closed"
-    assert msg.sender != d.node_a and msg.sender != d.node_b, "InferenceDisputes: parties cannot vote"
+    # single fields, not the whole Dispute: each field is a cold storage read
+    assert self.disputes[dispute_id].state == 1, "InferenceDisputes: dispute not open"
+    assert block.timestamp <= self.disputes[dispute_id].deadline, "InferenceDisputes: voting closed"
+    assert msg.sender != self.disputes[dispute_id].node_a and msg.sender != self.disputes[dispute_id].node_b, \
+        "InferenceDisputes: parties cannot vote"
     assert commitment != empty(bytes32), "InferenceDisputes: empty vote commitment"
     assert self.vote_commitments[dispute_id][msg.sender] == empty(bytes32), "InferenceDisputes: already voted"
-    assert staticcall inference.service_bond(msg.sender) >= staticcall inference.min_bond(), \
-        "InferenceDisputes: voter bond below minimum"
+    status: uint8 = 0
+    bond: uint256 = 0
+    seed: bytes32 = empty(bytes32)
+    status, bond, seed = self._draw(dispute_id, msg.sender)
+    assert status != 1, "InferenceDisputes: committee not drawable (vote from the block after the opening, within 256 blocks)"
+    assert status != 2, "InferenceDisputes: voter bond below minimum"
+    assert status != 3, "InferenceDisputes: bond posted after the dispute opened"
+    assert status != 4, "InferenceDisputes: not drawn for this dispute's committee"
+    if self.disputes[dispute_id].seed == empty(bytes32):
+        self.disputes[dispute_id].seed = seed
+        log CommitteeDrawn(dispute=dispute_id, seed=seed)
     self.vote_commitments[dispute_id][msg.sender] = commitment
-    log VoteCommitted(dispute=dispute_id, voter=msg.sender)
+    self.votes[dispute_id][msg.sender].weight = bond          # the other fields start empty
+    log VoteCommitted(dispute=dispute_id, voter=msg.sender, weight=bond)
+    extcall inference.arbiter_case(msg.sender, True)
 
 
 @external
@@ -403,8 +530,9 @@ def reveal_vote(dispute_id: uint256, count: uint256, values: DynArray[int256, MA
                 packed_a: Bytes[MAX_PACKED], packed_b: Bytes[MAX_PACKED]) -> uint8:
     """
     @notice Reveal a committed vote after the vote window, before `reveal_deadline`;
-            the voter's bond (now) is added to the side with that count whose
-            disputed chunk is within tolerance of `values`.
+            the voter's weight (its bond at commit, or less if slashed since) is
+            added to the side with that count whose disputed chunk is within
+            tolerance of `values`.
     @param count The voter's output count, as committed.
     @param values The disputed chunk of the voter's outputs, as committed.
     @param salt The vote commitment's salt.
@@ -413,27 +541,32 @@ def reveal_vote(dispute_id: uint256, count: uint256, values: DynArray[int256, MA
     @param packed_b The same for receipt b (checked against `chunk_hash_b`).
     @return 1 if it sided with node a, 2 with node b, 0 with neither.
     """
-    d: Dispute = self.disputes[dispute_id]
-    assert d.state == 1, "InferenceDisputes: dispute not open"
-    assert block.timestamp > d.deadline, "InferenceDisputes: votes are revealed after the vote window"
-    assert block.timestamp <= d.reveal_deadline, "InferenceDisputes: reveal window over"
+    # single fields, not the whole Dispute: each field is a cold storage read
+    assert self.disputes[dispute_id].state == 1, "InferenceDisputes: dispute not open"
+    assert block.timestamp > self.disputes[dispute_id].deadline, \
+        "InferenceDisputes: votes are revealed after the vote window"
+    assert block.timestamp <= self.disputes[dispute_id].reveal_deadline, "InferenceDisputes: reveal window over"
     assert not self.voted[dispute_id][msg.sender], "InferenceDisputes: already revealed"
     c: bytes32 = self.vote_commitments[dispute_id][msg.sender]
     assert c != empty(bytes32) and c == keccak256(abi_encode(msg.sender, dispute_id, count, values, salt)), \
         "InferenceDisputes: vote does not match its commitment"
     self._check_chunks(dispute_id, packed_a, packed_b)
-    weight: uint256 = staticcall inference.service_bond(msg.sender)
-    assert weight >= staticcall inference.min_bond(), "InferenceDisputes: voter bond below minimum"
-    tol: uint256 = (staticcall inference.models(d.version)).tolerance
+    # frozen at commit: bonding more since gains nothing; a slash since counts
+    frozen: uint256 = self.votes[dispute_id][msg.sender].weight
+    weight: uint256 = min(frozen, staticcall inference.service_bond(msg.sender))
+    tol: uint256 = (staticcall inference.models(self.disputes[dispute_id].version)).tolerance
     side: uint8 = 0
-    if count == d.count_a and self._within_packed(values, packed_a, tol):
+    if count == self.disputes[dispute_id].count_a and self._within_packed(values, packed_a, tol):
         side = 1
-        self.disputes[dispute_id].weight_a = d.weight_a + weight
-    elif count == d.count_b and self._within_packed(values, packed_b, tol):
+        self.disputes[dispute_id].weight_a += weight
+    elif count == self.disputes[dispute_id].count_b and self._within_packed(values, packed_b, tol):
         side = 2
-        self.disputes[dispute_id].weight_b = d.weight_b + weight
+        self.disputes[dispute_id].weight_b += weight
     self.voted[dispute_id][msg.sender] = True
-    self.votes[dispute_id][msg.sender] = Vote(side=side, weight=weight, claimed=False)
+    if side != 0:
+        self.votes[dispute_id][msg.sender].side = side
+    if weight != frozen:
+        self.votes[dispute_id][msg.sender].weight = weight
     log Voted(dispute=dispute_id, voter=msg.sender, side=side, weight=weight)
     return side
 
@@ -448,29 +581,37 @@ def resolve_dispute(dispute_id: uint256) -> address:
             majority the dispute is void and nobody is slashed.
     @return The slashed node (empty if void).
     """
-    d: Dispute = self.disputes[dispute_id]
-    assert d.state == 1, "InferenceDisputes: dispute not open"
-    assert block.timestamp > d.reveal_deadline, "InferenceDisputes: voting still open"
+    # single fields, not the whole Dispute: each field is a cold storage read
+    assert self.disputes[dispute_id].state == 1, "InferenceDisputes: dispute not open"
+    assert block.timestamp > self.disputes[dispute_id].reveal_deadline, "InferenceDisputes: voting still open"
+    weight_a: uint256 = self.disputes[dispute_id].weight_a
+    weight_b: uint256 = self.disputes[dispute_id].weight_b
+    node_a: address = self.disputes[dispute_id].node_a
+    node_b: address = self.disputes[dispute_id].node_b
     quorum: uint256 = staticcall inference.quorum()
     loser: address = empty(address)
-    if d.weight_a > d.weight_b and d.weight_a >= quorum:
-        loser = d.node_b
-    elif d.weight_b > d.weight_a and d.weight_b >= quorum:
-        loser = d.node_a
+    winner: uint8 = 0
+    if weight_a > weight_b and weight_a >= quorum:
+        loser = node_b
+        winner = 1
+    elif weight_b > weight_a and weight_b >= quorum:
+        loser = node_a
+        winner = 2
     state: uint8 = 3
     if loser != empty(address):
         state = 2
+        self.disputes[dispute_id].winner = winner
     self.disputes[dispute_id].state = state
-    extcall inference.arbiter_case(d.node_a, False)
-    extcall inference.arbiter_case(d.node_b, False)
+    extcall inference.arbiter_case(node_a, False)
+    extcall inference.arbiter_case(node_b, False)
     slashed: uint256 = 0
     if loser != empty(address):
-        mesh: IERC20 = IERC20(staticcall inference.token())
-        before: uint256 = staticcall mesh.balanceOf(self)
-        slashed = extcall inference.arbiter_slash(loser, self)
-        paid: uint256 = staticcall mesh.balanceOf(self) - before
+        paid: uint256 = 0
+        # what NodeRegistry transferred here (it burns its share): it is the core contract
+        slashed, paid = extcall inference.arbiter_slash(loser, self, 0)
         self.voter_reward[dispute_id] = paid - paid // 2
-        assert extcall mesh.transfer(d.disputer, paid // 2, default_return_value=True), \
+        assert extcall IERC20(staticcall inference.token()).transfer(self.disputes[dispute_id].disputer, paid // 2,
+                                                                     default_return_value=True), \
             "InferenceDisputes: reward transfer failed"
     log DisputeResolved(dispute=dispute_id, loser=loser, slashed=slashed, state=state)
     return loser
@@ -480,26 +621,79 @@ def resolve_dispute(dispute_id: uint256) -> address:
 @nonreentrant
 def claim_vote_reward(dispute_id: uint256) -> uint256:
     """
-    @notice A voter of the winning side of a dispute resolved by vote takes its
-            share of the voters' reward (pro rata to its weight), once.
+    @notice A voter of the winning side of a dispute resolved by vote takes what it
+            is owed of the voters' reward (pro rata to its weight); the reward grows
+            with `penalise_voter`, so a later call takes the growth. The first claim
+            also releases the voter's bond (closes its case).
     @return The amount paid.
     """
-    d: Dispute = self.disputes[dispute_id]
-    assert d.state == 2 and self.voter_reward[dispute_id] > 0, "InferenceDisputes: no voter reward in this dispute"
+    winner: uint8 = self.disputes[dispute_id].winner
+    pool: uint256 = self.voter_reward[dispute_id]
+    assert winner != 0 and pool > 0, "InferenceDisputes: no voter reward in this dispute"
     v: Vote = self.votes[dispute_id][msg.sender]
-    winner: uint8 = 1
-    total: uint256 = d.weight_a
-    if d.weight_b > d.weight_a:
-        winner = 2
-        total = d.weight_b
     assert v.side == winner, "InferenceDisputes: no vote on the winning side"
-    assert not v.claimed, "InferenceDisputes: reward already claimed"
-    amount: uint256 = self.voter_reward[dispute_id] * v.weight // total
-    self.votes[dispute_id][msg.sender].claimed = True
+    total: uint256 = self.disputes[dispute_id].weight_a
+    if winner == 2:
+        total = self.disputes[dispute_id].weight_b
+    amount: uint256 = pool * v.weight // total - v.paid
+    assert amount > 0, "InferenceDisputes: reward already claimed (nothing more owed)"
+    self.votes[dispute_id][msg.sender].paid = v.paid + amount
     log VoteRewardClaimed(dispute=dispute_id, voter=msg.sender, amount=amount)
+    if not v.settled:
+        self.votes[dispute_id][msg.sender].settled = True
+        log VoterReleased(dispute=dispute_id, voter=msg.sender)
+        extcall inference.arbiter_case(msg.sender, False)
     assert extcall IERC20(staticcall inference.token()).transfer(msg.sender, amount, default_return_value=True), \
         "InferenceDisputes: reward transfer failed"
     return amount
+
+
+@external
+@nonreentrant
+def penalise_voter(dispute_id: uint256, voter: address) -> uint256:
+    """
+    @notice After a dispute resolved by vote (anyone): slash `voter_penalty_bps` of the
+            vote weight of a voter that committed and never revealed, or revealed for
+            the losing side; what NodeRegistry does not burn joins the winning voters'
+            reward (no bounty: a voter penalising itself would get it back). Closes the
+            voter's case. Once per voter and dispute; side-0 voters, void disputes and
+            disputes settled by proof penalise nobody (`release_voter`).
+    @return The amount slashed.
+    """
+    winner: uint8 = self.disputes[dispute_id].winner
+    assert winner != 0, "InferenceDisputes: no penalties in this dispute (open, void or settled by proof)"
+    assert self.vote_commitments[dispute_id][voter] != empty(bytes32), "InferenceDisputes: not a voter in this dispute"
+    assert not self.votes[dispute_id][voter].settled, "InferenceDisputes: voter already settled"
+    assert self._penalisable(dispute_id, winner, voter), \
+        "InferenceDisputes: voter revealed for the winning side or neither"
+    amount: uint256 = self.votes[dispute_id][voter].weight * staticcall inference.voter_penalty_bps() // BPS
+    self.votes[dispute_id][voter].settled = True
+    extcall inference.arbiter_case(voter, False)
+    slashed: uint256 = 0
+    paid: uint256 = 0
+    if amount > 0:
+        slashed, paid = extcall inference.arbiter_slash(voter, self, amount)
+        self.voter_reward[dispute_id] += paid
+    log VoterPenalised(dispute=dispute_id, voter=voter, slashed=slashed, to_pool=paid)
+    return slashed
+
+
+@external
+def release_voter(dispute_id: uint256, voter: address):
+    """
+    @notice Once a dispute is no longer open (anyone): unlock the bond of a voter that
+            is not penalised (revealed for the winner or for neither, or any voter of
+            a void dispute or one settled by proof). Winners are also released by
+            their first `claim_vote_reward`.
+    """
+    assert self.vote_commitments[dispute_id][voter] != empty(bytes32), "InferenceDisputes: not a voter in this dispute"
+    assert self.disputes[dispute_id].state != 1, "InferenceDisputes: dispute not settled yet"
+    assert not self.votes[dispute_id][voter].settled, "InferenceDisputes: voter already settled"
+    assert not self._penalisable(dispute_id, self.disputes[dispute_id].winner, voter), \
+        "InferenceDisputes: voter is to be penalised (penalise_voter)"
+    self.votes[dispute_id][voter].settled = True
+    log VoterReleased(dispute=dispute_id, voter=voter)
+    extcall inference.arbiter_case(voter, False)
 
 
 @external
@@ -573,11 +767,13 @@ def settle_by_proof(dispute_id: uint256, raw_input_hash: bytes32, proof: Bytes[M
     extcall inference.arbiter_case(d.node_a, False)
     extcall inference.arbiter_case(d.node_b, False)
     slashed: uint256 = 0
+    paid: uint256 = 0
     if a_wrong:
-        slashed = extcall inference.arbiter_slash(d.node_a, d.disputer)
+        slashed, paid = extcall inference.arbiter_slash(d.node_a, d.disputer, 0)
         log DisputeResolved(dispute=dispute_id, loser=d.node_a, slashed=slashed, state=2)
     if b_wrong:
-        s: uint256 = extcall inference.arbiter_slash(d.node_b, d.disputer)
+        s: uint256 = 0
+        s, paid = extcall inference.arbiter_slash(d.node_b, d.disputer, 0)
         log DisputeResolved(dispute=dispute_id, loser=d.node_b, slashed=s, state=2)
         slashed += s
     log SettledByProof(dispute=dispute_id, prover=msg.sender, a_wrong=a_wrong, b_wrong=b_wrong, slashed=slashed)

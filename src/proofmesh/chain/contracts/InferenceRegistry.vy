@@ -122,10 +122,18 @@ min_bond: public(uint256)             # service bond a node needs to commit epoc
 slash_amount: public(uint256)         # slashed per proven fault (capped by the bond)
 vote_window: public(uint256)          # how long bonded nodes may vote on a dispute
 quorum: public(uint256)               # minimum winning vote weight (bond) to resolve
+committee_size: public(uint256)       # expected number of nodes drawn to vote on a dispute
+voter_penalty_bps: public(uint256)    # share of its vote weight a wrong or silent voter loses
 
 models: public(HashMap[uint256, Model])
 circuits: public(HashMap[uint256, Circuit])
 service_bond: public(HashMap[address, uint256])
+# @notice Sum of all service bonds: InferenceDisputes draws each dispute's committee with
+#         probability proportional to a node's share of it (kept exact on bond, withdrawal, slash)
+total_bond: public(uint256)
+# @notice Block of a node's last `post_bond`: a dispute's draw counts only bonds posted in a
+#         block before the dispute's seed block, so nobody bonds more once the seed is known
+bonded_at: public(HashMap[address, uint256])
 open_cases: public(HashMap[address, uint256])      # open challenges/disputes against a node
 pending_epochs: public(HashMap[address, uint256])  # epochs not yet finalized
 
@@ -215,6 +223,10 @@ event CaseChanged:
     node: indexed(address)
     open_cases: uint256
 
+event CommitteeChanged:
+    committee_size: uint256
+    voter_penalty_bps: uint256
+
 event ParametersChanged:
     challenge_window: uint256
     response_window: uint256
@@ -253,6 +265,30 @@ def __init__(token_: address, registry_: address, model_registry_: address, allo
     allow_dev_srs = allow_dev_srs_
     self._set_params(challenge_window_, response_window_, challenge_deposit_, min_bond_, slash_amount_,
                      vote_window_, quorum_)
+    self._set_committee(16, 1_000)
+
+
+@internal
+def _set_committee(committee_size_: uint256, voter_penalty_bps_: uint256):
+    assert committee_size_ > 0, "InferenceRegistry: committee size is zero"
+    assert voter_penalty_bps_ <= 10_000, "InferenceRegistry: penalty above 100%"
+    self.committee_size = committee_size_
+    self.voter_penalty_bps = voter_penalty_bps_
+    log CommitteeChanged(committee_size=committee_size_, voter_penalty_bps=voter_penalty_bps_)
+
+
+@external
+def set_committee(committee_size_: uint256, voter_penalty_bps_: uint256):
+    """
+    @notice Set the dispute committee parameters (owner = governance timelock), read by
+            the arbiter: the expected committee size of disputes opened from now on, and
+            the voter penalty applied from now on.
+    @param committee_size_ Expected number of nodes drawn per dispute (at least 1).
+    @param voter_penalty_bps_ Share of its vote weight a voter loses for revealing the
+           losing side or not revealing, in basis points (at most 10,000).
+    """
+    ownable._check_owner()
+    self._set_committee(committee_size_, voter_penalty_bps_)
 
 
 @internal
@@ -302,8 +338,9 @@ def set_arbiter(arbiter_: address):
 @external
 def arbiter_case(node: address, opened: bool):
     """
-    @notice The arbiter opens (`opened`) or closes a case against `node`; open
-            cases block its bond withdrawal.
+    @notice The arbiter opens (`opened`) or closes a case against `node` (a dispute it
+            is a party to, or a committee vote it may be penalised for); open cases
+            block its bond withdrawal.
     """
     assert msg.sender == self.arbiter, "InferenceRegistry: not the arbiter"
     if opened:
@@ -314,13 +351,17 @@ def arbiter_case(node: address, opened: bool):
 
 
 @external
-def arbiter_slash(node: address, to: address) -> uint256:
+def arbiter_slash(node: address, to: address, amount: uint256) -> (uint256, uint256):
     """
-    @notice The arbiter slashes `node`'s service bond for a lost dispute, paying `to`.
-    @return The amount slashed.
+    @notice The arbiter slashes `node`'s service bond, paying `to` what NodeRegistry does
+            not burn: `slash_amount` for a lost dispute (`amount` 0), or `amount` (a
+            committee voter's penalty). Capped by the bond.
+    @return (slashed, paid to `to`).
     """
     assert msg.sender == self.arbiter, "InferenceRegistry: not the arbiter"
-    return self._slash(node, to)
+    if amount == 0:
+        return self._slash(node, to, self.slash_amount)
+    return self._slash(node, to, amount)
 
 
 # --- model versions and circuits ----------------------------------------------
@@ -423,6 +464,8 @@ def post_bond(amount: uint256):
     assert amount > 0, "InferenceRegistry: amount is zero"
     assert staticcall registry.has_role(msg.sender, ROLE_INFERENCE), "InferenceRegistry: not an inference node"
     self.service_bond[msg.sender] += amount
+    self.total_bond += amount
+    self.bonded_at[msg.sender] = block.number
     log BondPosted(node=msg.sender, amount=amount, bond=self.service_bond[msg.sender])
     extcall registry.lock_bond(msg.sender, amount)
 
@@ -453,20 +496,23 @@ def withdraw_bond(amount: uint256):
     assert self.open_cases[msg.sender] == 0, "InferenceRegistry: open challenge or dispute"
     assert self.pending_epochs[msg.sender] == 0, "InferenceRegistry: epochs not finalized"
     self.service_bond[msg.sender] -= amount
+    self.total_bond -= amount
     log BondWithdrawn(node=msg.sender, amount=amount, bond=self.service_bond[msg.sender])
     extcall registry.release_bond(msg.sender, amount)
 
 
 @internal
-def _slash(node: address, to: address) -> uint256:
-    amount: uint256 = min(self.slash_amount, self.service_bond[node])
+def _slash(node: address, to: address, wanted: uint256) -> (uint256, uint256):
+    # (slashed, paid to `to`): NodeRegistry burns its share and transfers the rest
+    amount: uint256 = min(wanted, self.service_bond[node])
     if amount == 0:
-        return 0
+        return 0, 0
     self.service_bond[node] -= amount
+    self.total_bond -= amount
     burned: uint256 = 0
     paid: uint256 = 0
     burned, paid = extcall registry.slash(node, amount, to)
-    return amount
+    return amount, paid
 
 
 # --- epochs of (receipt, proof) -------------------------------------------------
@@ -681,7 +727,9 @@ def expire_challenge(challenge_id: uint256) -> uint256:
     self.open_cases[c.node] -= 1
     self.total_deposits -= c.deposit
     self.failed[c.receipt] = True
-    slashed: uint256 = self._slash(c.node, c.challenger)
+    slashed: uint256 = 0
+    paid: uint256 = 0
+    slashed, paid = self._slash(c.node, c.challenger, self.slash_amount)
     log ChallengeExpired(challenge=challenge_id, node=c.node, slashed=slashed)
     if c.deposit > 0:
         assert extcall token.transfer(c.challenger, c.deposit, default_return_value=True), \
