@@ -88,5 +88,9 @@ def test_redundant_dispute_through_the_cli(cli, chain, accounts, tmp_path):
         assert not before[2] and after[2]
         nobody = cli("inference", "claim", did, "--account", "client", ok=False)
         assert "winning side" in nobody.output and "claim_vote_reward reverted" in nobody.output
+        # the committee's one voter was right: there is nobody to penalise
+        right = cli("inference", "penalise", did, voter.account.address, "--account", "client", ok=False)
+        assert "penalise_voter reverted" in right.output and "already settled" in right.output
+        assert "not an address" in cli("inference", "penalise", did, "0x12", ok=False).output
     finally:
         net.stop()

@@ -14,7 +14,7 @@ from web3.logs import DISCARD
 from proofmesh.chain.core import MESH, GovernanceClient, Token
 from proofmesh.crypto.keccak import keccak256
 from proofmesh.errors import ContractRevert
-from proofmesh.inference.committee import drawn, penalise_wrong_voters
+from proofmesh.inference.committee import drawn, penalise_wrong_voters, vote_on_dispute
 from proofmesh.inference.receipt import Receipt
 from proofmesh.inference.values import values_hash
 from tests.inference.conftest import advance_to
@@ -73,6 +73,9 @@ def test_only_drawn_nodes_vote_and_the_draw_is_the_contracts(network, accounts):
     chosen = next(v for v in voters if picks[v.address])
     with pytest.raises(ContractRevert, match="not drawn for this dispute's committee"):
         reg.commit_vote(did, HONEST, os.urandom(32), sender=out)
+    # a node that is not drawn says so and commits nothing (before re-executing anything)
+    assert vote_on_dispute(network.start_node(out).node, did, [[0.0] * 4]) == \
+        {"committed": False, "eligible": False, "node": out.address}
     res = reg.commit_vote(did, HONEST, os.urandom(32), sender=chosen)
     drawn_ev = reg.disputes.events.CommitteeDrawn().process_receipt(res.receipt, errors=DISCARD)
     assert drawn_ev and bytes(drawn_ev[0]["args"]["seed"]) == seed == reg.dispute_state(did)["seed"]

@@ -54,6 +54,8 @@ def test_lying_node_is_caught_and_slashed(network, accounts, x1):
         if n.account.address in voters:
             assert committee_tick(n.node)["claimed"] == [ans.dispute]
             assert committee_tick(n.node)["claimed"] == []
+    for n in (honest_a, honest_b):                  # a claim releases the voter's locked bond
+        assert network.chain.call(reg.c.functions.open_cases(n.account.address)) == 0
     assert reg.service_bond(liar.account.address) < bond_before
     assert Registry(network.chain).info(liar.account.address).stake < stake_before
     # honest nodes keep their bonds

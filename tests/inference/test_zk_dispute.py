@@ -181,6 +181,12 @@ def test_proof_settlement_refuses_forgeries_and_spares_honest_nodes(network, acc
                               sender=disputer)
     assert got["a_wrong"] and got["b_wrong"]
     assert reg.service_bond(liar.account.address) < bonds[0] and reg.service_bond(liar2.account.address) < bonds[1]
+    # settled by proof: no voter is penalised; the voter's locked bond is released
+    assert chain.call(reg.c.functions.open_cases(honest.account.address)) == 1
+    with pytest.raises(ContractRevert, match="no penalties in this dispute"):
+        reg.penalise_voter(did2, honest.account.address, sender=disputer)
+    reg.release_voter(did2, honest.account.address, sender=disputer)
+    assert chain.call(reg.c.functions.open_cases(honest.account.address)) == 0
 
     # a value (no circuit) dispute cannot be settled by proof; the output scale is the owner's, once
     rh = _ask(router, honest, x3, "plain")

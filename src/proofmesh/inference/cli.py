@@ -2,8 +2,8 @@
 
 Top level: ``proofmesh serve VERSION --onnx FILE`` and ``proofmesh infer VERSION INPUT.json
 --verify zk|redundant|tee``. Group ``proofmesh inference``: publish a model for serving,
-build/register its zk circuit, post a service bond, show a version's terms, list, resolve
-and claim from redundant-mode disputes.
+build/register its zk circuit, post a service bond, show a version's terms, list, resolve,
+claim from and penalise wrong voters of redundant-mode disputes.
 """
 
 from __future__ import annotations
@@ -209,6 +209,21 @@ def claim(dispute: int, account: AccountOpt = None, json_: JsonOpt = False) -> N
     reg = InferenceRegistry(ctx_chain(account))
     amount = reg.claim_vote_reward(dispute)
     output({"dispute": dispute, "voter": ctx_account(account).address, "reward": str(amount)}, json_)
+
+
+@app.command("penalise")
+def penalise(dispute: int, voter: str, account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """Slash a voter of a dispute resolved by vote that never revealed or revealed for the
+    losing side (anyone, once per voter); the penalty joins the winning voters' reward."""
+    from eth_utils import is_address
+
+    from proofmesh.inference.registry import InferenceRegistry
+
+    if not is_address(voter):
+        raise InputError(f"{voter!r} is not an address", fix="pass the voter's 0x… address (see the VoteCommitted events)")
+    reg = InferenceRegistry(ctx_chain(account))
+    got = reg.penalise_voter(dispute, voter)
+    output({"dispute": dispute, "voter": voter, "slashed": str(got["slashed"]), "to_pool": str(got["to_pool"])}, json_)
 
 
 def infer(version: int, input_json: Annotated[Path, typer.Argument(help="JSON: a nested list, or {input name: list}.")],
