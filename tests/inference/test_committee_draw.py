@@ -271,3 +271,37 @@ def test_a_tied_vote_is_void_and_penalises_nobody(network, accounts):
         with pytest.raises(ContractRevert, match="voter already settled"):
             reg.release_voter(did, v.address, sender=disputer)
         assert reg.service_bond(v.address) == reg.min_bond() and _open_cases(reg, v) == 0
+
+
+def test_node_duty_penalises_wrong_voters_then_claims_or_releases(network, accounts):
+    """The daemon's committee_tick: a winning node penalises the silent voter (its penalty
+    grows the pool) before claiming; a node that voted for neither side releases its bond."""
+    from proofmesh.inference.committee import _vote_salt, committee_tick
+
+    chain, reg = network.chain, network.registry
+    a, b, disputer, silent = accounts[1], accounts[2], accounts[0], accounts[5]
+    for acct in (a, b, silent):
+        network.bond_node(acct)
+    winner, neither = network.start_node(accounts[3]).node, network.start_node(accounts[4]).node
+    did = _open(network, a, b, disputer)
+    for node, values in ((winner, HONEST), (neither, NEITHER)):
+        assert reg.eligible(did, node.address)
+        node.ballots.commit(did, values)           # as vote_on_dispute keeps a re-execution's values
+        reg.commit_vote(did, values, _vote_salt(node, did), sender=node.account)
+    reg.commit_vote(did, HONEST, os.urandom(32), sender=silent)
+    st = reg.dispute_state(did)
+    advance_to(chain, st["deadline"] + 1)
+    assert committee_tick(winner)["revealed"] == [did] and committee_tick(neither)["revealed"] == [did]
+    advance_to(chain, st["reveal_deadline"] + 1)
+    assert reg.resolve_dispute(did, sender=disputer) == b.address
+    pool = chain.call(reg.disputes.functions.voter_reward(did))
+    done = committee_tick(winner)
+    assert done["penalised"] == [(did, silent.address)] and done["claimed"] == [did]
+    assert chain.call(reg.disputes.functions.voter_reward(did)) > pool        # the penalty joined it
+    assert reg.vote(did, winner.address)["paid"] == chain.call(reg.disputes.functions.voter_reward(did))
+    done = committee_tick(neither)
+    assert done["released"] == [did] and done["penalised"] == [] and done["claimed"] == []
+    for acct in (winner.account, neither.account, silent):
+        assert _open_cases(reg, acct) == 0
+    assert committee_tick(winner) == committee_tick(neither) == \
+        {"revealed": [], "claimed": [], "penalised": [], "released": []}
