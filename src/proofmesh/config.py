@@ -37,6 +37,13 @@ class Settings:
     http_body_timeout_s: float = 60.0  # seconds a server waits, in all, for a request's body (408 past it)
     http_max_answer_mb: int = 64       # largest answer a proofmesh client reads from a peer it does not control
     http_min_rate_kbps: float = 1000.0  # slowest average rate of a blob upload or fetch after its grace (408 / fetch fails)
+    # the node daemon's services (docs/node.md)
+    worker_interval: float = 1.0       # compute worker: seconds between its polls of JobMarket
+    worker_threads: int = 1            # compute worker: torch threads a job trains with
+    gateway_workers: int = 0           # edge gateway: signature-checking threads (0: one per core)
+    validator_interval: float = 2.0    # data validator: seconds between its passes over open batches
+    evaluator_interval: float = 2.0    # model evaluator: seconds between its passes over open requests
+    evaluator_retry: float = 15.0      # model evaluator: seconds before fetching a request's inputs again
 
     @classmethod
     def load(cls, config_file: Path) -> "Settings":
@@ -59,11 +66,21 @@ class Settings:
                 values[name] = env
         out = cls()
         for name, raw in values.items():
-            setattr(out, name, _coerce(name, raw, type(getattr(out, name))))
+            value = _coerce(name, raw, type(getattr(out, name)))
+            low = _MINIMUM.get(name)
+            if low is not None and value < low:
+                raise ConfigError(f"setting {name!r} must be at least {low}, got {value}",
+                                  fix=f"set PROOFMESH_{name.upper()} or {name} in {config_file} to {low} or more")
+            setattr(out, name, value)
         return out
 
     def to_toml(self) -> str:
         return "".join(_toml_line(f.name, getattr(self, f.name)) for f in fields(self))
+
+
+# Settings below which a service would spin, or run nothing, instead of failing at start-up.
+_MINIMUM: dict[str, float] = {"worker_interval": 0.01, "worker_threads": 1, "gateway_workers": 0,
+                              "validator_interval": 0.01, "evaluator_interval": 0.01, "evaluator_retry": 0.0}
 
 
 def _toml_line(name: str, v: Any) -> str:

@@ -58,3 +58,25 @@ def test_init_refuses_an_unknown_setting_and_changes_nothing(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting"):
         Home.resolve(tmp_path / "h").init(backend="rpc", no_such_setting=1)
     assert home.config_file.read_text() == CONFIG
+
+
+def test_service_settings_come_from_the_file_or_the_environment_and_are_checked(tmp_path, monkeypatch):
+    # the daemon's services read their intervals and threads from Settings like every other
+    # knob (they were environment-only before): the file, overridden by PROOFMESH_<NAME>
+    for name in ("WORKER_INTERVAL", "WORKER_THREADS", "GATEWAY_WORKERS", "VALIDATOR_INTERVAL", "EVALUATOR_INTERVAL"):
+        monkeypatch.delenv(f"PROOFMESH_{name}", raising=False)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("worker_interval = 0.5\nworker_threads = 2\ngateway_workers = 3\nvalidator_interval = 4.0\n")
+    s = Settings.load(cfg)
+    assert (s.worker_interval, s.worker_threads, s.gateway_workers, s.validator_interval) == (0.5, 2, 3, 4.0)
+    assert s.evaluator_interval == 2.0 and s.evaluator_retry == 15.0        # defaults
+    monkeypatch.setenv("PROOFMESH_EVALUATOR_INTERVAL", "1")
+    assert Settings.load(cfg).evaluator_interval == 1.0
+    monkeypatch.setenv("PROOFMESH_WORKER_THREADS", "0")         # a worker with no threads trains nothing
+    with pytest.raises(ConfigError, match="worker_threads.*at least 1") as info:
+        Settings.load(cfg)
+    assert "PROOFMESH_WORKER_THREADS" in info.value.fix
+    monkeypatch.delenv("PROOFMESH_WORKER_THREADS")
+    cfg.write_text("validator_interval = 0\n")                  # a validator loop that would spin
+    with pytest.raises(ConfigError, match="validator_interval"):
+        Settings.load(cfg)

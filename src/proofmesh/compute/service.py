@@ -11,14 +11,13 @@ interrupted mid-step; the daemon waits up to its stop budget, and if the process
 away before the result is committed, the restarted worker finds its slot still
 "assigned" and trains again (training is deterministic, so it commits the same
 result); a result already committed is revealed from the state saved before the
-commit. Optional settings (environment): ``PROOFMESH_WORKER_THREADS`` (torch threads,
-part of the execution profile jobs must match; default 1) and
-``PROOFMESH_WORKER_INTERVAL`` (seconds between polls; default 1).
+commit. Settings (``config.toml`` or ``PROOFMESH_<NAME>``, :class:`proofmesh.config.Settings`):
+``worker_threads`` (torch threads, part of the execution profile jobs must match; default 1)
+and ``worker_interval`` (seconds between polls; default 1).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -37,11 +36,11 @@ class WorkerService:
         from proofmesh.node.logs import log_event
 
         self.ctx = ctx
-        self.interval = float(os.environ.get("PROOFMESH_WORKER_INTERVAL", "1"))
+        self.interval = ctx.home.settings.worker_interval
         self.actions: list[str] = []
         self.errors = 0
         self.worker = Worker(JobMarketClient(ctx.chain), Blobs(ctx.store), ctx.home.dir("compute"),
-                             threads=int(os.environ.get("PROOFMESH_WORKER_THREADS", "1")),
+                             threads=ctx.home.settings.worker_threads,
                              log=lambda msg: log_event(ctx.log, msg, service="worker"))
         self._thread: threading.Thread | None = None
 

@@ -1,6 +1,6 @@
 """Node service adapter: the node daemon validates data batches when the node holds DATA_VALIDATOR.
 
-Every ``PROOFMESH_VALIDATOR_INTERVAL`` seconds (default 2) the service:
+Every ``validator_interval`` seconds (a setting; default 2) the service:
 
 * as a keeper, draws the committee of any published batch that has none once the
   seed block is past (anyone may; the contract takes the randomness from a block the
@@ -17,7 +17,6 @@ misses nor repeats an attestation.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -35,7 +34,7 @@ class ValidatorService:
         self.ctx = ctx
         self.client = DataRegistryClient(ctx.chain)
         self.me = ctx.account.address
-        self.interval = float(os.environ.get("PROOFMESH_VALIDATOR_INTERVAL", "2"))
+        self.interval = ctx.home.settings.validator_interval
         self.attested: list[int] = []
         self.drawn: list[int] = []
         self.errors = 0

@@ -29,7 +29,7 @@ class GatewayService:
 
         key = KeyHolder(ctx.account, coincurve.PrivateKey(bytes(ctx.account.key)), ctx.home.keys_dir)
         # verifier threads (cheap: the kernel runs with the GIL released, no extra processes)
-        workers = int(os.environ.get("PROOFMESH_GATEWAY_WORKERS", str(os.cpu_count() or 1)))
+        workers = ctx.home.settings.gateway_workers or os.cpu_count() or 1
         self.core = GatewayCore(GatewayConfig(directory=ctx.home.dir("edge") / "gateway", workers=workers),
                                 key, edge=EdgeChain(ctx.chain))
 

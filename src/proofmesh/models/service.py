@@ -1,6 +1,6 @@
 """Node service adapter: the node daemon evaluates model versions when the node holds EVALUATOR.
 
-Every ``PROOFMESH_EVALUATOR_INTERVAL`` seconds (default 2) the service walks the open
+Every ``evaluator_interval`` seconds (a setting; default 2) the service walks the open
 ModelEvaluation requests and:
 
 * as a keeper, draws the evaluators of a request whose seed block is mined (anyone may;
@@ -21,7 +21,6 @@ restarted node neither misses nor repeats an attestation.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any
@@ -40,7 +39,7 @@ class EvaluatorService:
         self.ctx = ctx
         self.client = ModelRegistryClient(ctx.chain, blobs=ctx.store)
         self.me = ctx.account.address
-        self.interval = float(os.environ.get("PROOFMESH_EVALUATOR_INTERVAL", "2"))
+        self.interval = ctx.home.settings.evaluator_interval
         self.workdir = ctx.home.dir("models") / "evaluator"
         self.attested: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
@@ -50,7 +49,7 @@ class EvaluatorService:
         self._done: set[int] = set()            # requests with nothing left for this node to do
         self._refused_bundle: dict[int, str] = {}   # request -> weights bundle CID refused for it
         self._retry_at: dict[int, float] = {}       # request -> when to try fetching its inputs again
-        self.retry_seconds = float(os.environ.get("PROOFMESH_EVALUATOR_RETRY", "15"))
+        self.retry_seconds = ctx.home.settings.evaluator_retry
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ NodeService
