@@ -57,15 +57,19 @@ class ResultBundle:
 
 
 class Blobs:
-    """A local store plus the peers to fetch missing blobs from."""
+    """A local store plus the peers to fetch missing blobs from (``min_rate_kbps``: the
+    fetches' minimum rate, None for the settings of ``PROOFMESH_HOME``; a node daemon passes
+    its own home's)."""
 
-    def __init__(self, store: BlobStore, peers: Sequence[str] = ()) -> None:
+    def __init__(self, store: BlobStore, peers: Sequence[str] = (), *, min_rate_kbps: float | None = None) -> None:
         self.store = store
         self.peers = list(peers)
+        self.min_rate_kbps = min_rate_kbps
 
     def get(self, cid: str, peers: Sequence[str] | None = None) -> bytes:
         if not self.store.has(cid):
-            fetch(cid, list(peers if peers is not None else self.peers), self.store, timeout=30.0)
+            fetch(cid, list(peers if peers is not None else self.peers), self.store, timeout=30.0,
+                  min_rate_kbps=self.min_rate_kbps)
         return self.store.get_bytes(cid)
 
     def put(self, data: bytes) -> str:

@@ -39,7 +39,8 @@ class WorkerService:
         self.interval = ctx.home.settings.worker_interval
         self.actions: list[str] = []
         self.errors = 0
-        self.worker = Worker(JobMarketClient(ctx.chain), Blobs(ctx.store), ctx.home.dir("compute"),
+        blobs = Blobs(ctx.store, min_rate_kbps=ctx.home.settings.http_min_rate_kbps)
+        self.worker = Worker(JobMarketClient(ctx.chain), blobs, ctx.home.dir("compute"),
                              threads=ctx.home.settings.worker_threads,
                              log=lambda msg: log_event(ctx.log, msg, service="worker"))
         self._thread: threading.Thread | None = None

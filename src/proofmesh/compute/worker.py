@@ -140,7 +140,7 @@ class Worker:
 
     def _work(self, info: Any) -> str:
         job_id = info.job_id
-        spec, base, records = load_inputs(Blobs(self.blobs.store, self._peers()), info.spec_cid)
+        spec, base, records = load_inputs(Blobs(self.blobs.store, self._peers(), min_rate_kbps=self.blobs.min_rate_kbps), info.spec_cid)
         spec.profile.require_local()
         self.log(f"job {job_id}: training {spec.train.steps} steps ({spec.train.mode})"
                  + (f" [CHEATING: {self.cheat}]" if self.cheat else ""))

@@ -113,7 +113,8 @@ class ValidatorService:
             peers = [n.endpoint.rstrip("/") for n in Registry(self.ctx.chain).nodes()
                      if n.endpoint.startswith("http") and n.address != self.me and n.endpoint.rstrip("/") != own]
             try:
-                fetch(b.records_cid, peers, store, timeout=30.0)
+                fetch(b.records_cid, peers, store, timeout=30.0,
+                      min_rate_kbps=self.ctx.home.settings.http_min_rate_kbps)
             except ProofmeshError as exc:
                 # attest anyway: check_batch reports the records as unavailable
                 log_event(self.ctx.log, "batch records not retrievable", 30, batch=batch_id, error=exc.message)

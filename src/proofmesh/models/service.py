@@ -151,7 +151,8 @@ class EvaluatorService:
         t0 = time.monotonic()
         try:
             es_info = self.client.eval_set(req["eval_set"])
-            fetch(es_info["cid"], peers, self.ctx.store, timeout=60.0)
+            fetch(es_info["cid"], peers, self.ctx.store, timeout=60.0,
+                  min_rate_kbps=self.ctx.home.settings.http_min_rate_kbps)
             es_file = self.workdir / f"evalset-{req['eval_set']}.jsonl"
             es_file.parent.mkdir(parents=True, exist_ok=True)
             es_file.write_bytes(self.ctx.store.get_bytes(es_info["cid"]))
