@@ -135,23 +135,23 @@ def test_deep_json_is_a_clear_error(hostile_peer):
         a.json()
 
 
-def test_refused_and_non_http_peers():
+def test_a_refused_connection():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]        # nothing listens here once closed
-    pool = PeerPool()
     with pytest.raises(PeerConnectionError, match="cannot connect"):
-        pool.request("GET", f"http://127.0.0.1:{port}/", max_bytes=1024, deadline_s=2)
-    url, ls = _raw_server(b"hello, this is not HTTP\r\n\r\n")
+        PeerPool().request("GET", f"http://127.0.0.1:{port}/", max_bytes=1024, deadline_s=2)
+
+
+@pytest.mark.parametrize("answer, error", [
+    (b"hello, this is not HTTP\r\n\r\n", "not an HTTP answer"),
+    (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part", "before the answer was whole"),
+])
+def test_answers_that_are_not_whole_http(answer, error):
+    url, ls = _raw_server(answer)
     try:
-        with pytest.raises(PeerConnectionError, match="not an HTTP answer"):
-            pool.request("GET", url + "/", max_bytes=1024, deadline_s=2)
-    finally:
-        ls.close()
-    url, ls = _raw_server(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
-    try:
-        with pytest.raises(PeerConnectionError, match="before the answer was whole"):
-            pool.request("GET", url + "/", max_bytes=1024, deadline_s=2)
+        with pytest.raises(PeerConnectionError, match=error):
+            PeerPool().request("GET", url + "/", max_bytes=1024, deadline_s=2)
     finally:
         ls.close()
 
