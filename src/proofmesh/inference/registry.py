@@ -17,18 +17,21 @@ claims its reward, or is released (:meth:`release_voter`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 from eth_utils import to_checksum_address
 from web3.logs import DISCARD
 
-from proofmesh.errors import InputError
+from proofmesh.errors import InputError, ProofmeshError
 from proofmesh.inference.receipt import Receipt, receipt_domain
 from proofmesh.inference.values import CHUNK, disagreeing_chunk, open_values, unpacked_values
 
 CONTRACT = "InferenceRegistry"
 DISPUTES = "InferenceDisputes"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -269,8 +272,28 @@ class InferenceRegistry:
     def dispute(self, ra: Receipt, values_a: list[int], rb: Receipt, values_b: list[int], sender=None,
                 chunk: int | None = None) -> int:
         """Commit, then reveal, a fraud proof from two conflicting receipts and their full
-        values. Returns the dispute id."""
-        return self.reveal_dispute(ra, values_a, rb, values_b, self.commit_dispute(ra, rb, sender), sender, chunk)
+        values, then fix its committee (:meth:`draw`, in the next block: the seed is lost
+        after 256 blocks). Returns the dispute id."""
+        did = self.reveal_dispute(ra, values_a, rb, values_b, self.commit_dispute(ra, rb, sender), sender, chunk)
+        try:
+            self.draw(did, sender=sender)
+        except ProofmeshError as exc:   # the dispute is open either way: the first vote also draws
+            log.warning("dispute %s: committee not drawn yet (%s); draw it within 256 blocks of the opening "
+                        "(Router.call_committee or InferenceRegistry.draw)", did, exc)
+        return did
+
+    def draw(self, dispute_id: int, sender=None) -> bytes:
+        """Store the committee seed of an open dispute (the contract's ``draw``, anyone): the
+        opening block's hash, readable from the next block (waited for, mined on a dev chain)
+        for 256 blocks only; a dispute whose seed nobody stored by then cannot be voted on and
+        ends void. No transaction if it is stored already. Returns the seed."""
+        st = self.dispute_state(dispute_id)
+        if st["seed"] != bytes(32):
+            return bytes(st["seed"])
+        self.chain.wait_past(st["opened"])
+        res = self._tx(self.disputes.functions.draw(int(dispute_id)), sender)
+        ev = self.disputes.events.CommitteeDrawn().process_receipt(res.receipt, errors=DISCARD)
+        return bytes(ev[0]["args"]["seed"]) if ev else bytes(self.dispute_state(dispute_id)["seed"])
 
     def dispute_state(self, dispute_id: int) -> dict:
         r = self.chain.call(self.disputes.functions.disputes(int(dispute_id)))

@@ -548,6 +548,8 @@ class Router:
         if dispute_id not in self._disputes:
             raise InputError(f"dispute {dispute_id} was not opened by this router: it holds no input for the committee",
                              fix="call the committee from the router that opened the dispute")
+        if self.registry.dispute_state(dispute_id)["state"] == 1:
+            self.registry.draw(dispute_id, sender=self.account)    # a no-op unless the opening's draw failed
         members = [h for h in self.ranked() if self.registry.eligible(dispute_id, h.address)]
         voted = [a for a, body in self._committee_duty(dispute_id, members, "vote").items() if body.get("committed")]
         self._committees[dispute_id] = voted

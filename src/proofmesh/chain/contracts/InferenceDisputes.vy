@@ -152,6 +152,7 @@ MAX_INSTANCES: constant(uint256) = 257
 FIELD_P: constant(uint256) = 21888242871839275222246405745257275088548364400416034343698204186575808495617
 FIXED_POINT: constant(int256) = 10**6
 BPS: constant(uint256) = 10_000
+NOT_DRAWABLE: constant(String[100]) = "InferenceDisputes: committee not drawable (from the block after the opening, within 256 blocks)"
 
 inference: public(immutable(IInferenceRegistry))
 
@@ -491,6 +492,33 @@ def dispute(ra: Receipt, sig_a: Bytes[65], open_a: Opening,
     return did
 
 
+@internal
+def _store_seed(dispute_id: uint256, seed: bytes32):
+    if self.disputes[dispute_id].seed == empty(bytes32):
+        self.disputes[dispute_id].seed = seed
+        log CommitteeDrawn(dispute=dispute_id, seed=seed)
+
+
+@external
+def draw(dispute_id: uint256) -> bytes32:
+    """
+    @notice Fix the committee of open dispute `dispute_id` (anyone; the disputer's client
+            calls it in the block after the opening): store its seed,
+            keccak256(blockhash(opening block) ++ id). `blockhash` reads the opening block
+            only from the next block and for 256 blocks (1-8 minutes on a fast L2): a seed
+            nobody stored by then (here or by the first `commit_vote`) is lost, and the
+            dispute cannot be voted on and ends void. The seed is the same whoever stores
+            it and whenever, so calling this chooses nothing. Once stored, drawn nodes
+            commit until the vote window ends. Idempotent.
+    @return The seed.
+    """
+    assert self.disputes[dispute_id].state == 1, "InferenceDisputes: dispute not open"
+    seed: bytes32 = self._seed(dispute_id, self.disputes[dispute_id].seed, self.disputes[dispute_id].opened)
+    assert seed != empty(bytes32), NOT_DRAWABLE
+    self._store_seed(dispute_id, seed)
+    return seed
+
+
 @external
 def commit_vote(dispute_id: uint256, commitment: bytes32):
     """
@@ -512,13 +540,11 @@ def commit_vote(dispute_id: uint256, commitment: bytes32):
     bond: uint256 = 0
     seed: bytes32 = empty(bytes32)
     status, bond, seed = self._draw(dispute_id, msg.sender)
-    assert status != 1, "InferenceDisputes: committee not drawable (vote from the block after the opening, within 256 blocks)"
+    assert status != 1, NOT_DRAWABLE
     assert status != 2, "InferenceDisputes: voter bond below minimum"
     assert status != 3, "InferenceDisputes: bond posted after the dispute opened"
     assert status != 4, "InferenceDisputes: not drawn for this dispute's committee"
-    if self.disputes[dispute_id].seed == empty(bytes32):
-        self.disputes[dispute_id].seed = seed
-        log CommitteeDrawn(dispute=dispute_id, seed=seed)
+    self._store_seed(dispute_id, seed)
     self.vote_commitments[dispute_id][msg.sender] = commitment
     self.votes[dispute_id][msg.sender].weight = bond          # the other fields start empty
     log VoteCommitted(dispute=dispute_id, voter=msg.sender, weight=bond)
@@ -532,14 +558,14 @@ def reveal_vote(dispute_id: uint256, count: uint256, values: DynArray[int256, MA
     @notice Reveal a committed vote after the vote window, before `reveal_deadline`;
             the voter's weight (its bond at commit, or less if slashed since) is
             added to the side with that count whose disputed chunk is within
-            tolerance of `values`.
+            tolerance of `values`; within tolerance of both sides, to neither.
     @param count The voter's output count, as committed.
     @param values The disputed chunk of the voter's outputs, as committed.
     @param salt The vote commitment's salt.
     @param packed_a The disputed chunk of receipt a's values as `Disputed` logged it
            (checked against `chunk_hash_a`).
     @param packed_b The same for receipt b (checked against `chunk_hash_b`).
-    @return 1 if it sided with node a, 2 with node b, 0 with neither.
+    @return 1 if it sided with node a, 2 with node b, 0 with neither (or both).
     """
     # single fields, not the whole Dispute: each field is a cold storage read
     assert self.disputes[dispute_id].state == 1, "InferenceDisputes: dispute not open"
@@ -555,11 +581,16 @@ def reveal_vote(dispute_id: uint256, count: uint256, values: DynArray[int256, MA
     frozen: uint256 = self.votes[dispute_id][msg.sender].weight
     weight: uint256 = min(frozen, staticcall inference.service_bond(msg.sender))
     tol: uint256 = (staticcall inference.models(self.disputes[dispute_id].version)).tolerance
+    # a re-execution within tolerance of both receipts shows neither wrong: it counts for
+    # neither, not for whichever receipt the disputer put first (a biased but tolerated
+    # node a would otherwise get an honest b slashed, and honest voters would side with a)
+    in_a: bool = count == self.disputes[dispute_id].count_a and self._within_packed(values, packed_a, tol)
+    in_b: bool = count == self.disputes[dispute_id].count_b and self._within_packed(values, packed_b, tol)
     side: uint8 = 0
-    if count == self.disputes[dispute_id].count_a and self._within_packed(values, packed_a, tol):
+    if in_a and not in_b:
         side = 1
         self.disputes[dispute_id].weight_a += weight
-    elif count == self.disputes[dispute_id].count_b and self._within_packed(values, packed_b, tol):
+    elif in_b and not in_a:
         side = 2
         self.disputes[dispute_id].weight_b += weight
     self.voted[dispute_id][msg.sender] = True
