@@ -242,3 +242,32 @@ def test_bond_and_reward_books_stay_exact_over_random_operations(network, accoun
     dust = token.balance(reg.disputes.address) - base
     assert 0 <= dust <= sum(len(v) for v in votes.values())            # rounding only
     assert any(pools_in.values()) and any(claimed.values()) and any(penalised)
+
+
+@pytest.mark.xfail(strict=True, reason="open (review 6, finding R6-4): only the disputer holds the disputed input, "
+                                       "so only voters it chooses can re-execute; the accused node does not publish it")
+def test_a_disputer_with_one_drawn_sybil_cannot_get_an_honest_node_slashed(network, accounts):
+    """An attacker with two bonded nodes (liar L, sybil S) asks honest node A for an answer,
+    has L sign a wrong one for the same input, and disputes the pair itself. The input is
+    known only to the disputer and the two parties (the chain has its hash), and committee
+    nodes re-execute only when someone sends it: the attacker sends it to S alone. S's one
+    bond meets the quorum, A is slashed, and the payout (disputer's half and voters' half)
+    goes to the attacker. Needs input availability: the accused node sending the input to
+    the drawn committee itself (it served the request), or the input on chain."""
+    chain, reg = network.chain, network.registry
+    honest, liar, sybil, attacker = accounts[1], accounts[2], accounts[3], accounts[0]
+    bystanders = accounts[4:7]                  # drawn, honest, but never sent the input
+    for acct in (honest, liar, sybil, *bystanders):
+        network.bond_node(acct)
+    ra, rl = _receipts(network, honest, HONEST, liar, LIAR)
+    did = reg.dispute(ra, HONEST, rl, LIAR, sender=attacker)
+    salt = os.urandom(32)
+    assert reg.eligible(did, sybil.address) and all(reg.eligible(did, x.address) for x in bystanders)
+    reg.commit_vote(did, LIAR, salt, sender=sybil)
+    st = reg.dispute_state(did)
+    advance_to(chain, st["deadline"] + 1)
+    reg.reveal_vote(did, LIAR, salt, sender=sybil)
+    bond = reg.service_bond(honest.address)
+    advance_to(chain, st["reveal_deadline"] + 1)
+    reg.resolve_dispute(did, sender=attacker)
+    assert reg.service_bond(honest.address) == bond, "an honest node was slashed by a one-sybil committee"
