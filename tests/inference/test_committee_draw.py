@@ -161,6 +161,9 @@ def test_wrong_and_silent_voters_are_penalised_into_the_winners_pool(network, ac
     gas["dispute (reveal)"] = chain.w3.eth.get_transaction_receipt(
         chain.events("InferenceDisputes", "Disputed", from_block=reg.dispute_state(did)["opened"],
                      argument_filters={"dispute": did})[0]["transactionHash"])["gasUsed"]
+    gas["draw"] = chain.w3.eth.get_transaction_receipt(
+        chain.events("InferenceDisputes", "CommitteeDrawn", from_block=reg.dispute_state(did)["opened"],
+                     argument_filters={"dispute": did})[0]["transactionHash"])["gasUsed"]
     salts = {x.address: os.urandom(32) for x in (w1, w2, wrong, silent, neither)}
     ballots = {w1.address: HONEST, w2.address: HONEST, wrong.address: LIAR, silent.address: HONEST,
                neither.address: NEITHER}
@@ -182,9 +185,9 @@ def test_wrong_and_silent_voters_are_penalised_into_the_winners_pool(network, ac
     assert all(_open_cases(reg, x) == 2 for x in (w1, w2, wrong, silent, neither))
     st = reg.dispute_state(did)
     advance_to(chain, st["deadline"] + 1)
-    for x in (w1, w2, wrong, neither):                       # `silent` never reveals
+    for x, kind in ((w1, "a"), (w2, "a"), (wrong, "b"), (neither, "neither")):   # `silent` never reveals
         res = reg.reveal_vote(did, ballots[x.address], salts[x.address], sender=x)
-    gas["reveal_vote"] = chain.w3.eth.get_block("latest")["gasUsed"]
+        gas[f"reveal_vote ({kind})"] = chain.w3.eth.get_block("latest")["gasUsed"]
     with pytest.raises(ContractRevert, match="no penalties in this dispute"):
         reg.penalise_voter(did, wrong.address, sender=disputer)          # not resolved yet
     with pytest.raises(ContractRevert, match="dispute not settled yet"):
