@@ -73,6 +73,11 @@ def test_redundant_dispute_through_the_cli(cli, chain, accounts, tmp_path):
         listed = json.loads(cli("inference", "disputes", "--json").stdout)
         row = next(r for r in listed if r["dispute"] == did)
         assert row["phase"] == "voting" and liar in (row["node_a"], row["node_b"])
+        # the client drew the committee when it opened the dispute: drawing again changes nothing
+        seed = net.registry.dispute_state(did)["seed"]
+        assert seed != bytes(32)
+        again = json.loads(cli("inference", "draw", did, "--account", "client", "--json").stdout)
+        assert again == {"dispute": did, "seed": "0x" + bytes(seed).hex()}
         early = cli("inference", "resolve", did, "--account", "client", ok=False)
         assert "is voting, not resolvable" in early.output
         tick = committee_tick(voter.node)                                       # still the vote window

@@ -2,8 +2,8 @@
 
 Top level: ``proofmesh serve VERSION --onnx FILE`` and ``proofmesh infer VERSION INPUT.json
 --verify zk|redundant|tee``. Group ``proofmesh inference``: publish a model for serving,
-build/register its zk circuit, post a service bond, show a version's terms, list, resolve,
-claim from and penalise wrong voters of redundant-mode disputes.
+build/register its zk circuit, post a service bond, show a version's terms, list, draw the
+committee of, resolve, claim from and penalise wrong voters of redundant-mode disputes.
 """
 
 from __future__ import annotations
@@ -209,6 +209,17 @@ def claim(dispute: int, account: AccountOpt = None, json_: JsonOpt = False) -> N
     reg = InferenceRegistry(ctx_chain(account))
     amount = reg.claim_vote_reward(dispute)
     output({"dispute": dispute, "voter": ctx_account(account).address, "reward": str(amount)}, json_)
+
+
+@app.command("draw")
+def draw(dispute: int, account: AccountOpt = None, json_: JsonOpt = False) -> None:
+    """Fix the committee seed of an open dispute (anyone, e.g. a keeper or the accused node):
+    within 256 blocks of the opening, or the dispute can no longer be voted on. The client
+    that opens a dispute already does it; no transaction if the seed is stored."""
+    from proofmesh.inference.registry import InferenceRegistry
+
+    reg = InferenceRegistry(ctx_chain(account))
+    output({"dispute": dispute, "seed": "0x" + reg.draw(dispute).hex()}, json_)
 
 
 @app.command("penalise")
