@@ -169,3 +169,17 @@ def test_line_breaks_in_a_header_are_refused(echo):
     with pytest.raises(ValueError, match="line break"):
         PeerPool().request("GET", echo.url + "/", headers={"x-a": "1\r\nx-injected: 2"}, max_bytes=1024,
                            deadline_s=2)
+
+
+def test_json_bodies_carry_numpy_arrays_and_big_integers(echo):
+    import numpy as np
+
+    pool = PeerPool()
+    body = {"x": np.arange(3, dtype=np.float32), "wei": 10**24}
+    got = json.loads(pool.request("POST", echo.url + "/j", json={"wei": 10**24}, max_bytes=1 << 20,
+                                  deadline_s=5).json()["body"])
+    assert got == {"wei": 10**24}
+    got = json.loads(pool.request("POST", echo.url + "/j", json={"x": body["x"]}, max_bytes=1 << 20,
+                                  deadline_s=5).json()["body"])
+    assert got == {"x": [0.0, 1.0, 2.0]}
+    pool.close()

@@ -122,7 +122,7 @@ class PeerPool:
         fields = {"host": peer[1] if peer[2] in (80, 443) else f"{peer[1]}:{peer[2]}",
                   "accept-encoding": "identity"}      # the cap counts the bytes as they arrive
         if json is not None:
-            content = orjson.dumps(json)
+            content = _json_bytes(json)
             fields["content-type"] = "application/json"
         fields.update({k.lower(): v for k, v in (headers or {}).items()})
         body = content or b""
@@ -242,6 +242,17 @@ class PeerPool:
     def _answer(url: str, parser: Any, reading: _Reading, t0: float) -> Answer:
         return Answer(url, parser.get_status_code(), httpx.Headers(reading.headers), b"".join(reading.body),
                       time.monotonic() - t0)
+
+
+def _json_bytes(value: Any) -> bytes:
+    """``value`` as JSON: orjson (numpy arrays included), or the standard library for what
+    orjson refuses (integers beyond 64 bits, e.g. a uint256 in wei)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        import json
+
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 class _ClosedBeforeAnswer(Exception):
