@@ -244,30 +244,50 @@ def test_bond_and_reward_books_stay_exact_over_random_operations(network, accoun
     assert any(pools_in.values()) and any(claimed.values()) and any(penalised)
 
 
-@pytest.mark.xfail(strict=True, reason="open (review 6, finding R6-4): only the disputer holds the disputed input, "
-                                       "so only voters it chooses can re-execute; the accused node does not publish it")
 def test_a_disputer_with_one_drawn_sybil_cannot_get_an_honest_node_slashed(network, accounts):
-    """An attacker with two bonded nodes (liar L, sybil S) asks honest node A for an answer,
-    has L sign a wrong one for the same input, and disputes the pair itself. The input is
-    known only to the disputer and the two parties (the chain has its hash), and committee
-    nodes re-execute only when someone sends it: the attacker sends it to S alone. S's one
-    bond meets the quorum, A is slashed, and the payout (disputer's half and voters' half)
-    goes to the attacker. Needs input availability: the accused node sending the input to
-    the drawn committee itself (it served the request), or the input on chain."""
+    """Review 6, R6-4. An attacker with two bonded nodes (liar L, sybil S) asks honest node A
+    for an answer, has L sign a wrong one for the same input, and disputes the pair itself.
+    The chain holds only the input's hash and committee members re-execute only what they
+    are sent: the attacker sends the input to S alone, and S's one bond meets the quorum.
+    The defence: A kept the input when it answered, and its duty loop (committee.defend, run
+    by committee_tick) sends it to every drawn member; the honest members outvote S."""
+    import numpy as np
+
+    from proofmesh.inference import wire
+    from proofmesh.inference.committee import committee_tick
+
     chain, reg = network.chain, network.registry
     honest, liar, sybil, attacker = accounts[1], accounts[2], accounts[3], accounts[0]
-    bystanders = accounts[4:7]                  # drawn, honest, but never sent the input
-    for acct in (honest, liar, sybil, *bystanders):
+    a = network.start_node(honest)
+    bystanders = [network.start_node(acct) for acct in accounts[4:7]]    # drawn, honest, never sent the input
+    for acct in (liar, sybil):
         network.bond_node(acct)
-    ra, rl = _receipts(network, honest, HONEST, liar, LIAR)
-    did = reg.dispute(ra, HONEST, rl, LIAR, sender=attacker)
+    # the attacker's request to the honest node, and the liar's receipt for the same input
+    x = np.random.default_rng(9).random((1, 4), dtype=np.float32)
+    body = wire.encode_request({"version": network.version, "nonce": 77}, {"x": x})
+    ans = wire.decode_answer(a.node.peers.request("POST", a.url + "/v1/infer", content=body, max_bytes=1 << 20,
+                                                  deadline_s=30, headers={"content-type": wire.CONTENT_TYPE,
+                                                                          "accept": wire.ANSWER_TYPE}).content)
+    ra = Receipt.from_json(ans["receipt"])
+    honest_values = [int(v) for v in ans["values"]]
+    lie = [v + 250_000 for v in honest_values]                 # far beyond the 1,000 tolerance
+    rl = Receipt(network.version, ra.input_hash, values_hash(lie), ra.nonce, 0).signed(liar, reg.domain)
+    did = reg.dispute(rl, lie, ra, honest_values, sender=attacker)
+    assert reg.eligible(did, sybil.address) and all(reg.eligible(did, b.account.address) for b in bystanders)
     salt = os.urandom(32)
-    assert reg.eligible(did, sybil.address) and all(reg.eligible(did, x.address) for x in bystanders)
-    reg.commit_vote(did, LIAR, salt, sender=sybil)
+    reg.commit_vote(did, lie, salt, sender=sybil)              # the only member the attacker told
+    # the accused node's duty: it sends the input it kept to the drawn members
+    tick = committee_tick(a.node)
+    assert tick["defended"] == [did]
+    assert all(reg.vote(did, b.account.address)["committed"] for b in bystanders)
+    assert committee_tick(a.node)["defended"] == []             # once per member
     st = reg.dispute_state(did)
     advance_to(chain, st["deadline"] + 1)
-    reg.reveal_vote(did, LIAR, salt, sender=sybil)
-    bond = reg.service_bond(honest.address)
+    reg.reveal_vote(did, lie, salt, sender=sybil)
+    for b in bystanders:
+        assert committee_tick(b.node)["revealed"] == [did]
+    bond, liar_bond = reg.service_bond(honest.address), reg.service_bond(liar.address)
     advance_to(chain, st["reveal_deadline"] + 1)
-    reg.resolve_dispute(did, sender=attacker)
+    assert reg.resolve_dispute(did, sender=attacker).lower() == liar.address.lower()
     assert reg.service_bond(honest.address) == bond, "an honest node was slashed by a one-sybil committee"
+    assert reg.service_bond(liar.address) < liar_bond

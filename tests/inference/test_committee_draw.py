@@ -314,4 +314,4 @@ def test_node_duty_penalises_wrong_voters_then_claims_or_releases(network, accou
     for acct in (winner.account, neither.account, silent):
         assert _open_cases(reg, acct) == 0
     assert committee_tick(winner) == committee_tick(neither) == \
-        {"revealed": [], "claimed": [], "penalised": [], "released": []}
+        {"revealed": [], "claimed": [], "penalised": [], "released": [], "defended": []}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,106 @@ class Ballots:
         self._journal.close()
 
 
+class Defence:
+    """What a node keeps to defend its answers: the inputs it answered (bounded in bytes,
+    oldest dropped first) and the disputes it has sent a committee.
+
+    The chain holds only a disputed input's hash, and committee members re-execute only
+    what someone sends them. Left to the disputer, a disputer who is also the liar sends
+    the input to its own drawn sybil alone: one bond meets the quorum and the honest node is
+    slashed (review 6, R6-4). The accused node served the same request, so it holds the
+    input too: :func:`defend` sends it to every node drawn for the committee."""
+
+    # how far back a node that has just started looks for disputes naming it
+    SCAN_BACK_BLOCKS = 1_000
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._inputs: dict[bytes, dict[str, Any]] = {}    # receipt input_hash -> inputs (insertion order)
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.cursor: int | None = None                     # next block to scan for Disputed events
+        self.pending: dict[int, dict[str, Any]] = {}       # open disputes against this node -> input
+        self.sent: set[tuple[int, str]] = set()            # (dispute, member) already sent the input
+
+    def keep(self, input_hash: bytes, inputs: dict[str, Any]) -> None:
+        """Remember the input a receipt committed to (the node's request path: a dict insert;
+        the arrays are the request's own, not copied)."""
+        size = sum(int(getattr(a, "nbytes", 0)) for a in inputs.values())
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if input_hash in self._inputs:
+                return
+            self._inputs[input_hash] = inputs
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                old = self._inputs.pop(next(iter(self._inputs)))
+                self._bytes -= sum(int(getattr(a, "nbytes", 0)) for a in old.values())
+
+    def get(self, input_hash: bytes) -> dict[str, Any] | None:
+        with self._lock:
+            return self._inputs.get(input_hash)
+
+
+def defend(node: InferenceNode, *, deadline_s: float = 120.0) -> list[int]:
+    """Duty of a node named in a dispute (either side): send the disputed input, which it
+    kept when it answered, to every node drawn for the dispute's committee that has not had
+    it, during the vote window; fix the committee's seed first if nobody has. Returns the
+    disputes whose committee got the input from this call. A node that no longer holds the
+    input (restarted, or past ``keep_inputs_mb``) cannot help and says so in its log."""
+    from proofmesh.chain.core import Registry
+    from proofmesh.http_reads import PEER_ERRORS
+    from proofmesh.inference.model import encode_tensor
+    from proofmesh.inference.registry import DISPUTES
+
+    reg, d = node.registry, node.defence
+    if reg is None:
+        return []
+    head = reg.chain.block_number()
+    start = d.cursor if d.cursor is not None else max(0, head - Defence.SCAN_BACK_BLOCKS)
+    if start <= head:
+        for side in ("node_a", "node_b"):
+            for ev in reg.chain.events(DISPUTES, "Disputed", from_block=start, to_block=head,
+                                       argument_filters={side: node.address}):
+                did, ih = int(ev["args"]["dispute"]), bytes(ev["args"]["input_hash"])
+                inputs = d.get(ih)
+                if inputs is None:
+                    log.warning("dispute %s names %s, which no longer holds its input: it cannot send it to the "
+                                "committee", did, node.address)
+                else:
+                    d.pending[did] = inputs
+        d.cursor = head + 1
+    defended = []
+    now = reg.chain.timestamp()
+    for did, inputs in list(d.pending.items()):
+        st = reg.dispute_state(did)
+        if st["state"] != 1 or now > st["deadline"]:
+            del d.pending[did]                  # settled, or past the vote window
+            continue
+        if st["seed"] == bytes(32):
+            reg.draw(did, sender=node.account)  # the accused has the most reason to
+        body = {"dispute": did, "input": {k: encode_tensor(v) for k, v in inputs.items()}}
+        parties = {st["node_a"].lower(), st["node_b"].lower()}
+        sent_now = 0
+        for n in Registry(reg.chain).nodes_with_role(4):      # ROLE_INFERENCE
+            if (did, n.address) in d.sent or n.address.lower() in parties or not n.endpoint.startswith("http") \
+                    or not reg.eligible(did, n.address):
+                continue
+            try:
+                r = node.peers.request("POST", n.endpoint.rstrip("/") + "/v1/committee/vote", json=body,
+                                       max_bytes=1 << 20, deadline_s=deadline_s)
+            except PEER_ERRORS:
+                continue                        # down: tried again next tick, while the window lasts
+            d.sent.add((did, n.address))        # it voted, or refused for a reason of its own
+            sent_now += r.status_code == 200
+        if sent_now:
+            log.info("dispute %s: %s sent the disputed input to %d drawn committee member(s)", did, node.address,
+                     sent_now)
+            defended.append(did)
+    return defended
+
+
 def vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any) -> dict:
     """Step 1 (in the vote window): check this node is drawn for the dispute's committee
     (if not, it says so and does nothing), check the input matches the dispute, re-run the
@@ -128,14 +229,19 @@ def reveal_vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any 
 
 
 def committee_tick(node: InferenceNode) -> dict[str, list]:
-    """Duty that needs no disputer: reveal committed votes once their vote window is over;
+    """Duty that needs no disputer: send the input of a dispute naming this node to its
+    drawn committee (:func:`defend`); reveal committed votes once their vote window is over;
     once a dispute is settled, penalise the wrong and silent voters of a vote this node won
     (it grows the node's reward), claim its share, or release its own bond (a vote for
     neither side, a void dispute, one settled by proof). The node daemon runs it every few
-    seconds; returns what was done ("penalised" lists (dispute, voter) pairs)."""
-    done: dict[str, list] = {"revealed": [], "claimed": [], "penalised": [], "released": []}
+    seconds; returns what was done ("penalised" lists (dispute, voter) pairs, "defended"
+    the disputes whose committee this call sent the input)."""
+    done: dict[str, list] = {"revealed": [], "claimed": [], "penalised": [], "released": [], "defended": []}
+    if node.registry is None:
+        return done
+    done["defended"] = defend(node)
     ballots = node.ballots
-    if node.registry is None or not (ballots.committed or ballots.revealed):
+    if not (ballots.committed or ballots.revealed):
         return done
     reg = node.registry
     now = reg.chain.timestamp()

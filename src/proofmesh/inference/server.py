@@ -46,12 +46,13 @@ from starlette.routing import Route
 
 from proofmesh.crypto.merkle import MerkleTree, leaf_hash
 from proofmesh.errors import InputError, NotAvailableError, ProofmeshError, VerificationError
+from proofmesh.http_pool import PeerPool
 from proofmesh.http_limits import DEFAULT_MAX_BODY_MB, MB, BodyLimit, BodyTooLarge, HttpLimits, error_json, parse_json
 from proofmesh.inference.model import OnnxModel, check_finite, spec_to_json
 from proofmesh.inference.nonces import UsedNonces
 from proofmesh.inference.tee import require_tee
 from proofmesh.inference import committee, wire
-from proofmesh.inference.committee import Ballots
+from proofmesh.inference.committee import Ballots, Defence
 from proofmesh.inference.receipt import (COMMIT_CIRCUIT, COMMIT_ZK, Receipt, ValuesSealer, circuit_input_hash,
                                          input_hash)
 
@@ -80,6 +81,10 @@ class NodeConfig:
     # byte, or it is answered 408 and its connection closed: a client dripping bytes would
     # otherwise hold a connection slot for as long as it liked
     request_timeout_s: float = 60.0
+    # inputs of answered requests kept in memory (oldest dropped first) so that, if one of
+    # its receipts is disputed, the node can send the input to the drawn committee itself
+    # (committee.defend) instead of depending on the disputer to
+    keep_inputs_mb: int = 256
     # fault injection for tests of the fraud-proof path: a node that adds this to its
     # outputs is a lying node; never set outside tests
     tamper: float = 0.0
@@ -193,6 +198,8 @@ class InferenceNode:
         self._prover.start()
         self.served = 0
         self.ballots = Ballots(self.workdir / f"ballots-{config.version}.jsonl")   # committee votes in flight
+        self.defence = Defence(config.keep_inputs_mb * MB)     # answered inputs, for disputes naming this node
+        self.peers = PeerPool()                                  # to committee members (committee.defend)
         self._slots = threading.Semaphore(config.max_concurrency) if config.max_concurrency else None
 
     # --- startup checks -----------------------------------------------------------
@@ -376,6 +383,7 @@ class InferenceNode:
             if self.config.tamper:
                 outputs = [o + np.asarray(self.config.tamper, dtype=o.dtype) for o in outputs]
             values, receipt = self._sealer.seal(self.config.version, ih, nonce, price, outputs)
+            self.defence.keep(ih, inputs)
             with self._lock:
                 if cid is not None:
                     self._channels[cid].unpaid += price
@@ -404,6 +412,7 @@ class InferenceNode:
             answer = answer + self.config.tamper
         values, receipt = self._sealer.seal(self.config.version, circuit_input_hash(input_hash(inputs), w.input_hash),
                                             nonce, price, [answer], COMMIT_CIRCUIT)
+        self.defence.keep(receipt.input_hash, inputs)
         with self._lock:
             if cid is not None:
                 self._channels[cid].unpaid += price
@@ -482,6 +491,7 @@ class InferenceNode:
         self._prover.join(timeout=600)
         self.nonces.close()
         self.ballots.close()
+        self.peers.close()
 
 
 def _jsonable(out: dict) -> dict:
