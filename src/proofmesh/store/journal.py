@@ -469,12 +469,18 @@ class Journal:
                     self._hurry.clear()
                 self._cv.notify_all()
                 due = (self._appended >= self._compact_at and not self._closed) or self._force_to > self._last_cut
-            if due:
+            while due:
                 try:
                     self._compact_live()
                 except OSError as exc:
                     self._fail(exc)
                     return
+                # Records put during that compaction went into the new file, already synced:
+                # no waiter may wake this loop again, so if they are enough for another
+                # compaction it runs now (else a burst that ended mid-compaction stayed
+                # uncompacted until the next put)
+                with self._lock:
+                    due = self._appended >= self._compact_at and not self._closed
 
     def _fail(self, exc: OSError) -> None:
         with self._lock:
