@@ -35,6 +35,8 @@ from proofmesh.inference.receipt import COMMIT_CIRCUIT, circuit_input_hash, inpu
 from proofmesh.store.journal import Journal
 
 if TYPE_CHECKING:
+    from proofmesh.http_pool import PeerPool
+    from proofmesh.http_reads import Answer
     from proofmesh.inference.registry import InferenceRegistry
     from proofmesh.inference.server import InferenceNode
 
@@ -108,12 +110,15 @@ class Defence:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._inputs: dict[bytes, dict[str, Any]] = {}    # receipt input_hash -> inputs (insertion order)
+        # receipt input_hash -> (inputs, their bytes), oldest first
+        self._inputs: dict[bytes, tuple[dict[str, Any], int]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
         self.cursor: int | None = None                     # next block to scan for Disputed events
         self.pending: dict[int, dict[str, Any]] = {}       # open disputes against this node -> input
-        self.sent: set[tuple[int, str]] = set()            # (dispute, member) already sent the input
+        # (dispute, node) done with: sent the input, or not drawn (which cannot change once
+        # the seed is fixed: only bonds posted before the opening count)
+        self.settled: set[tuple[int, str]] = set()
 
     def keep(self, input_hash: bytes, inputs: dict[str, Any]) -> None:
         """Remember the input a receipt committed to (the node's request path: a dict insert;
@@ -124,15 +129,15 @@ class Defence:
         with self._lock:
             if input_hash in self._inputs:
                 return
-            self._inputs[input_hash] = inputs
+            self._inputs[input_hash] = (inputs, size)
             self._bytes += size
             while self._bytes > self.max_bytes:
-                old = self._inputs.pop(next(iter(self._inputs)))
-                self._bytes -= sum(int(getattr(a, "nbytes", 0)) for a in old.values())
+                self._bytes -= self._inputs.pop(next(iter(self._inputs)))[1]
 
     def get(self, input_hash: bytes) -> dict[str, Any] | None:
         with self._lock:
-            return self._inputs.get(input_hash)
+            held = self._inputs.get(input_hash)
+        return held[0] if held is not None else None
 
 
 def defend(node: InferenceNode, *, deadline_s: float = 120.0) -> list[int]:
@@ -142,7 +147,7 @@ def defend(node: InferenceNode, *, deadline_s: float = 120.0) -> list[int]:
     disputes whose committee got the input from this call. A node that no longer holds the
     input (restarted, or past ``keep_inputs_mb``) cannot help and says so in its log."""
     from proofmesh.chain.core import Registry
-    from proofmesh.http_reads import PEER_ERRORS
+    from proofmesh.chain.deploy import ROLES
     from proofmesh.inference.model import encode_tensor
     from proofmesh.inference.registry import DISPUTES
 
@@ -172,25 +177,45 @@ def defend(node: InferenceNode, *, deadline_s: float = 120.0) -> list[int]:
             continue
         if st["seed"] == bytes(32):
             reg.draw(did, sender=node.account)  # the accused has the most reason to
-        body = {"dispute": did, "input": {k: encode_tensor(v) for k, v in inputs.items()}}
         parties = {st["node_a"].lower(), st["node_b"].lower()}
-        sent_now = 0
-        for n in Registry(reg.chain).nodes_with_role(4):      # ROLE_INFERENCE
-            if (did, n.address) in d.sent or n.address.lower() in parties or not n.endpoint.startswith("http") \
-                    or not reg.eligible(did, n.address):
+        members = []
+        for n in Registry(reg.chain).nodes_with_role(ROLES["inference"]):
+            if (did, n.address) in d.settled or n.address.lower() in parties or not n.endpoint.startswith("http"):
                 continue
-            try:
-                r = node.peers.request("POST", n.endpoint.rstrip("/") + "/v1/committee/vote", json=body,
-                                       max_bytes=1 << 20, deadline_s=deadline_s)
-            except PEER_ERRORS:
-                continue                        # down: tried again next tick, while the window lasts
-            d.sent.add((did, n.address))        # it voted, or refused for a reason of its own
-            sent_now += r.status_code == 200
+            if reg.eligible(did, n.address):
+                members.append((n.address, n.endpoint.rstrip("/")))
+            else:
+                d.settled.add((did, n.address))
+        if not members:
+            continue
+        answers = ask_committee(node.peers, members, did, "vote", {k: encode_tensor(v) for k, v in inputs.items()},
+                               max_bytes=1 << 20, deadline_s=deadline_s)
+        # a member that answered voted, or refused for a reason of its own; one that is down is
+        # tried again next tick, while the vote window lasts
+        d.settled.update((did, a) for a in answers)
+        sent_now = sum(r.status_code == 200 for r in answers.values())
         if sent_now:
             log.info("dispute %s: %s sent the disputed input to %d drawn committee member(s)", did, node.address,
                      sent_now)
             defended.append(did)
     return defended
+
+
+def ask_committee(pool: PeerPool, members: list[tuple[str, str]], dispute_id: int, duty: str, raw_input: Any, *,
+                  max_bytes: int, deadline_s: float) -> dict[str, Answer]:
+    """``POST <endpoint>/v1/committee/<duty>`` (vote or reveal) with the disputed input to each
+    ``(address, endpoint)`` member: the answers of those that answered, whatever their status
+    (a member that is down, too slow or not speaking HTTP is left out)."""
+    from proofmesh.http_reads import PEER_ERRORS
+
+    answers = {}
+    for address, endpoint in members:
+        try:
+            answers[address] = pool.request("POST", f"{endpoint}/v1/committee/{duty}", max_bytes=max_bytes,
+                                            deadline_s=deadline_s, json={"dispute": dispute_id, "input": raw_input})
+        except PEER_ERRORS:
+            continue
+    return answers
 
 
 def vote_on_dispute(node: InferenceNode, dispute_id: int, raw_input: Any) -> dict:

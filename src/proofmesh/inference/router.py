@@ -563,18 +563,20 @@ class Router:
                 if isinstance(body.get("side"), int)}
 
     def _committee_duty(self, dispute_id: int, members: list[NodeHandle], duty: str) -> dict[str, dict]:
-        # POST /v1/committee/<duty> with the disputed input to each member; the answers of
-        # those that did it (a node that is down or refuses is skipped)
+        # the disputed input to each member (committee.ask_committee); the answers of those
+        # that did it (a node that is down or refuses is skipped)
+        from proofmesh.inference.committee import ask_committee
+
+        answers = ask_committee(self.http, [(h.address, h.endpoint) for h in members], dispute_id, duty,
+                                self._disputes.get(dispute_id), max_bytes=self.max_answer, deadline_s=self.timeout)
         done = {}
-        for h in members:
+        for address, r in answers.items():
             try:
-                r = self._peer("POST", f"{h.endpoint}/v1/committee/{duty}",
-                               json={"dispute": dispute_id, "input": self._disputes.get(dispute_id)})
                 body = r.json() if r.status_code == 200 else None
-                if isinstance(body, dict):
-                    done[h.address] = body
-            except http_reads.PEER_ERRORS:
+            except BadJSON:
                 continue
+            if isinstance(body, dict):
+                done[address] = body
         return done
 
     def settle_note(self) -> dict[str, int]:
