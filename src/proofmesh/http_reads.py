@@ -291,21 +291,11 @@ def read_answer(method: str, url: str, *, max_bytes: int | None = None, deadline
     limit = max_answer_bytes() if max_bytes is None else max_bytes
     if limit <= 0 or deadline_s <= 0:
         raise ValueError(f"read_answer needs a positive cap and deadline, got {limit} bytes, {deadline_s} s")
-    own = client is None
-    http = client if client is not None else httpx.Client()
-    headers = dict(request.pop("headers", None) or {})
-    # Ask for an uncompressed answer: the cap counts decoded bytes, and one compressed read
-    # could decode to far more than the cap at once.
-    headers.setdefault("accept-encoding", "identity")
     t0 = time.monotonic()
     dog = _Watchdog(deadline_s)
     received = 0
     try:
-        extensions = dict(request.pop("extensions", None) or {})
-        extensions["trace"] = dog.trace
-        with http.stream(method, url, headers=headers, timeout=httpx.Timeout(deadline_s), extensions=extensions,
-                         **request) as resp:
-            dog.attach(resp.extensions.get("network_stream"))
+        with _watched_stream(method, url, client, dog, httpx.Timeout(deadline_s), request) as resp:
             declared = resp.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise AnswerTooLarge(url, limit, int(declared), declared=True)
@@ -323,6 +313,25 @@ def read_answer(method: str, url: str, *, max_bytes: int | None = None, deadline
         if dog.fired or time.monotonic() - t0 >= deadline_s:
             raise AnswerTimeout(url, deadline_s, received) from None
         raise
+
+
+@contextmanager
+def _watched_stream(method: str, url: str, client: httpx.Client | None, dog: _Watchdog, timeout: httpx.Timeout,
+                    request: dict[str, Any]) -> Iterator[httpx.Response]:
+    """``client.stream(method, url, **request)`` with ``dog`` watching its socket, asking for an
+    uncompressed answer (caps and rates count the bytes as they arrive, and one compressed read
+    could decode to far more than a cap at once); ``client`` None opens and closes one. The
+    watchdog is cancelled on the way out; its ``fired`` stays readable."""
+    own = client is None
+    http = client if client is not None else httpx.Client()
+    headers = dict(request.pop("headers", None) or {})
+    headers.setdefault("accept-encoding", "identity")
+    extensions = dict(request.pop("extensions", None) or {})
+    extensions["trace"] = dog.trace
+    try:
+        with http.stream(method, url, headers=headers, timeout=timeout, extensions=extensions, **request) as resp:
+            dog.attach(resp.extensions.get("network_stream"))
+            yield resp
     finally:
         dog.cancel()
         if own:
@@ -386,19 +395,12 @@ def rated_stream(method: str, url: str, *, rule: MinRate, client: httpx.Client |
     ``httpx.HTTPError`` for a transport failure before it. The status is not checked, nor any
     byte cap: the caller decides from ``response`` and counts what it keeps.
     """
-    own = client is None
-    http = client if client is not None else httpx.Client()
-    headers = dict(request.pop("headers", None) or {})
-    headers.setdefault("accept-encoding", "identity")   # the rate counts the bytes on the wire
     t0 = time.monotonic()
     dog = _Watchdog(rule.grace_s)
-    extensions = dict(request.pop("extensions", None) or {})
-    extensions["trace"] = dog.trace
+    timeout = httpx.Timeout(read_timeout_s if read_timeout_s is not None else rule.grace_s)
     stream: RatedStream | None = None
     try:
-        with http.stream(method, url, headers=headers, extensions=extensions, **request,
-                         timeout=httpx.Timeout(read_timeout_s if read_timeout_s is not None else rule.grace_s)) as resp:
-            dog.attach(resp.extensions.get("network_stream"))
+        with _watched_stream(method, url, client, dog, timeout, request) as resp:
             stream = RatedStream(url, resp, rule, dog, t0)
             yield stream
     except httpx.HTTPError:
@@ -406,7 +408,3 @@ def rated_stream(method: str, url: str, *, rule: MinRate, client: httpx.Client |
         if dog.fired:
             raise TransferTooSlow(url, rule, stream.received if stream else 0, time.monotonic() - t0) from None
         raise
-    finally:
-        dog.cancel()
-        if own:
-            http.close()
